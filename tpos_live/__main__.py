@@ -1,0 +1,3 @@
+from tpos_live.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Qt desktop app (issue 6)."""

@@ -1,0 +1,1 @@
+"""Audio: file decoding, spectrogram front ends, loudness envelopes."""

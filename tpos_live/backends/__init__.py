@@ -1,0 +1,1 @@
+"""Inference backends (torch eager today; ONNX Runtime and TensorRT follow in issue 5)."""

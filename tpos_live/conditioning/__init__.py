@@ -1,0 +1,1 @@
+"""Audio conditioning: audio in, time-stamped conditions in the text-embedding space out."""

@@ -1,0 +1,1 @@
+"""Diffusion: model loading, samplers, audio semantic guidance, the renderer."""

@@ -1,0 +1,1 @@
+"""The live engine (issue 4)."""

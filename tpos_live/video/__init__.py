@@ -1,0 +1,1 @@
+"""Video: H.264 encoding with the audio muxed in."""

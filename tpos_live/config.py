@@ -1,0 +1,109 @@
+"""Render settings: one frozen dataclass, one home for the defaults of both modes.
+
+``fast`` is the real-time recipe (few-step sampler, one guided step, TAESD decode, loudness
+envelope on). ``paper`` reproduces the official TPoS settings (design notes §2): 50 PLMS steps,
+text guidance 7.5, s_e 7, threshold 0.8, param_t 900, momentum 0.3 / 0.6, full VAE, no envelope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from tpos_live.diffusion.guidance import GuidanceParams
+from tpos_live.diffusion.samplers import SAMPLERS
+
+MODES = ("fast", "paper")
+DECODERS = ("taesd", "vae")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that shapes the frames of a render, validated on construction.
+
+    Guidance starts at ``delta_timestep`` (a DDPM timestep: steps with t < delta are guided, like
+    the official ``param_t``) or at ``delta_step`` (a step index); exactly one of them is set.
+    """
+
+    mode: str = "fast"
+    width: int = 512
+    height: int = 512
+    fps: float = 24.0
+    seed: int = 42
+    sampler: str = "lcm"
+    steps: int = 4
+    text_guidance: float = 1.0
+    audio_guidance: float = 7.0
+    threshold: float = 0.8
+    momentum_scale: float = 0.3
+    momentum_beta: float = 0.6
+    delta_timestep: int | None = None
+    delta_step: int | None = 3
+    envelope_depth: float = 0.75
+    attack_seconds: float = 0.01
+    release_seconds: float = 0.25
+    decoder: str = "taesd"
+    batch_frames: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        _check(self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        _check(self.decoder in DECODERS, f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        _check(64 <= self.width <= 2048 and 64 <= self.height <= 2048, "size must be 64..2048 per side")
+        _check(self.width % 8 == 0 and self.height % 8 == 0, f"size must be a multiple of 8, got "
+               f"{self.width}x{self.height}")
+        _check(1.0 <= self.fps <= 120.0, f"fps must be in 1..120, got {self.fps}")
+        _check(0 <= self.seed < 2**63, f"seed must be in 0..2^63-1, got {self.seed}")
+        _check(1 <= self.steps <= 1000, f"steps must be in 1..1000, got {self.steps}")
+        _check((self.delta_timestep is None) != (self.delta_step is None),
+               "give exactly one of delta (a timestep) or delta step (a step index)")
+        if self.delta_timestep is not None:
+            _check(1 <= self.delta_timestep <= 1000, f"delta must be a timestep in 1..1000, got "
+                   f"{self.delta_timestep}")
+        if self.delta_step is not None:
+            _check(0 <= self.delta_step < self.steps, f"delta step must be in 0..{self.steps - 1} "
+                   f"(steps - 1), got {self.delta_step}")
+        _check(0.0 <= self.envelope_depth <= 1.0, f"envelope depth must be in [0, 1], got {self.envelope_depth}")
+        _check(self.attack_seconds > 0 and self.release_seconds > 0, "attack and release must be > 0 seconds")
+        _check(1 <= self.batch_frames <= 64, f"batch frames must be in 1..64, got {self.batch_frames}")
+        self.guidance  # validates threshold, momentum and scales
+
+    @property
+    def guidance(self) -> GuidanceParams:
+        return GuidanceParams(self.text_guidance, self.audio_guidance, self.threshold,
+                              self.momentum_scale, self.momentum_beta)
+
+    @classmethod
+    def for_mode(cls, mode: str, **overrides: Any) -> RenderSettings:
+        """The preset of ``mode`` with ``overrides`` (None values are ignored) applied on top."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        base = PAPER_PRESET if mode == "paper" else FAST_PRESET
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "delta_timestep" in given:
+            given.setdefault("delta_step", None)
+        elif "delta_step" in given:
+            given.setdefault("delta_timestep", None)
+        if "steps" in given and "delta_step" not in given and base.delta_step is not None:
+            given["delta_step"] = given["steps"] - 1  # keep fast mode's "one guided step" for any step count
+        unknown = set(given) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        return replace(base, mode=mode, **given)
+
+    @property
+    def frame_interval(self) -> float:
+        return 1.0 / self.fps
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+FAST_PRESET = RenderSettings()
+PAPER_PRESET = RenderSettings(
+    mode="paper", sampler="plms", steps=50, text_guidance=7.5, audio_guidance=7.0, threshold=0.8,
+    momentum_scale=0.3, momentum_beta=0.6, delta_timestep=900, delta_step=None, envelope_depth=0.0,
+    decoder="vae",
+)

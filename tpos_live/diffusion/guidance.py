@@ -1,0 +1,74 @@
+"""Audio Semantic Guidance, TPoS equations (6) and (7), built on SEGA (Brack et al. 2023).
+
+    eps~ = eps(z, c_null) + g (eps(z, c_text) - eps(z, c_null)) + lambda
+    lambda = mask_q(g_s (eps(z, c_n) - eps(z, c_null))) + sigma_m Phi_m
+
+Where the paper, the official code and diffusers' SemanticStableDiffusionPipeline differ, we follow:
+- the quantile mask of SEGA / the official code: per (batch, channel) over the spatial positions,
+  keeping entries with |edit| >= the q-quantile (computed in float32, like diffusers);
+- the momentum update of SEGA / the official code: edit' = edit + sigma_m v, v = beta v + (1 - beta) edit';
+- the official code for *when* momentum starts: at the first guided step. SEGA also accumulates momentum
+  during its warm-up steps, which would need eps(z, c_n) at every text-only step of every frame and so
+  forbid computing z^delta once; with sigma_m = 0 or delta = 0 the two agree exactly (tests/test_guidance_sega.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    """The knobs of equations (6) and (7)."""
+
+    text_scale: float  # g: classifier-free guidance of the prompt (0 or 1 for few-step models)
+    audio_scale: float  # g_s: strength of the audio semantic guidance
+    threshold: float  # q: quantile below which edit entries are dropped
+    momentum_scale: float  # sigma_m
+    momentum_beta: float  # beta of the momentum's moving average
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if not 0.0 <= self.momentum_scale <= 1.0:
+            raise ValueError(f"momentum scale must be in [0, 1], got {self.momentum_scale}")
+        if not 0.0 <= self.momentum_beta < 1.0:
+            raise ValueError(f"momentum beta must be in [0, 1), got {self.momentum_beta}")
+        if self.text_scale < 0 or self.audio_scale < 0:
+            raise ValueError("guidance scales must be >= 0")
+
+
+def quantile_mask(edit: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Zero the entries of ``edit`` (B, C, H, W) below the per-(B, C) quantile of |edit| over H x W."""
+    magnitude = edit.abs().flatten(start_dim=2).float()
+    cutoff = torch.quantile(magnitude, threshold, dim=2).to(edit.dtype)
+    return torch.where(edit.abs() >= cutoff[:, :, None, None], edit, torch.zeros_like(edit))
+
+
+def text_guided(eps_null: torch.Tensor, eps_text: torch.Tensor, text_scale: float) -> torch.Tensor:
+    """Classifier-free guidance, the first line of equation (6)."""
+    return eps_null + text_scale * (eps_text - eps_null)
+
+
+def audio_guided(
+    eps_null: torch.Tensor,
+    eps_text: torch.Tensor,
+    eps_audio: torch.Tensor,
+    audio_scales: torch.Tensor,
+    params: GuidanceParams,
+    momentum: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One guided step: equation (6) with lambda from equation (7).
+
+    ``audio_scales`` (B,) is g_s per frame (g_s times the loudness envelope). Returns the guided
+    prediction and the updated momentum; pass ``momentum=None`` at a frame's first guided step.
+    """
+    scales = audio_scales.to(eps_audio.dtype)[:, None, None, None]
+    edit = quantile_mask((eps_audio - eps_null) * scales, params.threshold)
+    if momentum is None:
+        momentum = torch.zeros_like(edit)
+    edit = edit + params.momentum_scale * momentum
+    momentum = params.momentum_beta * momentum + (1 - params.momentum_beta) * edit
+    return text_guided(eps_null, eps_text, params.text_scale) + edit, momentum

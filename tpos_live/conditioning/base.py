@@ -1,0 +1,111 @@
+"""The one interface every conditioning source implements: mono audio in, time-stamped conditions out.
+
+A provider (the TPoS encoder, a zero-shot audio model, ...) turns audio into a :class:`ConditionTrack`:
+complete ``encoder_hidden_states`` for the UNet (77 tokens in the diffusion model's text space), one per
+moment of the audio, each with the weight (magnitude) of that moment. It learns what that text space
+looks like from a :class:`TextSpace`, which the diffusion side builds from its own text encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+TEXT_TOKENS = 77  # CLIP's context length: every condition has this many token rows
+
+
+@dataclass(frozen=True)
+class TextSpace:
+    """What a provider needs from the diffusion model's text encoder.
+
+    Attributes:
+        empty: ``(77, D)`` text-encoder output for the empty prompt ``""``. Row 0 is the start token.
+        family: which text encoder made it, e.g. ``"clip-vit-l-14"`` (SD 1.x),
+            ``"openclip-vit-h-14"`` (SD 2.x / sd-turbo) or ``"tiny"`` (tests).
+    """
+
+    empty: torch.Tensor
+    family: str
+
+    def __post_init__(self) -> None:
+        if self.empty.ndim != 2 or self.empty.shape[0] != TEXT_TOKENS:
+            raise ValueError(f"empty must be ({TEXT_TOKENS}, D), got {tuple(self.empty.shape)}")
+        if not self.family:
+            raise ValueError("family must name the text encoder")
+
+    @property
+    def dim(self) -> int:
+        """Width D of the text space (768 for SD 1.x, 1024 for SD 2.x)."""
+        return int(self.empty.shape[-1])
+
+    def with_start_token(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(K, 76, D)`` audio tokens -> ``(K, 77, D)`` float32 conditions: the empty prompt's start
+        token, then the tokens (how TPoS places its MAP output). On ``empty``'s device."""
+        if tokens.ndim != 3 or tokens.shape[1:] != (TEXT_TOKENS - 1, self.dim):
+            raise ValueError(
+                f"expected tokens of shape (K, {TEXT_TOKENS - 1}, {self.dim}), got {tuple(tokens.shape)}"
+            )
+        start = self.empty[:1].to(torch.float32).expand(tokens.shape[0], 1, self.dim)
+        return torch.cat([start, tokens.to(device=self.empty.device, dtype=torch.float32)], dim=1)
+
+
+@dataclass(frozen=True)
+class ConditionTrack:
+    """Audio -> time-stamped conditions.
+
+    Attributes:
+        times: ``(K,)`` float64 seconds, ascending: the audio time each condition describes.
+        conditions: ``(K, 77, D)`` float32, complete ``encoder_hidden_states`` for the UNet.
+        weights: ``(K,)`` in [0, 1], the weight of that moment (TPoS: the attention weight alpha_n of
+            the segment in its window, which carries its magnitude).
+    """
+
+    times: np.ndarray
+    conditions: torch.Tensor
+    weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        count = len(self.times)
+        if count < 1:
+            raise ValueError("a condition track needs at least one condition")
+        if self.times.shape != (count,) or self.weights.shape != (count,):
+            raise ValueError(
+                f"times and weights must both be ({count},), got {self.times.shape} and {self.weights.shape}"
+            )
+        if self.conditions.ndim != 3 or self.conditions.shape[:2] != (count, TEXT_TOKENS):
+            raise ValueError(
+                f"conditions must be ({count}, {TEXT_TOKENS}, D), got {tuple(self.conditions.shape)}"
+            )
+        if self.conditions.dtype != torch.float32:
+            raise ValueError(f"conditions must be float32, got {self.conditions.dtype}")
+        if np.any(np.diff(self.times) <= 0):
+            raise ValueError("times must be strictly ascending")
+        if np.any(self.weights < 0) or np.any(self.weights > 1):
+            raise ValueError("weights must lie in [0, 1]")
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@runtime_checkable
+class ConditionProvider(Protocol):
+    """Mono audio -> :class:`ConditionTrack` in a given text space.
+
+    Attributes:
+        name: for messages, e.g. ``"tpos:path/enc.safetensors"`` or ``"tpos:random"``.
+        random_weights: True when the weights are random (a speed test, not a picture).
+        sample_rate: mono audio at this rate goes in.
+        embed_dim: width of the conditions it makes; must equal the text space's width.
+    """
+
+    name: str
+    random_weights: bool
+    sample_rate: int
+    embed_dim: int
+
+    def encode(self, mono: np.ndarray, text_space: TextSpace) -> ConditionTrack:
+        """Encode a whole mono signal. Raises UserError when ``text_space.dim != embed_dim``."""
+        ...

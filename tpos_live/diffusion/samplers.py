@@ -8,6 +8,7 @@ the text-only steps give the same z^delta for every frame and can be computed on
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,9 +47,10 @@ def make_schedule(scheduler_config: dict, sampler: str, steps: int) -> Schedule:
         raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
-    config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
     # PLMS (CompVis ldm, the official TPoS sampler) uses DDIM's uniform timesteps.
     scheduler_class = LCMScheduler if sampler == "lcm" else DDIMScheduler
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    config = {k: v for k, v in scheduler_config.items() if k in accepted}  # other schedulers' keys
     scheduler = scheduler_class.from_config(config)
     scheduler.set_timesteps(steps)
     timesteps = tuple(int(t) for t in scheduler.timesteps)

@@ -1,0 +1,233 @@
+"""The TPoS frame renderer: a prepared scene plus per-frame audio conditions in, RGB frames out.
+
+A :class:`Scene` holds everything that is the same for every frame of a prompt and seed (design
+notes §3): z^T, the step noise, c_text and c_null, z^delta after the text-only steps, and the first
+guided step's text and null predictions. Rendering a batch of frames then costs one batched UNet
+call per guided step and none for the cached steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tpos_live.conditioning.base import TextSpace
+from tpos_live.config import RenderSettings
+from tpos_live.diffusion.guidance import audio_guided, text_guided
+from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.samplers import (
+    Schedule,
+    add_noise,
+    make_schedule,
+    sample_ddim,
+    sample_lcm,
+    sample_plms,
+)
+from tpos_live.errors import UserError
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Per-prompt, per-seed state shared by every frame. Latents are float32, shape (1, C, h, w)."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    text: torch.Tensor  # c_text (1, 77, D), in the UNet's dtype
+    null: torch.Tensor  # c_null (1, 77, D): the negative prompt, "" by default
+    z_start: torch.Tensor  # z^T, or the noised init image
+    step_noise: torch.Tensor  # (S, 1, C, h, w): the same injected noise for every frame
+    z_delta: torch.Tensor  # latent at the first guided step
+    history: tuple[torch.Tensor, ...]  # PLMS history at the first guided step
+    eps_null_first: torch.Tensor  # eps(z^delta, c_null) at the first guided step
+    eps_text_first: torch.Tensor  # eps(z^delta, c_text) at the first guided step
+
+
+class TPoSRenderer:
+    """Renders frames of one model stack with one set of :class:`RenderSettings`.
+
+    Args:
+        stack: the loaded models (UNet, text encoder, VAE, optional TAESD).
+        settings: sampler, steps, guidance, size; validated against the stack here.
+    """
+
+    def __init__(self, stack: ModelStack, settings: RenderSettings) -> None:
+        factor = stack.vae_scale_factor
+        if settings.width % factor or settings.height % factor:
+            raise UserError(f"size {settings.width}x{settings.height} is not a multiple of the model's "
+                            f"scale factor {factor}: pick a multiple of {factor}")
+        if settings.decoder == "taesd" and stack.taesd is None:
+            raise UserError("the TAESD decoder was asked for but the model has none: pass --decoder vae "
+                            "or give a TAESD with --taesd")
+        self.stack = stack
+        self.settings = settings
+        self.schedule: Schedule = make_schedule(stack.scheduler_config, settings.sampler, settings.steps)
+        self.first_guided = self._first_guided_step()
+        self.unet_calls = 0
+        self.unet_batch_items = 0
+
+    # ---- public -------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def text_space(self) -> TextSpace:
+        """The empty prompt's encoding, which audio providers need to build conditions."""
+        return TextSpace(empty=self.encode_prompt("")[0].float().cpu(), family=self.stack.text_family)
+
+    @torch.inference_mode()
+    def encode_prompt(self, text: str) -> torch.Tensor:
+        """Text-encoder output (1, 77, D) in the UNet's dtype."""
+        tokenizer = self.stack.tokenizer
+        ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        hidden = self.stack.text_encoder(ids.to(self.stack.device))[0]
+        return hidden.to(self.stack.unet.dtype)
+
+    @torch.inference_mode()
+    def prepare_scene(self, prompt: str, negative_prompt: str = "", seed: int | None = None,
+                      init_image: str | Path | None = None) -> Scene:
+        """Encode the prompts, draw z^T and the step noise, and run the text-only steps once."""
+        seed = self.settings.seed if seed is None else seed
+        text, null = self.encode_prompt(prompt), self.encode_prompt(negative_prompt)
+        z_t, step_noise = self._draw_noise(seed)
+        z_start, start = z_t, 0
+        if init_image is not None:
+            z_start, start = self._noised_init_image(init_image, z_t), self.first_guided
+        # With PLMS and delta_step == 1 the first step's second evaluation (at step 1) stays text-only:
+        # it only shapes z^delta, which must be the same for every frame.
+        text_only = _TextOnlyModel(self, text, null)
+        z_delta, history = self._sample(text_only, z_start, step_noise, start, self.first_guided, ())
+        eps_null, eps_text = self._first_step_predictions(z_delta, text, null)
+        return Scene(prompt, negative_prompt, seed, text, null, z_start, step_noise, z_delta, history,
+                     eps_null, eps_text)
+
+    @torch.inference_mode()
+    def render_latents(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> torch.Tensor:
+        """Guided steps for a batch of frames: ``conditions`` (B, 77, D), ``audio_scales`` (B,) = g_s per frame."""
+        batch = conditions.shape[0]
+        model = _AudioGuidedModel(self, scene, conditions.to(self.stack.device, self.stack.unet.dtype),
+                                  audio_scales.to(self.stack.device, torch.float32))
+        x = scene.z_delta.expand(batch, -1, -1, -1)
+        history = tuple(h.expand(batch, -1, -1, -1) for h in scene.history)
+        latents, _ = self._sample(model, x, scene.step_noise, self.first_guided, len(self.schedule), history)
+        return latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, h, w) to uint8 RGB frames (B, H, W, 3)."""
+        decoder = self.stack.taesd if self.settings.decoder == "taesd" else self.stack.vae
+        scaled = latents / decoder.config.scaling_factor
+        image = decoder.decode(scaled.to(self.stack.device, decoder.dtype)).sample.float()
+        image = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return image.permute(0, 2, 3, 1).cpu().numpy()
+
+    def render(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> np.ndarray:
+        """Frames for a batch of conditions: guided steps, then decode."""
+        return self.decode(self.render_latents(scene, conditions, audio_scales))
+
+    # ---- steps ----------------------------------------------------------------------------------------
+
+    def unet(self, x: torch.Tensor, step: int, conditions: torch.Tensor) -> torch.Tensor:
+        """One UNet call on float32 latents; the network runs in its own dtype."""
+        self.unet_calls += 1
+        self.unet_batch_items += x.shape[0]
+        t = torch.full((x.shape[0],), self.schedule.timesteps[step], device=x.device, dtype=torch.long)
+        out = self.stack.unet(x.to(self.stack.unet.dtype), t, encoder_hidden_states=conditions).sample
+        return out.float()
+
+    def _sample(self, model, x, step_noise, start, stop, history):
+        sampler = self.settings.sampler
+        if sampler == "plms":
+            return sample_plms(model, x, self.schedule, start, stop, history)
+        if sampler == "lcm":
+            return sample_lcm(model, x, self.schedule, step_noise, start, stop), ()
+        return sample_ddim(model, x, self.schedule, start, stop), ()
+
+    def _first_guided_step(self) -> int:
+        s = self.settings
+        first = s.delta_step if s.delta_step is not None else self.schedule.first_step_below(s.delta_timestep)
+        if first >= len(self.schedule):
+            raise UserError(f"delta {s.delta_timestep} leaves no guided step (timesteps run "
+                            f"{self.schedule.timesteps[0]}..{self.schedule.timesteps[-1]}): raise --delta")
+        return first
+
+    def _first_step_predictions(self, z_delta, text, null):
+        both = self.unet(torch.cat([z_delta, z_delta]), self.first_guided, torch.cat([null, text]))
+        return both[:1], both[1:]
+
+    def _draw_noise(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.stack.latent_channels
+        f = self.stack.vae_scale_factor
+        shape = (1, c, self.settings.height // f, self.settings.width // f)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        z_t = torch.randn(shape, generator=generator)
+        step_noise = torch.randn((len(self.schedule), *shape), generator=generator)
+        return z_t.to(self.stack.device), step_noise.to(self.stack.device)
+
+    def _noised_init_image(self, path: str | Path, noise: torch.Tensor) -> torch.Tensor:
+        """The paper's visual conditioning: encode the image with the VAE and noise it to delta."""
+        from tpos_live.diffusion.images import load_image_tensor
+
+        pixels = load_image_tensor(path, self.settings.width, self.settings.height)
+        vae = self.stack.vae
+        latent = vae.encode(pixels.to(self.stack.device, vae.dtype)).latent_dist.mode()
+        latent = latent.float() * vae.config.scaling_factor
+        return add_noise(latent, noise, self.schedule.alphas[self.first_guided])
+
+
+class _TextOnlyModel:
+    """Steps before delta: text guidance only, run once per scene with batch 1."""
+
+    def __init__(self, renderer: TPoSRenderer, text: torch.Tensor, null: torch.Tensor) -> None:
+        self.renderer, self.text, self.null = renderer, text, null
+        self.scale = renderer.settings.text_guidance
+
+    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        if self.scale == 1.0:  # eps_null + 1 * (eps_text - eps_null) is eps_text: one branch suffices
+            return self.renderer.unet(x, step, self.text)
+        if self.scale == 0.0:
+            return self.renderer.unet(x, step, self.null)
+        null, text = self.renderer.unet(torch.cat([x, x]), step, torch.cat([self.null, self.text])).chunk(2)
+        return text_guided(null, text, self.scale)
+
+
+class _AudioGuidedModel:
+    """Steps from delta: equations (6)-(7) for B frames, one batched UNet call per step.
+
+    At the frame's first call the latent is z^delta for every frame, so the null and text
+    predictions come from the scene cache and only the audio branches run.
+    """
+
+    def __init__(self, renderer: TPoSRenderer, scene: Scene, conditions: torch.Tensor,
+                 audio_scales: torch.Tensor) -> None:
+        self.renderer, self.scene, self.conditions = renderer, scene, conditions
+        self.audio_scales = audio_scales * renderer.settings.audio_guidance
+        self.params = renderer.settings.guidance
+        self.momentum: torch.Tensor | None = None
+        self.fresh = True
+
+    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        batch = x.shape[0]
+        if self.fresh:
+            self.fresh = False
+            eps_audio = self.renderer.unet(x, step, self.conditions)
+            eps_null = self.scene.eps_null_first.expand(batch, -1, -1, -1)
+            eps_text = self.scene.eps_text_first.expand(batch, -1, -1, -1)
+        else:
+            eps_null, eps_text, eps_audio = self._branches(x, step)
+        guided, self.momentum = audio_guided(eps_null, eps_text, eps_audio, self.audio_scales,
+                                             self.params, self.momentum)
+        return guided
+
+    def _branches(self, x: torch.Tensor, step: int):
+        batch = x.shape[0]
+        null = self.scene.null.expand(batch, -1, -1)
+        if self.params.text_scale == 0.0:  # the text branch would be multiplied by zero: skip it
+            eps_null, eps_audio = self.renderer.unet(torch.cat([x, x]), step,
+                                                     torch.cat([null, self.conditions])).chunk(2)
+            return eps_null, eps_null, eps_audio
+        text = self.scene.text.expand(batch, -1, -1)
+        out = self.renderer.unet(torch.cat([x, x, x]), step, torch.cat([null, text, self.conditions]))
+        return out.chunk(3)

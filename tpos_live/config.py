@@ -66,7 +66,7 @@ class RenderSettings:
         _check(0.0 <= self.envelope_depth <= 1.0, f"envelope depth must be in [0, 1], got {self.envelope_depth}")
         _check(self.attack_seconds > 0 and self.release_seconds > 0, "attack and release must be > 0 seconds")
         _check(1 <= self.batch_frames <= 64, f"batch frames must be in 1..64, got {self.batch_frames}")
-        self.guidance  # validates threshold, momentum and scales
+        _ = self.guidance  # GuidanceParams validates threshold, momentum and scales
 
     @property
     def guidance(self) -> GuidanceParams:

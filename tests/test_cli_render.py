@@ -1,0 +1,203 @@
+"""`tpos-live render` end to end on the tiny stack: every input format, the bad inputs, the output file."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.media import write_tone, write_tone_video
+from tpos_live.cli import main
+from tpos_live.video.probe import probe_media
+
+FPS = 8
+QUICK = ["--model", "tiny", "--size", "64x64", "--fps", str(FPS), "--quiet", "--prompt", "a beach"]
+
+FORMATS = [  # (file name, codec, sample rate, channels)
+    ("u8.wav", "pcm_u8", 8000, 1),
+    ("s16.wav", "pcm_s16le", 44100, 2),
+    ("s24.wav", "pcm_s24le", 48000, 2),
+    ("s32.wav", "pcm_s32le", 22050, 1),
+    ("float.wav", "pcm_f32le", 44100, 6),
+    ("tone.flac", "flac", 96000, 2),
+    ("vorbis.ogg", "vorbis", 44100, 2),
+    ("opus.ogg", "libopus", 48000, 1),
+    ("tone.mp3", "libmp3lame", 44100, 2),
+    ("tone.m4a", "aac", 44100, 2),
+]
+
+
+def render(tmp_path, audio, *extra):
+    out = tmp_path / "out.mp4"
+    code = main(["render", str(audio), "-o", str(out), *QUICK, *extra])
+    return code, out
+
+
+def assert_valid_video(path, seconds):
+    info = probe_media(path)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.pix_fmt == "yuv420p"
+    assert (info.width, info.height) == (64, 64)
+    assert abs(info.video_duration - info.audio_duration) <= 1 / FPS
+    assert abs(info.video_duration - seconds) <= 1 / FPS
+    return info
+
+
+@pytest.mark.parametrize("name, codec, rate, channels", FORMATS)
+def test_every_audio_format_renders(tmp_path, name, codec, rate, channels):
+    audio = write_tone(tmp_path / name, seconds=1.0, freq=440, sample_rate=rate, channels=channels, codec=codec)
+    code, out = render(tmp_path, audio)
+    assert code == 0
+    assert_valid_video(out, 1.0)
+
+
+def test_the_audio_track_of_a_video_renders(tmp_path):
+    audio = write_tone_video(tmp_path / "clip.mp4", seconds=1.5)
+    code, out = render(tmp_path, audio)
+    assert code == 0
+    assert_valid_video(out, 1.5)
+
+
+def test_silent_audio_gives_a_valid_video(tmp_path):
+    audio = write_tone(tmp_path / "silence.wav", seconds=1.0, amplitude=0.0)
+    code, out = render(tmp_path, audio)
+    assert code == 0
+    assert_valid_video(out, 1.0)
+
+
+def test_same_seed_same_video_and_frames_dir(tmp_path):
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        out = tmp_path / f"{folder.name}.mp4"
+        assert main(["render", str(audio), "-o", str(out), "--frames", str(folder), "--seed", "5", *QUICK]) == 0
+    pngs = sorted(first.glob("frame_*.png"))
+    assert len(pngs) == 4
+    for png in pngs:
+        assert png.read_bytes() == (second / png.name).read_bytes()
+
+
+def render_frames(tmp_path, audio, *extra):
+    from PIL import Image
+
+    folder = tmp_path / f"frames-{audio.stem}"
+    assert main(["render", str(audio), "-o", str(tmp_path / f"{audio.stem}.mp4"), "--frames", str(folder),
+                 *QUICK, *extra]) == 0
+    return np.stack([np.asarray(Image.open(p)).astype(int) for p in sorted(folder.glob("*.png"))])
+
+
+def test_different_audio_gives_different_frames(tmp_path):
+    silence = write_tone(tmp_path / "silence.wav", seconds=2.0, amplitude=0.0)
+    noise = tmp_path / "noise.wav"
+    write_noise(noise, seconds=2.0)
+    # the encoder's path alone (no loudness envelope), every step guided
+    semantic = ["--envelope", "0", "--delta-step", "0"]
+    difference = np.abs(render_frames(tmp_path, silence, *semantic) - render_frames(tmp_path, noise, *semantic))
+    assert difference.mean() > 1.0, difference.mean()
+    # the tiny model's defaults (every step guided, loudness scaling g_s)
+    difference = np.abs(render_frames(tmp_path, silence) - render_frames(tmp_path, noise))
+    assert difference.mean() > 2.0, difference.mean()
+    # one guided step (the real models' fast default): small on random weights (~0.07), but not nothing
+    difference = np.abs(render_frames(tmp_path, silence, "--delta-step", "3")
+                        - render_frames(tmp_path, noise, "--delta-step", "3"))
+    assert difference.mean() > 0.02, difference.mean()
+
+
+def write_noise(path, seconds):
+    import wave
+
+    samples = np.random.default_rng(0).normal(0, 0.3, int(seconds * 22050)).clip(-1, 1)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(22050)
+        out.writeframes((samples * 32767).astype("<i2").tobytes())
+
+
+BAD_INPUTS = {
+    "missing": lambda d: d / "nope.mp3",
+    "empty": lambda d: (d / "empty.mp3").write_bytes(b"") or d / "empty.mp3",
+    "text named mp3": lambda d: (d / "text.mp3").write_text("hello, not audio\n" * 20) or d / "text.mp3",
+    "truncated": lambda d: _truncated(d),
+    "no audio stream": lambda d: _video_only(d),
+    "zero length": lambda d: _zero_length_wav(d),
+    "a folder": lambda d: d,
+}
+
+
+def _zero_length_wav(folder):
+    import wave
+
+    path = folder / "zero.wav"
+    with wave.open(str(path), "wb") as out:  # a valid header and no samples
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(44100)
+    return path
+
+
+def _truncated(folder):
+    good = write_tone(folder / "good.flac", seconds=1.0)
+    bad = folder / "cut.flac"
+    bad.write_bytes(good.read_bytes()[:40])
+    return bad
+
+
+def _video_only(folder):
+    import av
+
+    path = folder / "silent_video.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_audio_is_one_line_error_and_no_file(tmp_path, capsys, case):
+    audio = BAD_INPUTS[case](tmp_path)
+    code, out = render(tmp_path, audio)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fps", "0"], "fps"),
+    (["--size", "65x64"], "multiple of 8"),
+    (["--threshold", "1.5"], "threshold"),
+    (["--steps", "0"], "steps"),
+    (["--delta-step", "9"], "delta step"),
+    (["--model", "/no/such/model"], "/no/such/model"),
+    (["--encoder", "/no/such/encoder.safetensors"], "encoder"),
+    (["--init-image", "/no/such/image.png"], "image"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message):
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    code, out = render(tmp_path, audio, *extra)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not out.exists()
+
+
+def test_unwritable_output_is_refused_before_work(tmp_path, capsys):
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    code = main(["render", str(audio), "-o", str(tmp_path / "missing-dir" / "out.mp4"), *QUICK])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_console_entry_point_and_module_run(tmp_path):
+    help_text = subprocess.run([sys.executable, "-m", "tpos_live", "render", "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    assert "--prompt" in help_text and "--mode" in help_text
+    result = subprocess.run([sys.executable, "-m", "tpos_live", "render", str(tmp_path / "x.mp3"), "-o",
+                             str(tmp_path / "o.mp4"), "--prompt", "x"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr

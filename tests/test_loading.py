@@ -96,11 +96,9 @@ def test_tiny_stack_sizes(tiny):
 
 
 @pytest.mark.parametrize("size", [64, 128])
-def test_tiny_stack_makes_images_quickly(tiny, size):
-    unet_output(tiny, size)  # warm-up
-    start = time.perf_counter()
+def test_tiny_stack_makes_images_at_any_multiple_of_its_scale_factor(tiny, size):
+    # speed is a benchmark's business (scripts/), not a timed test's
     prediction = unet_output(tiny, size)
-    assert time.perf_counter() - start < 0.5
     assert prediction.shape == (1, 4, size // 4, size // 4)
     with torch.inference_mode():
         image = tiny.vae.decode(prediction).sample

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from tpos_live.diffusion.samplers import (
     sample_plms,
 )
 from tpos_live.errors import UserError
+
+if TYPE_CHECKING:
+    from tpos_live.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,11 @@ class TPoSRenderer:
     Args:
         stack: the loaded models (UNet, text encoder, VAE, optional TAESD).
         settings: sampler, steps, guidance, size; validated against the stack here.
+        backend: runs the UNet and the decoder instead of the stack's torch modules (same results
+            up to precision; see ``tpos_live.backends``). None: the stack's modules, eager.
     """
 
-    def __init__(self, stack: ModelStack, settings: RenderSettings) -> None:
+    def __init__(self, stack: ModelStack, settings: RenderSettings, backend: Backend | None = None) -> None:
         factor = stack.vae_scale_factor
         if settings.width % factor or settings.height % factor:
             raise UserError(f"size {settings.width}x{settings.height} is not a multiple of the model's "
@@ -62,6 +68,10 @@ class TPoSRenderer:
         if settings.decoder == "taesd" and stack.taesd is None:
             raise UserError("the TAESD decoder was asked for but the model has none: pass --decoder vae "
                             "or give a TAESD with --taesd")
+        if backend is not None and backend.decoder != settings.decoder:
+            raise UserError(f"backend {backend.name} runs the {backend.decoder} decoder but the settings "
+                            f"ask for {settings.decoder}: make the backend for the settings' decoder")
+        self.backend = backend
         self.stack = stack
         self.settings = settings
         self.schedule: Schedule = make_schedule(stack.scheduler_config, settings.sampler, settings.steps)
@@ -119,7 +129,10 @@ class TPoSRenderer:
         """Latents (B, C, h, w) to uint8 RGB frames (B, H, W, 3)."""
         decoder = self.stack.taesd if self.settings.decoder == "taesd" else self.stack.vae
         scaled = latents / decoder.config.scaling_factor
-        image = decoder.decode(scaled.to(self.stack.device, decoder.dtype)).sample.float()
+        if self.backend is not None:
+            image = self.backend.decode(scaled).float()
+        else:
+            image = decoder.decode(scaled.to(self.stack.device, decoder.dtype)).sample.float()
         image = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return image.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -134,6 +147,8 @@ class TPoSRenderer:
         self.unet_calls += 1
         self.unet_batch_items += x.shape[0]
         t = torch.full((x.shape[0],), self.schedule.timesteps[step], device=x.device, dtype=torch.long)
+        if self.backend is not None:
+            return self.backend.unet(x, t, conditions).float()
         out = self.stack.unet(x.to(self.stack.unet.dtype), t, encoder_hidden_states=conditions).sample
         return out.float()
 

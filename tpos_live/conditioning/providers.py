@@ -148,7 +148,7 @@ def default_encoder(text_family: str) -> Path | None:
     return weights_path
 
 
-def _default_encoder(stack: ModelStack, concepts: object,
+def _default_encoder(stack: ModelStack, concepts: str | os.PathLike[str] | None,
                      say: Callable[[str], None]) -> tuple[str, str | None]:
     """The encoder to use when none was named, and why (for the CLAP line), as the module docstring says."""
     if concepts is not None:

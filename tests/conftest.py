@@ -1,11 +1,14 @@
 """Shared fixtures: the tiny model stack is built once per session (random weights, same classes)."""
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+# A user's recorded default encoder must not change what the tests see.
+os.environ["TPOS_LIVE_CONFIG"] = tempfile.mkdtemp(prefix="tpos-live-test-config-")
 
 
 @pytest.fixture(scope="session")

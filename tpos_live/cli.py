@@ -99,8 +99,12 @@ def add_render_command(commands) -> None:
     models.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (1.0)")
     models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
     models.add_argument("--decoder", choices=("taesd", "vae"), help="fast: taesd, paper: vae")
-    models.add_argument("--encoder", help="TPoS audio encoder checkpoint (.safetensors with its .json), or "
-                                          "'random' for an untrained one")
+    models.add_argument("--encoder", help="audio conditioning: a TPoS checkpoint (.safetensors with its .json), "
+                                          "'random' (untrained TPoS), or 'clap' / 'clap:FOLDER|REPO_ID' (zero-shot "
+                                          "concept bank, default laion/clap-htsat-unfused). Default: the TPoS "
+                                          "encoder set by import/training, else the CLAP bank")
+    models.add_argument("--concepts", type=Path, help="concept bank TOML for CLAP conditioning (default: the "
+                                                     "bundled bank of 14 concepts)")
     models.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     models.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="network precision (auto: float16 on CUDA, float32 on CPU)")
@@ -126,8 +130,8 @@ def run_render(args: argparse.Namespace) -> int:
                       device=device, dtype=dtype)
     settings = _settings_from_args(args, model)
     job = RenderJob(audio=args.audio, output=args.output, prompt=args.prompt, settings=settings, model=model,
-                    encoder=args.encoder, negative_prompt=args.negative_prompt, init_image=args.init_image,
-                    frames_dir=args.frames)
+                    encoder=args.encoder, concepts=args.concepts, negative_prompt=args.negative_prompt,
+                    init_image=args.init_image, frames_dir=args.frames)
     say = _stderr_printer(args.quiet)
     report = render_file(job, say=say, progress=not args.quiet)
     say(f"wrote {report.output}: {report.frames} frames in {report.seconds:.1f} s "

@@ -35,7 +35,8 @@ class RenderJob:
     prompt: str
     settings: RenderSettings
     model: ModelSpec
-    encoder: str | None = None  # TPoS checkpoint path, "random", or None for the model's default
+    encoder: str | None = None  # TPoS checkpoint path, "random", "clap[:source]", or None for the default
+    concepts: Path | None = None  # concept bank TOML for CLAP conditioning
     negative_prompt: str = ""
     init_image: Path | None = None
     frames_dir: Path | None = None
@@ -79,7 +80,8 @@ def render_file(job: RenderJob, say: Callable[[str], None] = print, progress: bo
     say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
     renderer = TPoSRenderer(stack, job.settings)
     text_space = renderer.text_space()
-    provider = load_provider(job.encoder, stack, text_space, say=say)
+    provider = load_provider(job.encoder, stack, text_space, say=say, concepts=job.concepts,
+                             prompt_encoder=renderer.encode_prompt, progress=progress)
     if stack.random_weights:
         say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
 

@@ -95,3 +95,17 @@ def _encode_audio(container, stream, samples: np.ndarray) -> None:
     frame.pts, frame.time_base = 0, Fraction(1, frame.sample_rate)
     container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
+
+
+def write_video_only(path: str | Path) -> Path:
+    """Write an mp4 with three black H.264 frames and no audio stream. Returns the path."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for index in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

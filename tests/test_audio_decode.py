@@ -2,10 +2,9 @@
 
 import wave
 
-import av
 import numpy as np
 import pytest
-from media import write_tone, write_tone_video
+from media import write_tone, write_tone_video, write_video_only
 
 from tpos_live.audio.decode import Audio, decode_audio
 from tpos_live.errors import UserError
@@ -111,15 +110,6 @@ def test_argument_errors(tmp_path):
         decode_audio(path, channels=6)
 
 
-def write_video_only(path):
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for index in range(3):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
 
 
 def write_empty_wav(path):

@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 import pytest
+from media import write_tone, write_tone_video, write_video_only
 
-from tests.media import write_tone, write_tone_video
 from tpos_live.cli import main
 from tpos_live.video.probe import probe_media
 
@@ -143,18 +143,7 @@ def _truncated(folder):
 
 
 def _video_only(folder):
-    import av
-
-    path = folder / "silent_video.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+    return write_video_only(folder / "silent_video.mp4")
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from tpos_live.errors import UserError
+
 TEXT_TOKENS = 77  # CLIP's context length: every condition has this many token rows
 
 
@@ -109,3 +111,15 @@ class ConditionProvider(Protocol):
     def encode(self, mono: np.ndarray, text_space: TextSpace) -> ConditionTrack:
         """Encode a whole mono signal. Raises UserError when ``text_space.dim != embed_dim``."""
         ...
+
+
+def checked_mono(mono: np.ndarray) -> np.ndarray:
+    """Mono audio as float64, refusing what no provider can encode (empty, NaN/Inf, not 1-D)."""
+    audio = np.asarray(mono)
+    if audio.ndim != 1:
+        raise ValueError(f"expected mono audio (one dimension), got shape {audio.shape}")
+    if len(audio) == 0:
+        raise UserError("the audio is empty: give audio with at least one sample")
+    if not np.isfinite(audio).all():
+        raise UserError("the audio contains NaN or infinite samples: decode it again or give another file")
+    return audio.astype(np.float64, copy=False)

@@ -22,9 +22,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from tpos_live.conditioning.base import ConditionProvider, ConditionTrack, TextSpace
+from tpos_live.conditioning.base import ConditionProvider, ConditionTrack, TextSpace, checked_mono
 from tpos_live.conditioning.tpos_encoder import TPoSProvider
-from tpos_live.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -281,12 +280,6 @@ def track_of(conditions: Sequence[StreamedCondition]) -> ConditionTrack:
 def encode_on_grid(provider: StreamableProvider, mono: np.ndarray, text_space: TextSpace,
                    batch_windows: int = 32) -> ConditionTrack:
     """A whole mono signal's conditions: the signal streamed in one block, then flushed."""
-    audio = np.asarray(mono)
-    if audio.ndim != 1:
-        raise ValueError(f"expected mono audio (one dimension), got shape {audio.shape}")
-    if len(audio) == 0:
-        raise UserError("the audio is empty: give audio with at least one sample")
-    if not np.isfinite(audio).all():
-        raise UserError("the audio contains NaN or infinite samples: decode it again or give another file")
+    audio = checked_mono(mono)
     stream = StreamingConditioner(provider, text_space, batch_windows=batch_windows)
     return track_of(stream.push(audio) + stream.flush())

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpos_live.audio.spectrogram import SpectrogramConfig, segment_map, segment_samples
-from tpos_live.conditioning.base import TEXT_TOKENS, ConditionTrack, TextSpace
+from tpos_live.conditioning.base import TEXT_TOKENS, ConditionTrack, TextSpace, checked_mono
 from tpos_live.conditioning.resnet import ResNet18
 from tpos_live.errors import UserError
 
@@ -270,7 +270,7 @@ class TPoSProvider:
     def encode(self, mono: np.ndarray, text_space: TextSpace) -> ConditionTrack:
         """Encode a whole mono signal at ``sample_rate`` (see the class docstring for the grid)."""
         self.check_compatible(text_space)
-        audio = _checked_audio(mono)
+        audio = checked_mono(mono)
         length = self.config.segment_samples
         segment_starts = self._segment_starts(len(audio))  # (K, N), oldest first
         # Every segment that ends at or before sample 0 is the same silence: one key for all of them.
@@ -312,12 +312,3 @@ class TPoSProvider:
         return torch.cat(features)
 
 
-def _checked_audio(mono: np.ndarray) -> np.ndarray:
-    audio = np.asarray(mono)
-    if audio.ndim != 1:
-        raise ValueError(f"expected mono audio (one dimension), got shape {audio.shape}")
-    if len(audio) == 0:
-        raise UserError("the audio is empty: give audio with at least one sample")
-    if not np.isfinite(audio).all():
-        raise UserError("the audio contains NaN or infinite samples: decode it again or give another file")
-    return audio.astype(np.float64, copy=False)

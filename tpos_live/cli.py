@@ -60,27 +60,30 @@ def add_render_command(commands) -> None:
                                         "with the sound muxed in.",
                             epilog=RENDER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("audio", type=Path, help="audio file (wav, flac, ogg, mp3, m4a, or a video's audio track)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the MP4 to write")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="MP4", help="the MP4 to write")
     scene = p.add_argument_group("scene")
-    scene.add_argument("--prompt", required=True, help="what the video shows")
-    scene.add_argument("--negative-prompt", default="", help="what it should not show")
-    scene.add_argument("--seed", type=int, help="noise seed: the same seed gives the same video (default 42)")
-    scene.add_argument("--init-image", type=Path, help="start from this image instead of the prompt alone")
+    scene.add_argument("--prompt", required=True, metavar="TEXT", help="what the video shows")
+    scene.add_argument("--negative-prompt", default="", metavar="TEXT", help="what it should not show")
+    scene.add_argument("--seed", type=int, metavar="N",
+                       help="noise seed: the same seed gives the same video (default 42)")
+    scene.add_argument("--init-image", type=Path, metavar="IMAGE",
+                       help="start from this image instead of the prompt alone")
     video = p.add_argument_group("video")
     video.add_argument("--mode", choices=("fast", "paper"), default="fast", help="fast (default) or paper")
     video.add_argument("--size", type=parse_size, metavar="WxH", help="frame size (default 512x512)")
     video.add_argument("--fps", type=float, help="frames per second (default 24)")
     video.add_argument("--frames", type=Path, metavar="DIR", help="also write every frame as a PNG here")
-    video.add_argument("--batch", type=int, dest="batch_frames", help="frames rendered per batch (default 1)")
+    video.add_argument("--batch", type=int, dest="batch_frames", metavar="N",
+                       help="frames rendered per batch (default 1)")
     sampling = p.add_argument_group("sampling and guidance")
-    sampling.add_argument("--steps", type=int, help="denoising steps (fast: the model's, paper: 50)")
+    sampling.add_argument("--steps", type=int, metavar="N", help="denoising steps (fast: the model's, paper: 50)")
     sampling.add_argument("--sampler", choices=("lcm", "ddim", "plms"), help="fast: lcm, paper: plms")
-    sampling.add_argument("--guidance", type=float, dest="text_guidance",
+    sampling.add_argument("--guidance", type=float, dest="text_guidance", metavar="G",
                           help="text guidance scale g (fast: the model's, 1 for LCM; paper: 7.5)")
-    sampling.add_argument("--audio-guidance", type=float, help="audio guidance scale g_s (default 7)")
-    sampling.add_argument("--threshold", type=float, help="guidance quantile threshold q in [0, 1) (0.8)")
-    sampling.add_argument("--momentum", type=float, dest="momentum_scale", help="momentum scale (0.3)")
-    sampling.add_argument("--momentum-beta", type=float, help="momentum beta (0.6)")
+    sampling.add_argument("--audio-guidance", type=float, metavar="GS", help="audio guidance scale g_s (default 7)")
+    sampling.add_argument("--threshold", type=float, metavar="Q", help="guidance quantile threshold q in [0, 1) (0.8)")
+    sampling.add_argument("--momentum", type=float, dest="momentum_scale", metavar="M", help="momentum scale (0.3)")
+    sampling.add_argument("--momentum-beta", type=float, metavar="B", help="momentum beta (0.6)")
     delta = sampling.add_mutually_exclusive_group()
     delta.add_argument("--delta", type=int, dest="delta_timestep", metavar="T",
                        help="audio guidance on steps with DDPM timestep t < T, like the official param_t "
@@ -89,22 +92,23 @@ def add_render_command(commands) -> None:
                        help="audio guidance from step index I on (fast: the last step)")
     sampling.add_argument("--envelope", type=float, dest="envelope_depth", metavar="DEPTH",
                           help="how much loudness scales g_s, 0..1 (fast 0.75, paper 0 = off)")
-    sampling.add_argument("--attack", type=float, dest="attack_seconds", help="envelope attack, s (0.01)")
-    sampling.add_argument("--release", type=float, dest="release_seconds", help="envelope release, s (0.25)")
+    sampling.add_argument("--attack", type=float, dest="attack_seconds", metavar="S", help="envelope attack, s (0.01)")
+    sampling.add_argument("--release", type=float, dest="release_seconds", metavar="S",
+                          help="envelope release, s (0.25)")
     models = p.add_argument_group("models")
     models.add_argument("--model", default="sd15-lcm",
                         help="sd15-lcm (default), sd-turbo, tiny (random weights, for trying), a diffusers "
                              "folder, a .safetensors checkpoint, or a Hugging Face repo id")
     models.add_argument("--lora", help="a LoRA to fuse (folder, .safetensors or repo id)")
-    models.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (1.0)")
+    models.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (1.0)")
     models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
     models.add_argument("--decoder", choices=("taesd", "vae"), help="fast: taesd, paper: vae")
     models.add_argument("--encoder", help="audio conditioning: a TPoS checkpoint (.safetensors with its .json), "
                                           "'random' (untrained TPoS), or 'clap' / 'clap:FOLDER|REPO_ID' (zero-shot "
                                           "concept bank, default laion/clap-htsat-unfused). Default: the TPoS "
                                           "encoder set by import/training, else the CLAP bank")
-    models.add_argument("--concepts", type=Path, help="concept bank TOML for CLAP conditioning (default: the "
-                                                     "bundled bank of 14 concepts)")
+    models.add_argument("--concepts", type=Path, metavar="TOML",
+                        help="concept bank TOML for CLAP conditioning (default: the bundled bank of 14 concepts)")
     models.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     models.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="network precision (auto: float16 on CUDA, float32 on CPU)")

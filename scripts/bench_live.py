@@ -1,0 +1,166 @@
+"""Frame rate and audio-to-frame latency of the live engine, and how much of the latency is model time.
+
+First times each model step alone (encode, render, decode; best of three), then runs the engine on
+a synthetic source (silence, noise and tones in turn, at the encoder's rate) with
+random weights (cost does not depend on their values; the JSON says so) and the default TPoS
+front end (44.1 kHz, 5 segments of ~1.79 s). Latency is measured for each frame that is the first
+to use a new condition: from the capture of the newest sample of the condition's window to the
+frame being delivered. It splits into audio -> condition (waiting for the encoder's hop, the encode)
+and condition -> frame (waiting for the next frame slot, the render, the decode). Model time is the
+mean encode + render + decode in the live loop (above the isolated figures when encoder and
+renderer share the cores); the rest is pipeline overhead (waits and hand-over). Example:
+
+    .venv/bin/python scripts/bench_live.py --arch tiny --size 256 --seconds 30 -o live_tiny.json
+    flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_live.py --arch sd15 --size 256 \\
+        --dtype bfloat16 --seconds 60 -o live_sd15.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from tpos_live.audio.capture import SyntheticSource, demo_pattern
+from tpos_live.conditioning.checkpoint import random_tpos
+from tpos_live.conditioning.providers import match_token_spread
+from tpos_live.conditioning.tpos_encoder import TPoSConfig
+from tpos_live.config import RenderSettings
+from tpos_live.diffusion.loading import build_random_stack, build_tiny_stack
+from tpos_live.diffusion.renderer import TPoSRenderer
+from tpos_live.live.engine import LiveEngine, LiveSettings
+from tpos_live.live.stages import encode_window, window_samples
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def build(arch: str, dtype: str):
+    stack = build_tiny_stack(seed=0) if arch == "tiny" else build_random_stack(arch, seed=0)
+    if dtype != "float32":
+        for module in (stack.unet, stack.text_encoder, stack.vae, stack.taesd):
+            module.to(DTYPES[dtype])
+    return stack
+
+
+def isolated_model_ms(stack, settings, provider, text_space, repeats: int = 3) -> dict:
+    """Each model step alone, one thread at a time (best of ``repeats``): the floor the live loop sits on."""
+    renderer = TPoSRenderer(stack, settings)
+    scene = renderer.prepare_scene("a photo of a beautiful beach with a blue sky")
+    window = np.random.default_rng(0).standard_normal(window_samples(provider)).astype(np.float32) * 0.1
+    condition, _ = encode_window(provider, window, text_space)
+    times = {"encode": [], "render": [], "decode": []}
+    for _ in range(repeats):
+        started = time.perf_counter()
+        encode_window(provider, window, text_space)
+        rendered = time.perf_counter()
+        latents = renderer.render_latents(scene, condition[None], torch.ones(1))
+        decoded = time.perf_counter()
+        renderer.decode(latents)
+        done = time.perf_counter()
+        times["encode"].append(rendered - started)
+        times["render"].append(decoded - rendered)
+        times["decode"].append(done - decoded)
+    return {name: 1000 * min(values) for name, values in times.items()}
+
+
+def follow(engine: LiveEngine, seconds: float) -> tuple[list, list]:
+    """Every frame delivered for ``seconds``, and a stats snapshot each second."""
+    frames, snapshots = [], []
+    number = engine.frames.peek()[0]
+    started = time.monotonic()
+    next_snapshot = started + 1.0
+    while (now := time.monotonic()) - started < seconds:
+        newer, frame = engine.wait_frame(number, timeout=max(0.01, next_snapshot - now))
+        if newer != number:
+            frames.append(frame)
+            number = newer
+        if time.monotonic() >= next_snapshot:
+            snapshots.append(engine.stats())
+            next_snapshot += 1.0
+    return frames, snapshots
+
+
+def summarize(frames: list, snapshots: list, seconds: float) -> dict:
+    fresh, seen = [], set()
+    for frame in frames:
+        if frame.condition_index and frame.condition_index not in seen:
+            seen.add(frame.condition_index)
+            fresh.append(frame)
+    latency = np.array([f.ready - f.audio_time for f in fresh]) * 1000
+    to_condition = np.array([f.condition_time - f.audio_time for f in fresh]) * 1000
+    to_frame = np.array([f.ready - f.condition_time for f in fresh]) * 1000
+    stages = {name: statistics.mean(s.stage_ms[name] for s in snapshots if name in s.stage_ms)
+              for name in ("encode", "render", "decode") if any(name in s.stage_ms for s in snapshots)}
+    model_ms = sum(stages.values())
+    last = snapshots[-1]
+    return {
+        "fps": len(frames) / seconds,
+        "frames": len(frames),
+        "latency_ms": {"mean": float(latency.mean()), "median": float(np.median(latency)),
+                       "p95": float(np.percentile(latency, 95)), "max": float(latency.max()),
+                       "measured_frames": len(fresh)},
+        "audio_to_condition_ms": float(to_condition.mean()),
+        "condition_to_frame_ms": float(to_frame.mean()),
+        "stage_ms": stages,
+        "model_ms": model_ms,
+        "overhead_ms": float(latency.mean()) - model_ms,
+        "dropped_frames": last.dropped_frames,
+        "dropped_conditions": last.counters["dropped_conditions"],
+        "overflows": last.overflows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="tiny", choices=("tiny", "sd15", "sd-turbo"))
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--fps", type=float, default=24.0, help="frame-rate cap")
+    parser.add_argument("--hop", type=float, default=0.25, help="encoder hop, seconds")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured run, after the first frame")
+    parser.add_argument("-o", "--output", help="write the JSON here too")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    stack = build(args.arch, args.dtype)
+    settings = RenderSettings.for_mode("fast", width=args.size, height=args.size, fps=args.fps)
+    text_space = TPoSRenderer(stack, settings).text_space()
+    provider = random_tpos(TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family))
+    match_token_spread(provider.map_model, text_space)
+    source = SyntheticSource(demo_pattern(provider.sample_rate), provider.sample_rate)
+    build_seconds = time.perf_counter() - started
+    alone = isolated_model_ms(stack, settings, provider, text_space)
+    engine = LiveEngine(stack, settings, provider, source, "a photo of a beautiful beach with a blue sky",
+                        live=LiveSettings(hop_seconds=args.hop))
+    with engine:
+        started = time.perf_counter()
+        engine.wait_frame(0, timeout=600)
+        first_frame_seconds = time.perf_counter() - started
+        frames, snapshots = follow(engine, args.seconds)
+    report = {
+        "arch": args.arch, "size": args.size, "dtype": args.dtype, "random_weights": True,
+        "sampler": settings.sampler, "steps": settings.steps, "guided_from_step": settings.delta_step,
+        "decoder": settings.decoder, "fps_cap": args.fps, "hop_seconds": args.hop,
+        "encoder_window_seconds": window_samples(provider) / provider.sample_rate,
+        "build_seconds": build_seconds, "first_frame_seconds": first_frame_seconds, "seconds": args.seconds,
+        "isolated_stage_ms": alone, "isolated_model_ms": sum(alone.values()),
+        **summarize(frames, snapshots, args.seconds),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as out:
+            out.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

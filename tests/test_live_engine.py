@@ -1,0 +1,211 @@
+"""The live engine on the tiny stack with a synthetic source: frames keep coming, the controls act,
+faults are survived, recordings are in sync. (Capture from a real device: test_live_device.py.)"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tpos_live.audio.capture import SyntheticSource, demo_pattern, noise, silence, tone
+from tpos_live.audio.spectrogram import SpectrogramConfig
+from tpos_live.conditioning.checkpoint import random_tpos
+from tpos_live.conditioning.providers import match_token_spread
+from tpos_live.conditioning.tpos_encoder import TPoSConfig
+from tpos_live.config import RenderSettings
+from tpos_live.diffusion.renderer import TPoSRenderer
+from tpos_live.live.engine import LiveEngine, LiveSettings
+from tpos_live.video.probe import probe_media
+
+RATE = 16000
+FPS = 12
+
+
+def quick_provider(stack):
+    """A random TPoS encoder on a small spectrogram (16 kHz, 32 x 24 per segment, 1.3 s window): the real
+    classes, a fraction of the default front end's cost, so tests leave CPU for rendering."""
+    spectrogram = SpectrogramConfig("stft", sample_rate=RATE, n_fft=256, hop_length=128, height=32,
+                                    segment_frames=24)
+    config = TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family,
+                        spectrogram=spectrogram)
+    provider = random_tpos(config, seed=0)
+    text_space = TPoSRenderer(stack, quick_settings()).text_space()
+    match_token_spread(provider.map_model, text_space)
+    return provider
+
+
+def quick_settings(**overrides) -> RenderSettings:
+    # every step guided: on random weights one guided step barely moves a frame (see fast_defaults("tiny"))
+    return RenderSettings.for_mode("fast", width=64, height=64, steps=2, delta_step=0, fps=FPS, **overrides)
+
+
+class Reports:
+    """Collects what the engine reports."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []
+
+    def __call__(self, level: str, message: str) -> None:
+        self.messages.append((level, message))
+
+    def said(self, text: str) -> bool:
+        return any(text in message for _, message in self.messages)
+
+
+def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def frames_during(engine: LiveEngine, seconds: float) -> list:
+    """The frames delivered in the next ``seconds`` (every one, in order)."""
+    frames, number = [], engine.frames.peek()[0]
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        newer, frame = engine.wait_frame(number, left)
+        if newer != number:
+            frames.append(frame)
+            number = newer
+    return frames
+
+
+@pytest.fixture(scope="module")
+def provider(tiny_stack):
+    return quick_provider(tiny_stack)
+
+
+def make_engine(stack, provider, signal=None, report=None, live=None, **settings):
+    source = SyntheticSource(signal or demo_pattern(RATE, seconds=1.0), RATE)
+    return LiveEngine(stack, quick_settings(**settings), provider, source, "a beach",
+                      live=live or LiveSettings(hop_seconds=0.25, crossfade_seconds=0.3), report=report)
+
+
+def test_frames_keep_coming_and_follow_the_sound(tiny_stack, provider):
+    with make_engine(tiny_stack, provider, silence()) as engine:
+        assert engine.wait_frame(0, timeout=30)[1] is not None
+        quiet = frames_during(engine, 1.2)
+        engine.source.signal = tone(440.0, RATE, amplitude=0.6)
+        time.sleep(0.2)
+        loud = frames_during(engine, 1.5)
+        stats = engine.stats()
+    assert len(quiet) >= 3 and len(loud) >= 3, "frames stopped coming"
+    assert all(f.image.shape == (64, 64, 3) and f.image.dtype == np.uint8 for f in quiet + loud)
+    # The loudness envelope raises g_s at once when the tone starts; the condition follows at hop rate.
+    assert max(f.audio_scale for f in quiet) < 0.3 < min(f.audio_scale for f in loud[1:])
+    assert np.abs(quiet[-1].image.astype(int) - loud[-1].image.astype(int)).mean() > 1.0
+    assert stats.counters["conditions"] >= 8 and stats.latency_ms is not None
+    assert stats.counters["render_errors"] == stats.counters["bad_frames"] == 0
+
+
+def test_a_new_prompt_is_prepared_in_the_background_and_crossfaded(tiny_stack, provider):
+    with make_engine(tiny_stack, provider) as engine:
+        engine.wait_frame(0, timeout=30)
+        assert wait_until(lambda: engine.stats().counters["scenes"] == 1, 5)
+        before = frames_during(engine, 0.3)[-1]
+        asked = time.monotonic()
+        engine.control.set_prompt("a dark forest at night", negative_prompt="people")
+        during = frames_during(engine, 2.0)
+        counters = engine.stats().counters
+    assert counters["scenes"] == 2 and counters["scene_errors"] == 0
+    gaps = np.diff([asked] + [f.ready for f in during])
+    assert gaps.max() < 1.0, f"output stalled for {gaps.max():.2f} s while the scene was prepared"
+    # The fade blends the last frame of the old scene into the new one, so the output moves away
+    # from the old picture gradually and ends somewhere else.
+    distance = [np.abs(f.image.astype(int) - before.image.astype(int)).mean() for f in during]
+    assert distance[-1] > 2.0
+    assert any(0.5 < d < distance[-1] - 0.5 for d in distance), "no in-between frames: a cut, not a fade"
+
+
+def test_freeze_and_blackout_hold_or_blank_the_output(tiny_stack, provider):
+    with make_engine(tiny_stack, provider) as engine:
+        engine.wait_frame(0, timeout=30)
+        engine.control.freeze(True)
+        time.sleep(0.3)  # a frame in flight may still land
+        held = engine.frames.peek()[0]
+        assert frames_during(engine, 0.6) == []
+        engine.control.freeze(False)
+        assert engine.wait_frame(held, timeout=5)[0] > held
+        engine.control.blackout(True)
+        assert wait_until(lambda: not engine.latest_frame().image.any(), 5)
+        engine.control.blackout(False)
+        assert wait_until(lambda: engine.latest_frame().image.any(), 5)
+
+
+def test_runtime_knobs_take_effect(tiny_stack, provider):
+    with make_engine(tiny_stack, provider, signal=tone(440.0, RATE)) as engine:
+        engine.wait_frame(0, timeout=30)
+        engine.control.set_guidance(envelope_depth=0.0)
+        assert wait_until(lambda: engine.latest_frame().audio_scale == 1.0, 5)
+        engine.control.set_fps(4)
+        time.sleep(0.5)
+        slow = frames_during(engine, 1.5)
+        assert 3 <= len(slow) <= 9
+        with pytest.raises(ValueError, match="fps"):
+            engine.control.set_fps(0)
+
+
+def test_render_faults_keep_the_last_good_frame_and_the_loop_goes_on(tiny_stack, provider):
+    reports = Reports()
+
+    def explode(module, args, kwargs):
+        raise RuntimeError("simulated GPU fault")
+
+    def poison(module, args, kwargs, output):
+        output.sample.fill_(float("nan"))
+        return output
+
+    with make_engine(tiny_stack, provider, report=reports) as engine:
+        engine.wait_frame(0, timeout=30)
+        unet = tiny_stack.unet
+        faults = ((unet.register_forward_pre_hook, explode), (unet.register_forward_hook, poison))
+        for register, fault in faults:
+            hook = register(fault, with_kwargs=True)
+            try:
+                time.sleep(0.2)  # let a frame in flight land
+                number, last_good = engine.frames.peek()
+                time.sleep(0.6)
+                assert engine.frames.peek()[0] == number, "a broken render was shown"
+            finally:
+                hook.remove()
+            assert engine.wait_frame(number, timeout=5)[0] > number, "the loop did not go on"
+            assert last_good.image.any()
+        counters = engine.stats().counters
+    assert counters["render_errors"] >= 1 and counters["bad_frames"] >= 1
+    assert reports.said("simulated GPU fault") and reports.said("NaN")
+
+
+def test_batched_frames_are_presented_one_interval_apart(tiny_stack, provider):
+    with make_engine(tiny_stack, provider, batch_frames=3) as engine:
+        engine.wait_frame(0, timeout=30)
+        frames = frames_during(engine, 2.0)
+    assert len(frames) >= 6
+    gaps = np.diff([f.ready for f in frames])
+    assert np.median(gaps) > 0.5 / FPS  # spread out, not delivered three at once
+
+
+def test_recording_holds_frames_and_audio_in_sync(tiny_stack, provider, tmp_path):
+    path = tmp_path / "set.mp4"
+    with make_engine(tiny_stack, provider, signal=noise()) as engine:
+        engine.wait_frame(0, timeout=30)
+        engine.start_recording(path)
+        time.sleep(2.0)
+        written = engine.stop_recording()
+    assert written == path
+    info = probe_media(path)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.audio_sample_rate == RATE
+    assert abs(info.video_duration - info.audio_duration) <= 1 / FPS
+    assert 1.5 <= info.video_duration <= 2.6
+
+
+def test_conditions_are_float32_on_the_cpu(tiny_stack, provider):
+    with make_engine(tiny_stack, provider) as engine:
+        assert wait_until(lambda: engine.latest_condition() is not None, 10)
+        condition = engine.latest_condition()
+    assert condition.condition.dtype == torch.float32 and condition.condition.shape == (77, 32)
+    assert 0.0 <= condition.weight <= 1.0 and 0.0 <= condition.loudness <= 1.0

@@ -1,0 +1,228 @@
+"""The live engine: sound in, audio-reactive frames out, continuously (design notes §3).
+
+    engine = LiveEngine(stack, settings, provider, source, prompt="neon city at night", report=log)
+    engine.start()
+    number, frame = engine.wait_frame(timeout=30)   # the first frame
+    engine.control.set_prompt("a forest")        # crossfaded in when ready
+    engine.start_recording("set1.mp4")
+    print(engine.stats().line())
+    engine.stop()                                # finishes the recording
+
+Threads: the source's audio callback (copies into the ring), the encoder (one condition per hop),
+the scene preparer (z^T, prompts, z^delta, in the background), the renderer (frames at up to the
+target fps), a presenter when frames are rendered in batches, and a recorder while recording. They
+hand over through latest-wins mailboxes. The engine never prints: it reports through ``report``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tpos_live.audio.capture import AudioSource, Reporter
+from tpos_live.conditioning.base import ConditionProvider
+from tpos_live.config import RenderSettings
+from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.renderer import TPoSRenderer
+from tpos_live.errors import UserError
+from tpos_live.live.control import LiveControl
+from tpos_live.live.mailbox import Mailbox
+from tpos_live.live.stages import (
+    EncoderStage,
+    Frame,
+    FrameBatch,
+    LiveCondition,
+    Presenter,
+    Recorder,
+    RenderStage,
+    SceneStage,
+)
+from tpos_live.live.stats import LiveStats, StatsSnapshot
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """How the live stages run (what a frame looks like is in :class:`RenderSettings`).
+
+    Attributes:
+        hop_seconds: time between encoder updates (the encoder reads the window ending now).
+        crossfade_seconds: how long a new scene takes to fade in (0: cut).
+        loudness_window_seconds: RMS window of the per-frame loudness.
+        stats_window_seconds: span of the rates and means in a stats snapshot.
+    """
+
+    hop_seconds: float = 0.25
+    crossfade_seconds: float = 0.5
+    loudness_window_seconds: float = 0.05
+    stats_window_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.02 <= self.hop_seconds <= 5.0:
+            raise ValueError(f"hop must be in 0.02..5 seconds, got {self.hop_seconds}")
+        if not 0.0 <= self.crossfade_seconds <= 30.0:
+            raise ValueError(f"crossfade must be in 0..30 seconds, got {self.crossfade_seconds}")
+        if not 0.005 <= self.loudness_window_seconds <= 1.0:
+            raise ValueError(f"loudness window must be in 0.005..1 seconds, got "
+                             f"{self.loudness_window_seconds}")
+        if not 0.1 <= self.stats_window_seconds <= 60.0:
+            raise ValueError(f"stats window must be in 0.1..60 seconds, got {self.stats_window_seconds}")
+
+
+def _say_nothing(level: str, message: str) -> None:
+    pass
+
+
+class LiveEngine:
+    """Runs the live chain on one model stack, one audio provider and one audio source.
+
+    Args:
+        stack: the diffusion models.
+        settings: the starting render settings (size, sampler and steps stay fixed; the knobs can be
+            changed through :attr:`control`).
+        provider: turns audio windows into conditions; its width must match the stack's text space.
+        source: where the sound comes from (started and stopped with the engine).
+        prompt, negative_prompt: the starting scene.
+        live: how the stages run.
+        init_image: start every scene from this image instead of noise alone.
+        report: ``report(level, message)`` for warnings and faults (none by default).
+    """
+
+    def __init__(self, stack: ModelStack, settings: RenderSettings, provider: ConditionProvider,
+                 source: AudioSource, prompt: str, negative_prompt: str = "",
+                 live: LiveSettings | None = None, init_image: str | Path | None = None,
+                 report: Reporter | None = None) -> None:
+        self.live = live or LiveSettings()
+        self.report = report or _say_nothing
+        renderer = TPoSRenderer(stack, settings)  # refuses sizes and decoders the stack cannot do
+        self.text_space = renderer.text_space()
+        if provider.embed_dim != self.text_space.dim:
+            raise UserError(f"audio encoder '{provider.name}' makes {provider.embed_dim}-d conditions but "
+                            f"the model '{stack.name}' expects {self.text_space.dim}-d: use an encoder made "
+                            f"for this model's text encoder")
+        self.stack, self.settings, self.provider, self.source = stack, settings, provider, source
+        self.control = LiveControl(settings, prompt, negative_prompt)
+        self.statistics = LiveStats(self.live.stats_window_seconds)
+        self.frames: Mailbox[Frame] = Mailbox()
+        self._conditions: Mailbox[LiveCondition] = Mailbox()
+        self._scene_requests = Mailbox()
+        self._scenes = Mailbox()
+        self._batches: Mailbox[FrameBatch] = Mailbox()
+        self._recorder: Recorder | None = None
+        self._lock = threading.Lock()
+        self._running = False
+        self._started = False
+        self._make_stages(init_image)
+
+    def _make_stages(self, init_image: str | Path | None) -> None:
+        live, stats, report = self.live, self.statistics, self.report
+        self.encoder = EncoderStage(self.provider, self.text_space, self.source, live.hop_seconds,
+                                    self._conditions, stats, report)
+        self.scene_stage = SceneStage(self.stack, self._scene_requests, self._scenes, stats, report,
+                                      init_image)
+        # Batches go through a presenter that spaces their frames out; single frames go straight out.
+        self.presenter = None
+        deliver = self._deliver_now
+        if self.settings.batch_frames > 1:
+            self.presenter = Presenter(self._batches, self._publish, stats, report)
+            deliver = self._batches.put
+        self.render_stage = RenderStage(self.stack, self.control, self.source, self._conditions,
+                                        self._scene_requests, self._scenes, deliver, stats, report,
+                                        live.crossfade_seconds, live.loudness_window_seconds)
+
+    # ---- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the audio source and every stage; returns at once (frames follow when the first scene
+        and condition are ready: see :meth:`wait_frame`). An engine runs once: after :meth:`stop`,
+        make a new one (with a new source)."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("this engine has already been started: make a new one")
+            self._started = True
+            self.source.start()
+            for stage in (self.scene_stage, self.encoder, self.render_stage, self.presenter):
+                if stage is not None:
+                    stage.start()
+            self._running = True
+
+    def stop(self) -> Path | None:
+        """Stop every stage and the source; finishes a recording and returns its path (if any)."""
+        with self._lock:
+            if not self._running:
+                return None
+            self._running = False
+            for stage in (self.encoder, self.render_stage, self.presenter, self.scene_stage):
+                if stage is not None:
+                    stage.stop()
+            recorded = self._finish_recording()
+            self.source.stop()
+            return recorded
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def __enter__(self) -> LiveEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- what comes out ---------------------------------------------------------------------------
+
+    def latest_frame(self) -> Frame | None:
+        """The frame on screen now (None before the first)."""
+        return self.frames.peek()[1]
+
+    def wait_frame(self, after: int = 0, timeout: float | None = None) -> tuple[int, Frame | None]:
+        """Wait for a frame newer than number ``after`` (frames count 1, 2, ...); ``(number, frame)``,
+        unchanged on timeout. Follow the stream with ``n, frame = engine.wait_frame(n, 1.0)``."""
+        return self.frames.wait_newer(after, timeout)
+
+    def latest_condition(self) -> LiveCondition | None:
+        """The encoder's newest condition (None before the first)."""
+        return self.encoder.latest
+
+    def stats(self) -> StatsSnapshot:
+        """Frame rate, stage times, latency, drops and faults over the last stats window."""
+        return self.statistics.snapshot(overflows=self.source.overflows, device_losses=self.source.losses,
+                                        source_state=self.source.state)
+
+    # ---- recording --------------------------------------------------------------------------------
+
+    def start_recording(self, path: str | Path, fps: float | None = None) -> None:
+        """Record the frames on screen and the program audio to an mp4 (at ``fps``, default the
+        settings' fps). Raises UserError for an unwritable path."""
+        with self._lock:
+            if self._recorder is not None:
+                raise RuntimeError("already recording: stop_recording() first")
+            recorder = Recorder(path, fps or self.settings.fps, self.settings.width, self.settings.height,
+                                self.source, self.frames, self.report)
+            recorder.start()
+            self._recorder = recorder
+
+    def stop_recording(self) -> Path | None:
+        """Finish the recording; returns the file written (None if there was none or it failed)."""
+        with self._lock:
+            return self._finish_recording()
+
+    def _finish_recording(self) -> Path | None:
+        recorder, self._recorder = self._recorder, None
+        return recorder.finish() if recorder is not None else None
+
+    # ---- frame delivery ---------------------------------------------------------------------------
+
+    def _deliver_now(self, batch: FrameBatch) -> None:
+        for i, frame in enumerate(batch.frames):
+            self._publish(frame, batch.fresh and i == 0)
+
+    def _publish(self, frame: Frame, fresh: bool) -> None:
+        """Put a frame on screen; the first frame to use a new condition measures the latency."""
+        now = time.monotonic()
+        frame = replace(frame, ready=now)
+        self.frames.put(frame)
+        latency = now - frame.audio_time if fresh and frame.audio_time is not None else None
+        self.statistics.frame(now, latency)

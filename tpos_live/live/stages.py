@@ -1,0 +1,509 @@
+"""The live engine's worker threads: encoder, scene preparation, renderer, presenter and recorder.
+
+    source ring --(every hop)--> EncoderStage --conditions mailbox--> RenderStage --frames mailbox--> you
+                                 SceneStage  --scenes mailbox-------^       (or --batches--> Presenter)
+    source ring + frames mailbox --> Recorder --> mp4
+
+Every hand-over is a latest-wins mailbox, so a slow stage drops stale work instead of queueing
+latency. No stage prints: they count into :class:`~tpos_live.live.stats.LiveStats` and speak
+through a reporter.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tpos_live.audio.capture import AudioSource, Reporter
+from tpos_live.audio.envelope import attack_release, frame_loudness
+from tpos_live.conditioning.base import ConditionProvider, TextSpace
+from tpos_live.conditioning.interpolate import slerp
+from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.renderer import Scene, TPoSRenderer
+from tpos_live.live.control import ControlState, LiveControl
+from tpos_live.live.mailbox import Mailbox
+from tpos_live.live.stats import LiveStats
+from tpos_live.video.writer import VideoWriter
+
+REPEAT_REPORT_SECONDS = 5.0  # the same fault is reported at most this often (it is still counted every time)
+
+
+@dataclass(frozen=True)
+class LiveCondition:
+    """One encoder result: the condition for the audio window that ended at ``audio_end``.
+
+    Attributes:
+        condition: ``(77, D)`` float32 on the CPU, ready for the UNet.
+        weight: its attention weight alpha (the magnitude TPoS gives the newest segment).
+        loudness: of the last hop's audio, in [0, 1] (see ``frame_loudness``).
+        audio_end: absolute index (in the source's ring) just past the window's newest sample.
+        audio_time: monotonic time at which that newest sample was captured.
+        published: monotonic time the condition was ready.
+        index: 1 for the first condition, then counting up.
+    """
+
+    condition: torch.Tensor
+    weight: float
+    loudness: float
+    audio_end: int
+    audio_time: float
+    published: float
+    index: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A delivered frame.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB.
+        ready: monotonic time it was delivered.
+        audio_time: capture time of the newest audio behind its condition (None for black frames).
+        condition_time: when that condition was published (None for black frames).
+        condition_index: the newest condition it used (0 for black frames).
+        audio_scale: the loudness envelope's multiplier of g_s for this frame.
+    """
+
+    image: np.ndarray
+    ready: float
+    audio_time: float | None
+    condition_time: float | None
+    condition_index: int
+    audio_scale: float
+
+
+def window_samples(provider: ConditionProvider) -> int:
+    """Samples (at the provider's rate) of one encoder window: N segments (TPoS: 5 x ~1.79 s)."""
+    config = getattr(provider, "config", None)
+    if config is None or not hasattr(config, "segment_samples"):
+        raise ValueError(f"provider '{provider.name}' does not say its window (config.segments, "
+                         f"config.segment_samples)")
+    return config.segments * config.segment_samples
+
+
+def encode_window(provider: ConditionProvider, window: np.ndarray,
+                  text_space: TextSpace) -> tuple[torch.Tensor, float]:
+    """The condition ``(77, D)`` and attention weight for the newest segment of a window ending now.
+
+    The one place the encoder stage calls the provider. For now the whole window is encoded and the
+    last condition kept; a cached streaming encoder (each segment's CNN features computed once) slots
+    in here.
+    """
+    track = provider.encode(window, text_space)
+    return track.conditions[-1].detach().float().cpu(), float(track.weights[-1])
+
+
+class _Reports:
+    """Reports through a reporter, saying a repeated message at most every ``REPEAT_REPORT_SECONDS``."""
+
+    def __init__(self, report: Reporter) -> None:
+        self.report = report
+        self._last: dict[str, float] = {}
+
+    def __call__(self, level: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(message, -math.inf) >= REPEAT_REPORT_SECONDS:
+            self._last[message] = now
+            self.report(level, message)
+
+
+class _Stage:
+    """A worker thread with a stop event. A bug that escapes the loop is reported and the loop restarts."""
+
+    name = "stage"
+
+    def __init__(self, report: Reporter) -> None:
+        self.report = _Reports(report)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._guarded, name=f"tpos-{self.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _guarded(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._run()
+            except Exception as error:  # noqa: BLE001 - a live show goes on; the fault is reported
+                self.report("error", f"{self.name} stage failed ({type(error).__name__}: {error}); "
+                                     f"restarting it")
+                self._stop.wait(0.5)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class EncoderStage(_Stage):
+    """Every ``hop_seconds``, encodes the window ending now and publishes a :class:`LiveCondition`.
+
+    Hops missed because an encode took long are skipped, not caught up. Without new audio (device
+    lost, not started) nothing is published.
+    """
+
+    name = "encoder"
+
+    def __init__(self, provider: ConditionProvider, text_space: TextSpace, source: AudioSource,
+                 hop_seconds: float, conditions: Mailbox[LiveCondition], stats: LiveStats,
+                 report: Reporter) -> None:
+        super().__init__(report)
+        self.provider, self.text_space, self.source = provider, text_space, source
+        self.hop_seconds = hop_seconds
+        self.conditions, self.stats = conditions, stats
+        self.window_samples = window_samples(provider)
+        self.latest: LiveCondition | None = None
+        self._last_end = 0
+        self._count = 0
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due = max(due + self.hop_seconds, time.monotonic())
+            self.encode_now()
+
+    def encode_now(self) -> LiveCondition | None:
+        """Encode the newest window and publish it; None when there was no new audio or it failed."""
+        rate = self.provider.sample_rate
+        window, end = self.source.mono_window(self.window_samples, rate)
+        if end == self._last_end:
+            return None
+        self._last_end = end
+        started = time.perf_counter()
+        try:
+            condition, weight = encode_window(self.provider, window, self.text_space)
+        except Exception as error:  # noqa: BLE001 - counted and reported; the next hop tries again
+            self.stats.add("encoder_errors")
+            self.report("error", f"audio encoder failed ({type(error).__name__}: {error}); keeping the last "
+                                 f"condition")
+            return None
+        self.stats.stage("encode", time.perf_counter() - started)
+        hop = min(len(window), max(1, round(self.hop_seconds * rate)))
+        loudness = frame_loudness(window[-hop:], rate, np.array([hop / rate]), window_seconds=hop / rate)[0]
+        captured = self.source.capture_time(end - 1)
+        now = time.monotonic()
+        self._count += 1
+        live = LiveCondition(condition, weight, float(loudness), end, now if captured is None else captured,
+                             now, self._count)
+        if self.conditions.put(live):
+            self.stats.add("dropped_conditions")
+        self.stats.add("conditions")
+        self.latest = live
+        return live
+
+
+class SceneStage(_Stage):
+    """Prepares scenes (z^T, prompt encodings, z^delta) in the background, newest request first."""
+
+    name = "scene"
+
+    def __init__(self, stack: ModelStack, requests: Mailbox[ControlState], scenes: Mailbox[Scene],
+                 stats: LiveStats, report: Reporter, init_image: str | Path | None = None) -> None:
+        super().__init__(report)
+        self.stack, self.requests, self.scenes, self.stats = stack, requests, scenes, stats
+        self.init_image = init_image
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            state = self.requests.take(timeout=0.1)
+            if state is None:
+                continue
+            started = time.perf_counter()
+            try:
+                renderer = TPoSRenderer(self.stack, state.settings)
+                scene = renderer.prepare_scene(state.prompt, state.negative_prompt, state.settings.seed,
+                                               self.init_image)
+            except Exception as error:  # noqa: BLE001 - the current scene stays on screen
+                self.stats.add("scene_errors")
+                self.report("error", f"preparing the scene for {state.prompt!r} failed "
+                                     f"({type(error).__name__}: {error}); keeping the current one")
+                continue
+            self.stats.stage("scene", time.perf_counter() - started)
+            self.stats.add("scenes")
+            self.scenes.put(scene)
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames rendered together, to be shown ``interval`` apart."""
+
+    frames: tuple[Frame, ...]
+    interval: float  # seconds between the frames' showing times
+    fresh: bool  # the first frame is the first to use its condition
+
+
+class RenderStage(_Stage):
+    """Renders frames at up to the control's fps from the newest scene and conditions.
+
+    Each frame's condition is the slerp between the two newest conditions by the time since the
+    newest arrived (over the interval between them); the loudness envelope, followed at frame rate,
+    scales g_s. A new scene is crossfaded in from the last frame. A render that raises or gives
+    NaN/Inf is counted and reported; the last good frame stays. While frozen, while the audio
+    device is lost, and before the first scene and condition, nothing is rendered.
+    """
+
+    name = "render"
+
+    def __init__(self, stack: ModelStack, control: LiveControl, source: AudioSource,
+                 conditions: Mailbox[LiveCondition], scene_requests: Mailbox[ControlState],
+                 scenes: Mailbox[Scene], deliver, stats: LiveStats, report: Reporter,
+                 crossfade_seconds: float, loudness_window_seconds: float) -> None:
+        super().__init__(report)
+        self.stack, self.control, self.source = stack, control, source
+        self.conditions, self.scene_requests, self.scenes = conditions, scene_requests, scenes
+        self.deliver, self.stats = deliver, stats
+        self.crossfade_seconds = crossfade_seconds
+        self.loudness_window = max(1, round(loudness_window_seconds * source.sample_rate))
+        self.renderer: TPoSRenderer | None = None
+        self.scene: Scene | None = None
+        self.previous: LiveCondition | None = None
+        self.newest: LiveCondition | None = None
+        self.last_image: np.ndarray | None = None
+        self._requested_key: tuple | None = None
+        self._fade: tuple[np.ndarray, float] | None = None  # (image faded from, start time)
+        self._envelope = (0.0, time.monotonic())  # follower state and its time
+        self._used_condition = 0
+        self._black = False
+        self._slot = 0.0  # start of the next frame slot on the fps clock
+        self._due = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(max(0.0, self._due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            state = self.control.state()
+            self._follow_scene(state)
+            self._follow_conditions()
+            if state.blackout:
+                self._show_black(state)
+            elif state.frozen or self.source.state == "lost" or self.scene is None or self.newest is None:
+                self._stop.wait(0.01)
+            else:
+                self._render(state)
+
+    # ---- inputs ---------------------------------------------------------------------------------
+
+    def _follow_scene(self, state: ControlState) -> None:
+        if state.scene_key != self._requested_key:
+            self._requested_key = state.scene_key
+            self.scene_requests.put(state)
+        scene = self.scenes.take(timeout=0)
+        if scene is None:
+            return
+        if self.scene is not None and self.last_image is not None and self.crossfade_seconds > 0:
+            self._fade = (self.last_image.astype(np.float32), time.monotonic())
+        self.scene = scene
+
+    def _follow_conditions(self) -> None:
+        newest = self.conditions.take(timeout=0)
+        if newest is not None:
+            self.previous, self.newest = self.newest, newest
+
+    # ---- one batch ------------------------------------------------------------------------------
+
+    def _render(self, state: ControlState) -> None:
+        settings = state.settings
+        if self.renderer is None or self.renderer.settings != settings:
+            self.renderer = TPoSRenderer(self.stack, settings)  # new knobs: a cheap object, same models
+        batch, interval = settings.batch_frames, 1.0 / settings.fps
+        started = time.monotonic()
+        if self._slot < started - interval:  # after a pause (frozen, no audio, a fault): back on the clock
+            self._slot = started
+        times = started + interval * np.arange(batch)
+        conditions = self._conditions_at(times)
+        scales = self._audio_scales(times, settings)
+        newest = self.newest
+        images = self._guarded_render(conditions, scales)
+        self._pace(batch, interval)
+        if images is None:
+            return
+        ready = time.monotonic()
+        images = self._crossfaded(images, ready + interval * np.arange(batch))
+        self.last_image = images[-1]
+        self._black = False
+        fresh = newest.index != self._used_condition
+        self._used_condition = newest.index
+        frames = tuple(Frame(image, ready, newest.audio_time, newest.published, newest.index, float(scale))
+                       for image, scale in zip(images, scales, strict=True))
+        self.deliver(FrameBatch(frames, interval, fresh))
+
+    def _guarded_render(self, conditions: torch.Tensor, scales: np.ndarray) -> np.ndarray | None:
+        renderer = self.renderer
+        try:
+            started = time.perf_counter()
+            latents = renderer.render_latents(self.scene, conditions, torch.from_numpy(scales))
+            rendered = time.perf_counter()
+            if not bool(torch.isfinite(latents).all()):
+                self.stats.add("bad_frames", len(scales))
+                self.report("warning", "a render gave NaN or infinite values: keeping the last good frame")
+                return None
+            images = renderer.decode(latents)
+        except Exception as error:  # noqa: BLE001 - counted and reported; the show goes on
+            self.stats.add("render_errors")
+            self.report("error", f"rendering failed ({type(error).__name__}: {error}); keeping the last "
+                                 f"frame")
+            self._stop.wait(0.05)  # a persistent fault must not spin the CPU
+            return None
+        self.stats.stage("render", rendered - started)
+        self.stats.stage("decode", time.perf_counter() - rendered)
+        return images
+
+    def _conditions_at(self, times: np.ndarray) -> torch.Tensor:
+        """Slerp from the previous to the newest condition over the time between their arrivals."""
+        newest, previous = self.newest, self.previous
+        if previous is None:
+            return newest.condition.unsqueeze(0).expand(len(times), -1, -1)
+        span = max(newest.published - previous.published, 1e-3)
+        fraction = torch.from_numpy(np.clip((times - newest.published) / span, 0.0, 1.0))
+        shape = newest.condition.shape
+        mixed = slerp(previous.condition.reshape(1, -1).expand(len(times), -1),
+                      newest.condition.reshape(1, -1).expand(len(times), -1), fraction)
+        return mixed.reshape(len(times), *shape)
+
+    def _audio_scales(self, times: np.ndarray, settings) -> np.ndarray:
+        """g_s multipliers: 1 - depth + depth * envelope, the envelope following the newest audio."""
+        if settings.envelope_depth == 0.0:
+            return np.ones(len(times))
+        mono, _ = self.source.mono_window(self.loudness_window)
+        window = self.loudness_window / self.source.sample_rate
+        level = frame_loudness(mono, self.source.sample_rate, np.array([window]), window_seconds=window)[0]
+        state, last = self._envelope
+        steps = np.diff(times, prepend=last).clip(min=0.0)
+        envelope = attack_release(np.full(len(times), level), steps, settings.attack_seconds,
+                                  settings.release_seconds, initial=state)
+        self._envelope = (float(envelope[0]), float(times[0]))  # the later frames' times are predictions
+        return 1.0 - settings.envelope_depth + settings.envelope_depth * envelope.astype(np.float64)
+
+    def _crossfaded(self, images: np.ndarray, times: np.ndarray) -> np.ndarray:
+        if self._fade is None:
+            return images
+        start_image, started = self._fade
+        alpha = np.clip((times - started) / self.crossfade_seconds, 0.0, 1.0)[:, None, None, None]
+        if alpha.min() >= 1.0:
+            self._fade = None
+            return images
+        return ((1 - alpha) * start_image + alpha * images).round().astype(np.uint8)
+
+    def _pace(self, batch: int, interval: float) -> None:
+        """Advance the frame clock by the batch's slots; slots a slow render let pass are dropped frames.
+
+        The next batch starts at the next free slot (at once when the render overran), so the output
+        holds the target fps when it can and otherwise counts what it missed.
+        """
+        self._slot += batch * interval
+        overrun = time.monotonic() - self._slot
+        if overrun > 0:
+            missed = int(overrun / interval)
+            self.stats.add("dropped_frames", missed)
+            self._slot += missed * interval
+        self._due = self._slot
+
+    def _show_black(self, state: ControlState) -> None:
+        if not self._black:
+            height, width = state.settings.height, state.settings.width
+            black = np.zeros((height, width, 3), np.uint8)
+            self.deliver(FrameBatch((Frame(black, time.monotonic(), None, None, 0, 0.0),), 0.0, False))
+            self._black = True
+            self._fade = None
+        self._stop.wait(0.02)
+
+
+class Presenter(_Stage):
+    """Shows the frames of a rendered batch one interval apart; a newer batch replaces what is left."""
+
+    name = "presenter"
+
+    def __init__(self, batches: Mailbox[FrameBatch], publish, stats: LiveStats, report: Reporter) -> None:
+        super().__init__(report)
+        self.batches, self.publish, self.stats = batches, publish, stats
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self.batches.take(timeout=0.1)
+            if batch is None:
+                continue
+            version, _ = self.batches.peek()
+            start = time.monotonic()
+            for i, frame in enumerate(batch.frames):
+                if self._stop.wait(max(0.0, start + i * batch.interval - time.monotonic())):
+                    return
+                if self.batches.peek()[0] != version:  # a newer batch is waiting: the rest is stale
+                    self.stats.add("dropped_frames", len(batch.frames) - i)
+                    break
+                self.publish(frame, batch.fresh and i == 0)
+
+
+class Recorder(_Stage):
+    """Records the program audio and the frames on screen to an mp4, in sync.
+
+    The audio clock drives the video: after each chunk of audio, as many frames are written (the
+    newest frame, repeated when rendering is slower than ``fps``) as that audio spans, so the two
+    streams never drift apart by more than a frame. While the device is lost, neither advances.
+    """
+
+    name = "recorder"
+
+    def __init__(self, path: str | Path, fps: float, width: int, height: int, source: AudioSource,
+                 frames: Mailbox[Frame], report: Reporter) -> None:
+        super().__init__(report)
+        self.source, self.frames = source, frames
+        self.writer = VideoWriter(path, fps, width, height, audio_sample_rate=source.sample_rate,
+                                  audio_channels=source.channel_map.program_channels)
+        self.path = Path(path)
+        self.reader = source.ring.reader()
+        self.samples = 0
+        self.failed = False
+        self._black = np.zeros((height, width, 3), np.uint8)
+
+    def finish(self) -> Path | None:
+        """Stop, write what is left and close the file. Returns its path (None if nothing was recorded)."""
+        self.stop()
+        if self.failed:
+            return None
+        try:
+            self._pump()
+            if self.writer.frames_written == 0:
+                self.writer.abort()
+                self.report("warning", f"nothing was recorded to {self.path}: it stopped before one frame")
+                return None
+            return self.writer.close()
+        except Exception as error:  # noqa: BLE001 - reported; the file is discarded
+            self.writer.abort()
+            self.report("error", f"finishing the recording {self.path} failed ({error})")
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02) and not self.failed:
+            try:
+                self._pump()
+            except Exception as error:  # noqa: BLE001 - e.g. disk full: the show goes on without recording
+                self.failed = True
+                self.writer.abort()
+                self.report("error", f"recording to {self.path} failed ({error}); it was stopped")
+
+    def _pump(self) -> None:
+        frames = self.reader.read()
+        if len(frames):
+            self.writer.write_audio(self.source.channel_map.program(frames).T)
+            self.samples += len(frames)
+        fps = self.writer.fps
+        due = self.samples * fps.numerator // (self.source.sample_rate * fps.denominator)
+        _, frame = self.frames.peek()
+        image = frame.image if frame is not None else self._black
+        while self.writer.frames_written < due:
+            self.writer.write_frame(image)
+

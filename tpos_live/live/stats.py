@@ -1,0 +1,129 @@
+"""Live statistics: frame rate, per-stage times, audio-to-frame latency, drops and faults.
+
+The stages record events into one thread-safe :class:`LiveStats`; anyone (the terminal printer, the
+desktop app) takes a :class:`StatsSnapshot` whenever it likes. Rates and means cover the last
+``window_seconds``; counters are totals since the start. Memory is bounded: each series keeps at most
+``MAX_EVENTS`` recent entries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MAX_EVENTS = 4096
+COUNTERS = (
+    "frames",  # frames delivered
+    "dropped_frames",  # frames the fps target called for that were not delivered in time
+    "render_errors",  # renders that raised
+    "bad_frames",  # renders that gave NaN or infinite values (not shown)
+    "conditions",  # conditions the encoder published
+    "dropped_conditions",  # conditions replaced before the renderer used them
+    "encoder_errors",  # encodes that raised
+    "scenes",  # scenes prepared (the first one included)
+    "scene_errors",  # scene preparations that raised
+)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """Where the engine stands. Times in milliseconds; None where nothing was measured in the window."""
+
+    fps: float
+    latency_ms: float | None  # mean audio-to-frame latency over the window
+    latency_max_ms: float | None
+    stage_ms: dict[str, float]  # mean time per stage ("encode", "render", "decode", "scene") over the window
+    counters: dict[str, int] = field(default_factory=dict)
+    overflows: int = 0  # audio input overflows reported by the device
+    device_losses: int = 0
+    source_state: str = "running"
+
+    @property
+    def frames(self) -> int:
+        return self.counters.get("frames", 0)
+
+    @property
+    def dropped_frames(self) -> int:
+        return self.counters.get("dropped_frames", 0)
+
+    def line(self) -> str:
+        """One line for a terminal, e.g. ``23.9 fps | latency 180 ms (max 240) | render 31 ms | ...``."""
+        latency = "-"
+        if self.latency_ms is not None:
+            latency = f"{self.latency_ms:.0f} ms (max {self.latency_max_ms:.0f})"
+        stages = " | ".join(f"{name} {ms:.0f} ms" for name, ms in self.stage_ms.items())
+        parts = [f"{self.fps:5.1f} fps", f"latency {latency}"] + ([stages] if stages else []) + [
+            f"dropped {self.counters.get('dropped_frames', 0)}", f"overflows {self.overflows}"]
+        faults = self.counters.get("render_errors", 0) + self.counters.get("bad_frames", 0)
+        if faults:
+            parts.append(f"render faults {faults}")
+        if self.source_state != "running":
+            parts.append(f"audio {self.source_state.upper()}")
+        return " | ".join(parts)
+
+
+class LiveStats:
+    """Thread-safe event sink for the live stages.
+
+    Args:
+        window_seconds: span of the rates and means in a snapshot.
+        clock: the time source of the event times given (``time.monotonic``).
+    """
+
+    def __init__(self, window_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if not window_seconds > 0:
+            raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._frames: deque[float] = deque(maxlen=MAX_EVENTS)  # ready times
+        self._latencies: deque[tuple[float, float]] = deque(maxlen=MAX_EVENTS)
+        self._stages: dict[str, deque[tuple[float, float]]] = {}
+        self._counters = dict.fromkeys(COUNTERS, 0)
+
+    def frame(self, ready: float, latency: float | None = None) -> None:
+        """A frame was delivered at ``ready`` (monotonic); ``latency`` in seconds if it is the first to
+        use a new condition."""
+        with self._lock:
+            self._frames.append(ready)
+            self._counters["frames"] += 1
+            if latency is not None:
+                self._latencies.append((ready, latency))
+
+    def stage(self, name: str, seconds: float) -> None:
+        """A stage (encode, render, decode, scene) took ``seconds``."""
+        with self._lock:
+            self._stages.setdefault(name, deque(maxlen=MAX_EVENTS)).append((self.clock(), seconds))
+
+    def add(self, counter: str, count: int = 1) -> None:
+        with self._lock:
+            if counter not in self._counters:
+                raise ValueError(f"unknown counter {counter!r}: one of {COUNTERS}")
+            self._counters[counter] += count
+
+    def snapshot(self, overflows: int = 0, device_losses: int = 0,
+                 source_state: str = "running") -> StatsSnapshot:
+        """Rates and means over the last window, totals since the start (the source's passed in)."""
+        now = self.clock()
+        since = now - self.window_seconds
+        with self._lock:
+            span = min(self.window_seconds, max(now - self._started, 1e-3))
+            fps = sum(1 for t in self._frames if t > since) / span
+            latencies = [value for t, value in self._latencies if t > since]
+            stages = {}
+            for name, series in self._stages.items():
+                recent = [value for t, value in series if t > since]
+                if recent:
+                    stages[name] = 1000.0 * sum(recent) / len(recent)
+            counters = dict(self._counters)
+        return StatsSnapshot(
+            fps=fps,
+            latency_ms=1000.0 * sum(latencies) / len(latencies) if latencies else None,
+            latency_max_ms=1000.0 * max(latencies) if latencies else None,
+            stage_ms=stages, counters=counters, overflows=overflows, device_losses=device_losses,
+            source_state=source_state,
+        )

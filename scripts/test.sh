@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Install tpos-live with its test extras into .venv, then run the linter and the test suite.
+# The live-capture tests talk to a real PulseAudio null sink through PortAudio: the Debian
+# packages for that are installed first (with sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+system_packages="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins"
+missing=$(for p in $system_packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+    echo "installing Debian packages for the audio tests: $missing" >&2
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
 scripts/install.sh test
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"

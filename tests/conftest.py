@@ -7,8 +7,13 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
-# A user's recorded default encoder must not change what the tests see.
+# A user's recorded default encoder must not change what the tests see (nor one test's another's).
 os.environ["TPOS_LIVE_CONFIG"] = tempfile.mkdtemp(prefix="tpos-live-test-config-")
+
+
+@pytest.fixture(autouse=True)
+def own_settings_folder(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TPOS_LIVE_CONFIG", str(tmp_path_factory.mktemp("config")))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tpos_live import __version__
 from tpos_live.errors import UserError
+from tpos_live.live.cli import add_devices_command, add_live_command
+from tpos_live.training.cli import add_import_command, add_train_command
 
 DESCRIPTION = """\
 tpos-live: audio-reactive visuals with Stable Diffusion, after The Power of Sound (TPoS).
@@ -51,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tpos-live {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_render_command(commands)
+    add_devices_command(commands)
+    add_live_command(commands)
+    add_train_command(commands)
+    add_import_command(commands)
     return parser
 
 
@@ -132,7 +138,7 @@ def run_render(args: argparse.Namespace) -> int:
     device, dtype = resolve_device(args.device, args.dtype)
     model = ModelSpec(model=args.model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
                       device=device, dtype=dtype)
-    settings = _settings_from_args(args, model)
+    settings = settings_from_args(args, model)
     job = RenderJob(audio=args.audio, output=args.output, prompt=args.prompt, settings=settings, model=model,
                     encoder=args.encoder, concepts=args.concepts, negative_prompt=args.negative_prompt,
                     init_image=args.init_image, frames_dir=args.frames)
@@ -143,7 +149,7 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings_from_args(args: argparse.Namespace, model):
+def settings_from_args(args: argparse.Namespace, model):
     from tpos_live.config import RenderSettings
 
     width, height = args.size if args.size else (None, None)

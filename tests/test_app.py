@@ -1,0 +1,282 @@
+"""The desktop app offscreen (pytest-qt) on the tiny stack and a synthetic source: the window builds with
+and without audio devices, the scene controls reach the engine, frames reach the preview and the output
+window, presets round-trip, corrupt settings do not stop the launch, and the smoke command runs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before Qt is imported: no display needed
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from tests.test_live_engine import RATE, quick_provider, quick_settings
+from tpos_live.app.bridge import SPECTRUM_FLOOR_DB, Reports, log_spectrum
+from tpos_live.app.cli import add_app_command
+from tpos_live.app.main_window import EngineRecipe, MainWindow
+from tpos_live.app.panels import GUIDANCE_SPINS, SETTING_OF_KNOB
+from tpos_live.app.presets import Preset, load_preset, save_preset
+from tpos_live.app.settings import SYNTHETIC_DEVICE, AppSettings, load_settings, save_settings
+from tpos_live.audio.capture import SyntheticSource, demo_pattern, tone
+from tpos_live.errors import UserError
+from tpos_live.live.engine import LiveSettings
+
+FRAME_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def provider(tiny_stack):
+    return quick_provider(tiny_stack)
+
+
+def synthetic(gain_db: float = 0.0) -> SyntheticSource:
+    return SyntheticSource(demo_pattern(RATE, seconds=0.5), RATE, gain_db=gain_db, name="test signal")
+
+
+def make_source(device: str | None, gain_db: float) -> SyntheticSource:
+    if device == SYNTHETIC_DEVICE:
+        return synthetic(gain_db)
+    raise UserError(f"cannot open audio device '{device}': check it is connected")
+
+
+def make_window(qtbot, tiny_stack, provider, tmp_path: Path, inputs=(), settings_message=None) -> MainWindow:
+    recipe = EngineRecipe(tiny_stack, provider, quick_settings(), LiveSettings(crossfade_seconds=0.2), None,
+                          Reports())
+    engine = recipe.build(synthetic(), "a beach")
+    engine.start()
+
+    def list_inputs() -> list[str]:
+        if isinstance(inputs, Exception):
+            raise inputs
+        return list(inputs)
+
+    settings = AppSettings(presets_folder=str(tmp_path / "presets"), record_folder=str(tmp_path))
+    window = MainWindow(recipe, engine, make_source, list_inputs, settings, tmp_path / "app.json")
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+@pytest.fixture
+def window(qtbot, tiny_stack, provider, tmp_path):
+    window = make_window(qtbot, tiny_stack, provider, tmp_path, inputs=["USB Audio", "Built-in Mic"])
+    yield window
+    window.shutdown()
+
+
+def device_items(window: MainWindow) -> list[tuple[str, str | None, bool]]:
+    combo = window.audio.devices
+    return [(combo.itemText(i), combo.itemData(i), combo.model().item(i).isEnabled())
+            for i in range(combo.count())]
+
+
+def test_the_window_builds_with_audio_devices(window):
+    assert device_items(window) == [("Test signal (synthetic)", SYNTHETIC_DEVICE, True),
+                                    ("USB Audio", "USB Audio", True), ("Built-in Mic", "Built-in Mic", True)]
+    assert window.status.warning.isVisibleTo(window)  # the tiny stack has random weights
+    assert "tiny" in window.status.weights.text()
+
+
+@pytest.mark.parametrize("inputs", [[], UserError("the PortAudio library is missing")])
+def test_the_window_builds_without_audio_devices(qtbot, tiny_stack, provider, tmp_path, inputs):
+    window = make_window(qtbot, tiny_stack, provider, tmp_path, inputs=inputs)
+    try:
+        assert device_items(window) == [("Test signal (synthetic)", SYNTHETIC_DEVICE, True),
+                                        ("no capture devices found", None, False)]
+        assert any("no capture devices found" in text for _, text in window.messages)
+    finally:
+        window.shutdown()
+
+
+def test_each_scene_control_reaches_the_engine(window):
+    scene, control = window.scene, window.engine.control
+    scene.prompt.setText("neon city at night")
+    scene.prompt.editingFinished.emit()
+    scene.negative.setText("blurry")
+    scene.negative.editingFinished.emit()
+    scene.seed.setValue(1234)
+    assert (control.state().prompt, control.state().negative_prompt) == ("neon city at night", "blurry")
+    assert control.state().settings.seed == 1234
+    scene.reroll.click()
+    assert control.state().settings.seed == scene.seed.value() != 1234
+    scene.fps.setValue(15.0)
+    assert control.state().settings.fps == 15.0
+    for knob in GUIDANCE_SPINS:
+        spin = window.scene.knobs[knob.name]
+        value = round(min(knob.high, spin.value() + 3 * knob.step), knob.decimals)
+        spin.setValue(value)
+        assert getattr(control.state().settings, SETTING_OF_KNOB[knob.name]) == pytest.approx(value), knob.name
+
+
+def test_a_refused_value_is_shown_and_the_widget_goes_back(window):
+    window.scene.knobs["attack_seconds"].setMinimum(0.0)  # let the widget offer what the engine refuses
+    window.scene.knobs["attack_seconds"].setValue(0.0)
+    assert window.engine.control.state().settings.attack_seconds == pytest.approx(0.01)
+    assert window.scene.knobs["attack_seconds"].value() == pytest.approx(0.01)
+    assert any("attack" in text for level, text in window.messages if level == "warning")
+
+
+def test_frames_reach_the_preview_the_output_window_and_the_plots(qtbot, window):
+    window.set_output_shown(True)
+    qtbot.waitUntil(lambda: window.preview.frames_shown > 0 and window.output.view.frames_shown > 0,
+                    timeout=FRAME_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.audio.weights[-1] > 0, timeout=FRAME_TIMEOUT_MS)
+    image = window.preview.image
+    assert (image.width(), image.height()) == (64, 64)
+    assert window.preview._pixels.std() > 0  # a picture, not a flat field
+    # the pattern's noise and tones show up (it starts with half a second of silence)
+    qtbot.waitUntil(lambda: window.audio.spectrogram_data.max() > SPECTRUM_FLOOR_DB + 20, timeout=5000)
+    assert 0.0 < window.audio.weights[-1] <= 1.0 and 0.0 <= window.audio.loudness[-1] <= 1.0
+    qtbot.waitUntil(lambda: window.status.line.text().endswith("overflows 0"), timeout=5000)
+    assert "fps" in window.status.line.text()
+
+
+def test_output_window_hotkeys_freeze_black_out_and_switch_presets(qtbot, window):
+    output = window.output
+    window.set_output_shown(True)
+    assert output.windowFlags() & Qt.WindowType.FramelessWindowHint
+    assert output.cursor().shape() == Qt.CursorShape.BlankCursor
+    qtbot.keyClick(output, Qt.Key.Key_Space)
+    assert window.engine.control.state().frozen
+    qtbot.keyClick(output, Qt.Key.Key_B)
+    assert window.engine.control.state().blackout
+    window.save_preset_as("one")
+    window.engine.control.set_prompt("a forest")
+    window.save_preset_as("two")
+    qtbot.keyClick(output, Qt.Key.Key_Right)  # from "two" round to "one"
+    assert window.engine.control.state().prompt == "a beach"
+    qtbot.keyClick(output, Qt.Key.Key_Left)
+    assert window.engine.control.state().prompt == "a forest"
+
+
+def test_saving_then_loading_a_preset_round_trips(window, tmp_path):
+    control = window.engine.control
+    control.set_prompt('a "quoted" beach\nwith ünïcode', "fog")
+    control.set_seed(77)
+    control.set_guidance(audio=11.5, threshold=0.65, release_seconds=0.4)
+    saved = Preset.from_control("sunset / take 2", control)
+    path = window.save_preset_as("sunset / take 2")
+    assert path is not None and load_preset(path) == saved
+    control.set_prompt("something else", "")
+    control.set_seed(1)
+    control.set_guidance(audio=2.0, threshold=0.1, release_seconds=1.0)
+    assert window.apply_preset_at(window.presets.findData(str(path)))
+    assert Preset.from_control("sunset / take 2", control) == saved
+    assert window.scene.prompt.text() == saved.prompt
+
+
+def test_a_bad_preset_file_is_refused_with_what_is_wrong(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[scene]\nprompt = "x"\nseed = -3\n', encoding="utf-8")
+    with pytest.raises(UserError, match="seed"):
+        load_preset(path)
+    path.write_text("not = [toml", encoding="utf-8")
+    with pytest.raises(UserError, match="bad.toml"):
+        load_preset(path)
+    assert save_preset(Preset("ok", "x", guidance={"audio": 3.0}), tmp_path).name == "ok.toml"
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"gain_db": 500}), json.dumps([1, 2])])
+def test_a_corrupt_settings_file_resets_to_defaults_with_a_message(tmp_path, content):
+    path = tmp_path / "app.json"
+    path.write_text(content, encoding="utf-8")
+    settings, message = load_settings(path)
+    assert settings == AppSettings()
+    assert message is not None and str(path) in message
+    saved = AppSettings(device="USB Audio", gain_db=6.0, output_screen=1)
+    save_settings(saved, path)
+    assert load_settings(path) == (saved, None)
+
+
+def test_picking_a_device_switches_the_engine_or_says_why_not(qtbot, window):
+    first = window.engine
+    window.use_device("USB Audio")  # make_source refuses it
+    assert window.engine is first and first.running
+    assert any("USB Audio" in text for level, text in window.messages if level == "error")
+    first.control.set_prompt("kept across the switch")
+    window.use_device(SYNTHETIC_DEVICE)
+    assert window.engine is not first and window.engine.running
+    qtbot.waitUntil(lambda: not first.running, timeout=10_000)
+    assert window.engine.control.state().prompt == "kept across the switch"
+    assert window.scene.control is window.engine.control is window.output.control
+    assert window.app_settings.device == SYNTHETIC_DEVICE
+    window.audio.gain.setValue(6.0)
+    assert window.engine.source.channel_map.gain == pytest.approx(10 ** (6 / 20))
+    assert json.loads((Path(window.settings_file)).read_text())["gain_db"] == 6.0
+
+
+def test_the_record_button_writes_an_mp4(qtbot, window, tmp_path):
+    qtbot.waitUntil(lambda: window.preview.frames_shown > 0, timeout=FRAME_TIMEOUT_MS)
+    window.record_action.trigger()
+    assert window.recording is not None and window.record_action.isChecked()
+    qtbot.wait(1200)
+    window.record_action.trigger()
+    assert not window.record_action.isChecked()
+    qtbot.waitUntil(lambda: any(text.startswith("wrote") for _, text in window.messages), timeout=10_000)
+    written = [Path(text.removeprefix("wrote ")) for _, text in window.messages if text.startswith("wrote")]
+    assert written[0].suffix == ".mp4" and written[0].stat().st_size > 0
+
+
+def test_the_spectrum_sits_at_the_tone(tmp_path):
+    rate = 16000
+    mono = tone(1000.0, rate)(0, 1024)[:, 0]
+    spectrum = log_spectrum(mono)
+    assert spectrum.max() > -12.0  # a -6 dBFS sine
+    assert np.median(spectrum) < -40.0
+
+
+def test_the_app_command_parses_and_a_corrupt_settings_file_does_not_stop_a_smoke_run(capsys, monkeypatch,
+                                                                                      tmp_path):
+    config = Path(os.environ["TPOS_LIVE_CONFIG"])
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "app.json").write_text("{corrupt", encoding="utf-8")
+    commands = argparse.ArgumentParser().add_subparsers(dest="command")
+    add_app_command(commands)
+    args = commands._name_parser_map["app"].parse_args(
+        ["--smoke", "4", "--encoder", "random", "--hop", "1.0", "--size", "64x64", "--compute-device", "cpu"])
+    assert args.run(args) == 0
+    captured = capsys.readouterr()
+    assert "could not be used" in captured.err
+    assert "frames in the preview" in captured.out and "latency" in captured.out
+    with pytest.raises(UserError, match="--smoke"):
+        bad = commands._name_parser_map["app"].parse_args(["--smoke", "-1"])
+        bad.run(bad)
+
+
+def test_steps_delta_and_init_image_rebuild_the_engine_keeping_the_scene(qtbot, window, tmp_path):
+    from PIL import Image
+
+    first = window.engine
+    first.control.set_prompt("kept across the rebuild")
+    window.scene.steps.setValue(3)
+    second = window.engine
+    assert second is not first
+    qtbot.waitUntil(lambda: not first.running, timeout=10_000)
+    assert (second.settings.steps, second.control.state().prompt) == (3, "kept across the rebuild")
+    window.scene.delta_step.setValue(2)
+    assert window.engine.settings.delta_step == 2 and window.engine.settings.steps == 3
+    assert not window.rebuild(init_image=str(tmp_path / "missing.png"))
+    assert any("missing.png" in text for _, text in window.messages)
+    image = tmp_path / "start.png"
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(image)
+    assert window.rebuild(init_image=str(image))
+    assert window.recipe.init_image == image and window.scene.init_image.text() == str(image)
+    qtbot.waitUntil(lambda: window.engine.frames.peek()[1] is not None, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_without_a_display_the_app_says_so_and_a_smoke_run_draws_offscreen(monkeypatch):
+    from tpos_live.app.cli import _prepare_display
+
+    monkeypatch.setattr("sys.platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UserError, match="no display"):
+        _prepare_display(smoke=False)
+    _prepare_display(smoke=True)
+    assert os.environ["QT_QPA_PLATFORM"] == "offscreen"

@@ -1,0 +1,328 @@
+"""The main window's panels: frame view, scene controls, audio (devices, meter, spectrogram, traces)
+and the status line. Widgets only: they talk to the engine through its control (cheap, thread-safe
+setters) and are fed by :class:`~tpos_live.app.bridge.EngineBridge` signals."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from tpos_live.app.bridge import LEVEL_FLOOR_DB, SPECTRUM_BINS, SPECTRUM_FLOOR_DB
+from tpos_live.app.settings import SYNTHETIC_DEVICE
+from tpos_live.live.control import ControlState, LiveControl
+from tpos_live.live.stats import StatsSnapshot
+
+SPECTROGRAM_COLUMNS = 240  # eight seconds at the bridge's 30 Hz
+TRACE_POINTS = 64  # encoder updates shown (16 s at a 0.25 s hop)
+MAX_SEED = 2**31 - 1  # QSpinBox holds 32-bit ints
+
+
+class FrameView(QWidget):
+    """Paints the newest frame, scaled to fit with its aspect kept, on black."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.image: QImage | None = None
+        self.frames_shown = 0
+        self._pixels: np.ndarray | None = None  # the array the QImage points into
+        self.setMinimumSize(160, 160)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+
+    def show_frame(self, pixels: np.ndarray, number: int = 0) -> None:
+        """Show an ``(H, W, 3)`` uint8 RGB frame (kept by reference until the next one)."""
+        pixels = np.ascontiguousarray(pixels)
+        height, width, _ = pixels.shape
+        self._pixels = pixels
+        self.image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+        self.frames_shown += 1
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("black"))
+        if self.image is not None:
+            scale = min(self.width() / self.image.width(), self.height() / self.image.height())
+            width, height = self.image.width() * scale, self.image.height() * scale
+            target = QRectF((self.width() - width) / 2, (self.height() - height) / 2, width, height)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            painter.drawImage(target, self.image)
+        painter.end()
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A guidance knob's spin box: ``LiveControl.set_guidance`` keyword, label, range and step."""
+
+    name: str
+    label: str
+    low: float
+    high: float
+    step: float
+    decimals: int = 2
+
+
+GUIDANCE_SPINS = (
+    Knob("text", "Text guidance", 0.0, 30.0, 0.5),
+    Knob("audio", "Audio guidance", 0.0, 50.0, 0.5),
+    Knob("threshold", "Threshold", 0.0, 0.99, 0.05),
+    Knob("momentum_scale", "Momentum", 0.0, 1.0, 0.05),
+    Knob("momentum_beta", "Momentum beta", 0.0, 0.99, 0.05),
+    Knob("envelope_depth", "Envelope depth", 0.0, 1.0, 0.05),
+    Knob("attack_seconds", "Attack (s)", 0.001, 5.0, 0.005, 3),
+    Knob("release_seconds", "Release (s)", 0.001, 10.0, 0.05, 3),
+)
+SETTING_OF_KNOB = {"text": "text_guidance", "audio": "audio_guidance", "threshold": "threshold",
+                   "momentum_scale": "momentum_scale", "momentum_beta": "momentum_beta",
+                   "envelope_depth": "envelope_depth", "attack_seconds": "attack_seconds",
+                   "release_seconds": "release_seconds"}
+
+
+class ScenePanel(QGroupBox):
+    """Prompt, negative prompt, seed (with re-roll), fps and the guidance knobs, each sent to the
+    engine's control when edited. Steps, delta step and init image are fixed inside a running engine:
+    changing them asks the main window for a new engine (``rebuild_requested``).
+
+    Signals:
+        problem(text): a value the engine refused (the message says why).
+        rebuild_requested(changes): ``{"steps": n}``, ``{"delta_step": i}`` or ``{"init_image": path}``.
+    """
+
+    problem = Signal(str)
+    rebuild_requested = Signal(dict)
+
+    def __init__(self, control: LiveControl, conditioning: str, init_image: str | None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__("Scene", parent)
+        self.control = control
+        form = QFormLayout(self)
+        self.prompt = QLineEdit(placeholderText="what the frames show")
+        self.prompt.editingFinished.connect(lambda: self._send(self.control.set_prompt, self.prompt.text()))
+        self.negative = QLineEdit(placeholderText="what they should not show")
+        self.negative.editingFinished.connect(
+            lambda: self._send(self.control.set_negative_prompt, self.negative.text()))
+        self.seed = QSpinBox(minimum=0, maximum=MAX_SEED, keyboardTracking=False)
+        self.seed.valueChanged.connect(lambda value: self._send(self.control.set_seed, value))
+        self.reroll = QPushButton("Re-roll", objectName="reroll")
+        self.reroll.clicked.connect(lambda: self.seed.setValue(random.randint(0, MAX_SEED)))
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.reroll)
+        self.fps = QDoubleSpinBox(minimum=1.0, maximum=120.0, singleStep=1.0, decimals=1, keyboardTracking=False)
+        self.fps.valueChanged.connect(lambda value: self._send(self.control.set_fps, value))
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Negative", self.negative)
+        form.addRow("Seed", seed_row)
+        form.addRow("FPS cap", self.fps)
+        self.knobs: dict[str, QDoubleSpinBox] = {}
+        for knob in GUIDANCE_SPINS:
+            spin = QDoubleSpinBox(minimum=knob.low, maximum=knob.high, singleStep=knob.step,
+                                  decimals=knob.decimals, keyboardTracking=False)
+            spin.valueChanged.connect(lambda value, name=knob.name: self._send_knob(name, value))
+            self.knobs[knob.name] = spin
+            form.addRow(knob.label, spin)
+        self.steps = QSpinBox(minimum=1, maximum=100, keyboardTracking=False)
+        self.steps.valueChanged.connect(lambda value: self.rebuild_requested.emit({"steps": value}))
+        self.delta_step = QSpinBox(minimum=0, maximum=99, keyboardTracking=False)
+        self.delta_step.valueChanged.connect(lambda value: self.rebuild_requested.emit({"delta_step": value}))
+        form.addRow("Steps", self.steps)
+        form.addRow("Guide from step", self.delta_step)
+        self.fixed = QLabel(objectName="fixed", wordWrap=True)
+        form.addRow("Fixed", self.fixed)
+        self.conditioning = QLabel(conditioning, objectName="conditioning", wordWrap=True)
+        form.addRow("Conditioning", self.conditioning)
+        self.init_image = QLabel(init_image or "none (noise)", objectName="initImage", wordWrap=True)
+        self.choose_image = QPushButton("Choose…", objectName="chooseImage")
+        self.choose_image.clicked.connect(self._choose_image)
+        image_row = QHBoxLayout()
+        image_row.addWidget(self.init_image, 1)
+        image_row.addWidget(self.choose_image)
+        form.addRow("Init image", image_row)
+        self.show_state(control.state())
+
+    def show_state(self, state: ControlState) -> None:
+        """Set every widget from the engine's state, without sending anything back."""
+        settings = state.settings
+        for widget, value in ((self.prompt, state.prompt), (self.negative, state.negative_prompt)):
+            if widget.text() != value:
+                widget.setText(value)
+        values = [(self.seed, min(settings.seed, MAX_SEED)), (self.fps, settings.fps)]
+        values += [(self.knobs[name], getattr(settings, SETTING_OF_KNOB[name])) for name in self.knobs]
+        values.append((self.steps, settings.steps))
+        guided_from = settings.delta_step if settings.delta_step is not None else 0
+        values.append((self.delta_step, guided_from))
+        for widget, value in values:
+            widget.blockSignals(True)
+            widget.setValue(value)
+            widget.blockSignals(False)
+        # a timestep delta (paper mode) is shown, not edited: the spin box edits step indices
+        self.delta_step.setEnabled(settings.delta_step is not None)
+        delta = (f", delta t < {settings.delta_timestep}" if settings.delta_timestep is not None else "")
+        self.fixed.setText(f"{settings.sampler}{delta}, {settings.width}x{settings.height}, {settings.decoder}")
+
+    def show_init_image(self, path: str | None) -> None:
+        self.init_image.setText(path or "none (noise)")
+
+    def _choose_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Init image", "", "Images (*.png *.jpg *.jpeg *.webp)")
+        if path:
+            self.rebuild_requested.emit({"init_image": path})
+
+    def _send_knob(self, name: str, value: float) -> None:
+        self._send(lambda v: self.control.set_guidance(**{name: v}), value)
+
+    def _send(self, setter, value) -> None:
+        try:
+            setter(value)
+        except ValueError as error:
+            self.problem.emit(str(error))
+            self.show_state(self.control.state())  # back to what the engine has
+
+
+class AudioPanel(QGroupBox):
+    """Device picker (with refresh), input gain, level meter, scrolling spectrogram, and traces of the
+    TPoS attention weight and the loudness envelope. Plots are preallocated with fixed levels.
+
+    Signals:
+        device_chosen(name): a device name, or ``"synthetic"`` for the test signal.
+        refresh_requested(): the user asked to re-scan the devices.
+        gain_changed(db): the input gain.
+    """
+
+    device_chosen = Signal(str)
+    refresh_requested = Signal()
+    gain_changed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Audio", parent)
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.devices = QComboBox(objectName="devices")
+        self.devices.activated.connect(self._chosen)
+        self.refresh = QPushButton("Refresh", objectName="refresh")
+        self.refresh.clicked.connect(self.refresh_requested)
+        row.addWidget(self.devices, 1)
+        row.addWidget(self.refresh)
+        layout.addLayout(row)
+        gain_row = QHBoxLayout()
+        self.gain = QDoubleSpinBox(minimum=-60.0, maximum=60.0, singleStep=1.0, suffix=" dB",
+                                   keyboardTracking=False)
+        self.gain.valueChanged.connect(self.gain_changed)
+        self.meter = QProgressBar(minimum=round(LEVEL_FLOOR_DB), maximum=0, textVisible=False,
+                                  objectName="meter")
+        gain_row.addWidget(QLabel("Gain"))
+        gain_row.addWidget(self.gain)
+        gain_row.addWidget(self.meter, 1)
+        layout.addLayout(gain_row)
+        self.spectrogram_data = np.full((SPECTROGRAM_COLUMNS, SPECTRUM_BINS), SPECTRUM_FLOOR_DB, np.float32)
+        self.spectrogram = pg.ImageItem(self.spectrogram_data, levels=(SPECTRUM_FLOOR_DB, 0.0))
+        self.spectrogram.setColorMap(pg.colormap.get("inferno"))
+        spectrogram_plot = pg.PlotWidget(objectName="spectrogram")
+        spectrogram_plot.addItem(self.spectrogram)
+        _fix_view(spectrogram_plot, (0, SPECTROGRAM_COLUMNS), (0, SPECTRUM_BINS), "log f")
+        layout.addWidget(spectrogram_plot, 1)
+        self.weights = np.zeros(TRACE_POINTS, np.float32)
+        self.loudness = np.zeros(TRACE_POINTS, np.float32)
+        self._x = np.arange(TRACE_POINTS, dtype=np.float32)
+        traces = pg.PlotWidget(objectName="traces")
+        traces.addLegend(offset=(5, 5))
+        self.weight_curve = traces.plot(self._x, self.weights, pen=pg.mkPen("#39d0ff", width=2),
+                                        name="attention weight")
+        self.loudness_curve = traces.plot(self._x, self.loudness, pen=pg.mkPen("#ffb000", width=2),
+                                          name="loudness")
+        _fix_view(traces, (0, TRACE_POINTS - 1), (0.0, 1.0), "0..1")
+        layout.addWidget(traces, 1)
+        self.spectrogram_plot, self.traces = spectrogram_plot, traces
+
+    def set_devices(self, names: list[str], current: str | None) -> None:
+        """List the capture devices (an empty list is shown as such) after the test signal."""
+        self.devices.blockSignals(True)
+        self.devices.clear()
+        self.devices.addItem("Test signal (synthetic)", SYNTHETIC_DEVICE)
+        if names:
+            for name in names:
+                self.devices.addItem(name, name)
+        else:
+            self.devices.addItem("no capture devices found", None)
+            self.devices.model().item(1).setEnabled(False)
+        index = self.devices.findData(current) if current else -1
+        self.devices.setCurrentIndex(max(index, 0))
+        self.devices.blockSignals(False)
+
+    def show_audio(self, spectrum: np.ndarray, level: float) -> None:
+        """Scroll one spectrum column in and set the meter."""
+        self.spectrogram_data[:-1] = self.spectrogram_data[1:]
+        self.spectrogram_data[-1] = spectrum
+        self.spectrogram.setImage(self.spectrogram_data, autoLevels=False, levels=(SPECTRUM_FLOOR_DB, 0.0))
+        self.meter.setValue(round(level))
+
+    def show_condition(self, weight: float, loudness: float) -> None:
+        """Scroll one encoder update into the traces."""
+        for series, value in ((self.weights, weight), (self.loudness, loudness)):
+            series[:-1] = series[1:]
+            series[-1] = value
+        self.weight_curve.setData(self._x, self.weights)
+        self.loudness_curve.setData(self._x, self.loudness)
+
+    def _chosen(self, index: int) -> None:
+        name = self.devices.itemData(index)
+        if name is not None:
+            self.device_chosen.emit(name)
+
+
+def _fix_view(plot: pg.PlotWidget, x: tuple[float, float], y: tuple[float, float], label: str) -> None:
+    plot.setMouseEnabled(False, False)
+    plot.hideButtons()
+    plot.setMenuEnabled(False)
+    plot.setXRange(*x, padding=0)
+    plot.setYRange(*y, padding=0)
+    plot.disableAutoRange()
+    plot.getPlotItem().hideAxis("bottom")
+    plot.getPlotItem().setLabel("left", label)
+    plot.setMinimumHeight(90)
+
+
+class StatusPanel(QWidget):
+    """fps, latency, dropped frames, overflows, backend and weights; random weights in a warning."""
+
+    def __init__(self, backend: str, weights: str, random_weights: bool, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 0, 4, 0)
+        self.line = QLabel("starting…", objectName="statsLine", minimumWidth=80)
+        self.backend = QLabel(backend, objectName="backend")
+        self.weights = QLabel(weights, objectName="weights", toolTip=weights)
+        layout.addWidget(self.line, 1)
+        layout.addWidget(self.backend)
+        layout.addWidget(self.weights)
+        self.warning = QLabel("RANDOM WEIGHTS", objectName="warning",
+                              toolTip="random weights: frames show noise patterns, not images")
+        self.warning.setVisible(random_weights)
+        layout.addWidget(self.warning)
+
+    def show_stats(self, stats: StatsSnapshot) -> None:
+        latency = "-" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"
+        text = (f"{stats.fps:.1f} fps · latency {latency} · dropped {stats.dropped_frames} · "
+                f"overflows {stats.overflows}")
+        if stats.source_state != "running":
+            text += f" · audio {stats.source_state.upper()}"
+        self.line.setText(text)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install tpos-live with its test extras into .venv, then run the linter and the test suite.
-# The live-capture tests talk to a real PulseAudio null sink through PortAudio: the Debian
-# packages for that are installed first (with sudo when not root).
+# The live-capture tests talk to a real PulseAudio null sink through PortAudio, and the app's
+# tests run Qt offscreen: the Debian packages for both are installed first (sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-system_packages="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins"
+system_packages="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+    libgl1 libegl1 libfontconfig1 libxkbcommon0 libglib2.0-0 libdbus-1-3"
 missing=$(for p in $system_packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
     echo "installing Debian packages for the audio tests: $missing" >&2

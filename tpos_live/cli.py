@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tpos_live import __version__
+from tpos_live.app.cli import add_app_command
 from tpos_live.errors import UserError
 from tpos_live.live.cli import add_devices_command, add_live_command
 from tpos_live.training.cli import add_import_command, add_train_command
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_command(commands)
     add_train_command(commands)
     add_import_command(commands)
+    add_app_command(commands)
     return parser
 
 

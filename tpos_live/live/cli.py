@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from tpos_live.control import add_control_arguments, attach_controls
 from tpos_live.errors import UserError
 
 LIVE_EPILOG = """\
@@ -91,6 +92,7 @@ def add_live_command(commands) -> None:
                                                                           "at Ctrl-C)")
     _add_sampling_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no stats lines (warnings still show)")
+    add_control_arguments(p)
     p.set_defaults(run=run_live, mode="fast")
 
 
@@ -166,7 +168,8 @@ def run_live(args: argparse.Namespace) -> int:
     try:
         if args.record is not None:
             engine.start_recording(args.record)
-        _run_until_done(engine, args.duration, say)
+        with attach_controls(engine, args, report):
+            _run_until_done(engine, args.duration, say)
     except KeyboardInterrupt:
         say("stopping (Ctrl-C)")
     finally:

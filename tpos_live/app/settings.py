@@ -7,12 +7,11 @@ with a message for the user (it never stops the launch).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from tpos_live.conditioning.providers import settings_folder
+from tpos_live.fileio import write_text_atomically
 
 SETTINGS_FILE = "app.json"
 SYNTHETIC_DEVICE = "synthetic"  # the built-in test signal, in the device picker
@@ -75,8 +74,4 @@ def save_settings(settings: AppSettings, path: Path | None = None) -> Path:
     """Write the settings atomically (a temporary file renamed over the old one)."""
     path = path or settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".app-", suffix=".json")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        json.dump(asdict(settings), file, indent=2)
-    os.replace(temporary, path)
-    return path
+    return write_text_atomically(path, json.dumps(asdict(settings), indent=2))

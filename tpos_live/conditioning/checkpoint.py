@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from tpos_live.conditioning.tpos_encoder import (
     build_tpos_modules,
 )
 from tpos_live.errors import UserError
+from tpos_live.fileio import write_atomically
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "TPoSConfig", "load_tpos", "random_tpos", "save_tpos"]
 
@@ -92,8 +91,8 @@ def save_tpos(
         "random_weights": random_weights,
     }
     weights_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(weights_path, lambda temp: save_file(tensors, str(temp), metadata={"format": FORMAT}))
-    _write_atomically(config_path, lambda temp: temp.write_text(json.dumps(document, indent=2) + "\n"))
+    write_atomically(weights_path, lambda temp: save_file(tensors, str(temp), metadata={"format": FORMAT}))
+    write_atomically(config_path, lambda temp: temp.write_text(json.dumps(document, indent=2) + "\n"))
     return weights_path, config_path
 
 
@@ -141,18 +140,6 @@ def random_tpos(config: TPoSConfig, seed: int = 0, device: str | torch.device = 
         torch.manual_seed(seed)
         encoder, map_model = build_tpos_modules(config)
     return TPoSProvider(encoder, map_model, config, name="tpos:random", random_weights=True, device=device)
-
-
-def _write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _read_config(config_path: Path) -> tuple[TPoSConfig, bool]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tpos_live.conditioning.concepts import default_concepts, load_concepts
 from tpos_live.conditioning.tpos_encoder import TPoSConfig
 from tpos_live.diffusion.loading import ModelStack
 from tpos_live.errors import UserError
+from tpos_live.fileio import write_text_atomically
 
 RANDOM_ENCODER_SEED = 0
 CLAP = "clap"
@@ -183,13 +183,7 @@ def _write_defaults(encoders: dict[str, str]) -> None:
     path = settings_folder() / DEFAULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"format": DEFAULTS_FORMAT, "format_version": 1, "encoders": dict(sorted(encoders.items()))}
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(document, indent=2) + "\n")
-        os.replace(temp_name, path)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
+    write_text_atomically(path, json.dumps(document, indent=2) + "\n")
 
 
 # --- building providers ----------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -50,6 +49,7 @@ from tpos_live.audio.spectrogram import (
     spectrogram,
 )
 from tpos_live.errors import UserError
+from tpos_live.fileio import write_atomically, write_text_atomically
 
 Layout = Literal["auto", "folders", "vggsound", "esc50", "prefix"]
 LAYOUTS: tuple[str, ...] = ("auto", "folders", "vggsound", "esc50", "prefix")
@@ -388,10 +388,12 @@ class SpectrogramCache:
         return data if isinstance(data, dict) else {}
 
     def _write_fingerprints(self, known: dict[str, str]) -> None:
-        handle, temp = tempfile.mkstemp(dir=self.folder, prefix=".fingerprints.", suffix=".tmp")
-        with os.fdopen(handle, "w") as file:
-            json.dump(known, file)
-        os.replace(temp, self.folder / "fingerprints.json")
+        write_text_atomically(self.folder / "fingerprints.json", json.dumps(known))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file object: np.save would append ".npy" to a path
+        np.save(file, array, allow_pickle=False)
 
 
 def _stat_key(path: Path) -> str:
@@ -426,10 +428,7 @@ def _cache_entry(job: tuple) -> tuple[str | None, str | None, str | None]:
         if not entry.is_file():
             audio = decode_audio(path, sample_rate=config.sample_rate, channels=1)
             frames = clip_frames(audio.mono(), config).astype(np.float16)
-            handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{entry.stem}.", suffix=".npy")
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, frames, allow_pickle=False)
-            os.replace(temp, entry)
+            write_atomically(entry, lambda temp: _save_npy(temp, frames))
         return fingerprint, str(entry), None
     except UserError as error:
         return fingerprint, None, str(error)

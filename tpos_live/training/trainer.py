@@ -35,7 +35,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from tqdm import tqdm
 from tpos_live.conditioning.checkpoint import save_tpos
 from tpos_live.conditioning.tpos_encoder import MappingModule, TPoSAudioEncoder, TPoSConfig
 from tpos_live.errors import UserError
+from tpos_live.fileio import write_atomically
 from tpos_live.training.datasets import EpochBatchSampler, PromptTemplate, WindowDataset
 from tpos_live.training.losses import (
     AUGMENT_WEIGHT,
@@ -385,7 +385,7 @@ class TPoSTrainer:
                 )
 
     def save_state(self, path: Path) -> None:
-        _write_atomically(path, lambda temp: torch.save(self.state_dict(), temp))
+        write_atomically(path, lambda temp: torch.save(self.state_dict(), temp))
 
     def load_state(self, path: Path) -> None:
         try:
@@ -535,14 +535,3 @@ def _save_epoch(trainer: TPoSTrainer, output_dir: Path, epoch: int, is_best: boo
     for name in names:
         save_tpos(output_dir / name, trainer.encoder, trainer.map_model, trainer.tpos_config)
     trainer.save_state(output_dir / STATE_FILE)  # last: a crash before it leaves the previous state whole
-
-
-def _write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)

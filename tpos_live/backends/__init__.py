@@ -1,1 +1,4 @@
-"""Inference backends (torch eager today; ONNX Runtime and TensorRT follow in issue 5)."""
+"""Inference backends behind one protocol: torch (eager, compiled, bf16), ONNX Runtime, TensorRT.
+
+``registry.create_backend`` makes one by name; the renderer cannot tell which it runs on.
+"""

@@ -79,6 +79,7 @@ def test_same_seed_same_video_and_frames_dir(tmp_path):
 def render_frames(tmp_path, audio, *extra):
     from PIL import Image
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     folder = tmp_path / f"frames-{audio.stem}"
     assert main(["render", str(audio), "-o", str(tmp_path / f"{audio.stem}.mp4"), "--frames", str(folder),
                  *QUICK, *extra]) == 0
@@ -190,3 +191,29 @@ def test_console_entry_point_and_module_run(tmp_path):
                              str(tmp_path / "o.mp4"), "--prompt", "x"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_cli_backend_names_are_the_registrys():
+    from tpos_live.backends.registry import BACKENDS
+    from tpos_live.cli import BACKEND_NAMES
+
+    assert tuple(BACKENDS) == BACKEND_NAMES
+
+
+def test_onnxruntime_backend_renders_like_torch(tmp_path):
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    frames = {}
+    for backend in ("torch", "onnxruntime"):
+        frames[backend] = render_frames(tmp_path / backend, audio, "--backend", backend, "--engines",
+                                        str(tmp_path / "engines"))
+    assert np.abs(frames["torch"] - frames["onnxruntime"]).max() <= 2  # float rounding, not a different picture
+
+
+def test_unavailable_backend_is_an_error_or_a_named_fallback(tmp_path, capsys):
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    code, out = render(tmp_path, audio, "--backend", "tensorrt")
+    assert code == 2 and not out.exists()
+    assert "backend 'tensorrt' cannot run here" in capsys.readouterr().err
+    code, out = render(tmp_path, audio, "--backend", "tensorrt", "--allow-fallback")
+    assert code == 0 and out.exists()
+    assert "using 'torch' instead" in capsys.readouterr().err

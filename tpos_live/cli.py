@@ -13,6 +13,8 @@ from tpos_live.errors import UserError
 from tpos_live.live.cli import add_devices_command, add_live_command
 from tpos_live.training.cli import add_import_command, add_train_command
 
+BACKEND_NAMES = ("torch", "torch-compiled", "torch-bf16", "onnxruntime", "tensorrt")
+
 DESCRIPTION = """\
 tpos-live: audio-reactive visuals with Stable Diffusion, after The Power of Sound (TPoS).
 The sound's meaning (through a learned audio encoder) and its loudness steer every frame."""
@@ -117,6 +119,14 @@ def add_render_command(commands) -> None:
                                           "encoder set by import/training, else the CLAP bank")
     models.add_argument("--concepts", type=Path, metavar="TOML",
                         help="concept bank TOML for CLAP conditioning (default: the bundled bank of 14 concepts)")
+    models.add_argument("--backend", default="torch", choices=BACKEND_NAMES,
+                        help="what runs the UNet and decoder: torch (default), torch-compiled, torch-bf16 "
+                             "(CPU AMX), onnxruntime, tensorrt (CUDA GPU)")
+    models.add_argument("--allow-fallback", action="store_true",
+                        help="if the backend cannot run here, use torch instead (with a warning)")
+    models.add_argument("--engines", type=Path, metavar="DIR", help="ONNX/TensorRT artefacts (default engines/)")
+    models.add_argument("--static-shapes", action="store_true",
+                        help="TensorRT: one batch size, run as CUDA graphs")
     models.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     models.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="network precision (auto: float16 on CUDA, float32 on CPU)")
@@ -143,7 +153,8 @@ def run_render(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, model)
     job = RenderJob(audio=args.audio, output=args.output, prompt=args.prompt, settings=settings, model=model,
                     encoder=args.encoder, concepts=args.concepts, negative_prompt=args.negative_prompt,
-                    init_image=args.init_image, frames_dir=args.frames)
+                    init_image=args.init_image, frames_dir=args.frames, backend=args.backend,
+                    allow_fallback=args.allow_fallback, engines=args.engines, static_shapes=args.static_shapes)
     say = _stderr_printer(args.quiet)
     report = render_file(job, say=say, progress=not args.quiet)
     say(f"wrote {report.output}: {report.frames} frames in {report.seconds:.1f} s "

@@ -18,6 +18,7 @@ import torch
 
 from tpos_live.audio.decode import decode_audio
 from tpos_live.audio.envelope import loudness_envelope
+from tpos_live.backends.registry import create_backend
 from tpos_live.conditioning.interpolate import conditions_at
 from tpos_live.conditioning.providers import load_provider
 from tpos_live.config import RenderSettings
@@ -40,6 +41,10 @@ class RenderJob:
     negative_prompt: str = ""
     init_image: Path | None = None
     frames_dir: Path | None = None
+    backend: str = "torch"  # see tpos_live.backends.registry.BACKENDS
+    allow_fallback: bool = False  # an unavailable backend falls back to torch, with a warning
+    engines: Path | None = None  # ONNX / TensorRT artefacts (default: the checkout's engines/)
+    static_shapes: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,9 @@ def render_file(job: RenderJob, say: Callable[[str], None] = print, progress: bo
     # 2. Load the models and the audio encoder (refusing mismatched widths).
     stack = load_stack(job.model, progress=progress)
     say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
-    renderer = TPoSRenderer(stack, job.settings)
+    backend = create_backend(job.backend, stack, job.settings, allow_fallback=job.allow_fallback, say=say,
+                             engines=job.engines, static_shapes=job.static_shapes)
+    renderer = TPoSRenderer(stack, job.settings, backend=backend)
     text_space = renderer.text_space()
     provider = load_provider(job.encoder, stack, text_space, say=say, concepts=job.concepts,
                              prompt_encoder=renderer.encode_prompt, progress=progress)

@@ -30,6 +30,7 @@ from tpos_live.backends.tensorrt_backend import (
     ensure_engine,
     tensorrt_unavailable_reason,
 )
+from tpos_live.cli import parse_size
 from tpos_live.errors import UserError
 
 
@@ -93,7 +94,7 @@ def main() -> int:
     parser.add_argument("--taesd", help="TAESD decoder for --model")
     parser.add_argument("--networks", nargs="+", default=["unet", "taesd_decoder"],
                         choices=("unet", "taesd_decoder"))
-    parser.add_argument("--size", type=_size, default=(512, 512), metavar="WxH", help="frame size (512x512)")
+    parser.add_argument("--size", type=parse_size, default=(512, 512), metavar="WxH", help="frame size (512x512)")
     parser.add_argument("--batch", type=int, default=1, help="frames per batch the renderer uses (1)")
     parser.add_argument("--precision", default="float16", choices=ENGINE_PRECISIONS)
     parser.add_argument("--static", action="store_true", help="one batch size: CUDA graphs at run time")
@@ -107,14 +108,6 @@ def main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from None
-    return width, height
 
 
 if __name__ == "__main__":

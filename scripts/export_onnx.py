@@ -32,6 +32,7 @@ from tpos_live.backends.specs import (
     taesd_decoder_network,
     unet_network,
 )
+from tpos_live.cli import parse_size
 from tpos_live.errors import UserError
 
 NETWORKS = ("unet", "taesd_decoder", "audio_segment", "audio_window")
@@ -124,7 +125,7 @@ def main() -> int:
     parser.add_argument("--encoder", default="random",
                         help="TPoS checkpoint for the audio networks, or random")
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
-    parser.add_argument("--size", type=_size, default=(512, 512), metavar="WxH", help="frame size (512x512)")
+    parser.add_argument("--size", type=parse_size, default=(512, 512), metavar="WxH", help="frame size (512x512)")
     parser.add_argument("--batch", type=int, default=1, help="frames per batch the renderer uses (1)")
     parser.add_argument("--precision", default="float32", choices=sorted(PRECISIONS))
     parser.add_argument("--opset", type=int, default=OPSET)
@@ -144,14 +145,6 @@ def main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from None
-    return width, height
 
 
 if __name__ == "__main__":

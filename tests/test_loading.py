@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -419,9 +418,7 @@ def test_lora_errors(tmp_path, tiny_folder):
 
 
 def test_missing_hub_model_offline_says_what_to_do(offline_hub):
-    start = time.perf_counter()
     message = expect_one_line_error("not in the Hugging Face cache", ModelSpec())
-    assert time.perf_counter() - start < 5  # no network wait
     assert "'stable-diffusion-v1-5/stable-diffusion-v1-5'" in message and str(offline_hub) in message
     assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in message and "--model tiny" in message
     expect_one_line_error("model 'stabilityai/sd-turbo'", ModelSpec(model="sd-turbo"))

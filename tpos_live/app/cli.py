@@ -32,23 +32,13 @@ Output window hotkeys: F fullscreen, Space freeze, B blackout, Left/Right previo
 
 def add_app_command(commands) -> None:
     from tpos_live.cli import parse_size
-    from tpos_live.live.cli import _add_sampling_options
+    from tpos_live.live.cli import _add_sampling_options, add_sound_options
 
     p = commands.add_parser("app", help="open the desktop app (preview, scenes, presets, output window)",
                             description="The live engine in a desktop window: preview, scene and audio "
                                         "panels, presets, recording and a fullscreen output window.",
                             epilog=APP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    audio = p.add_argument_group("sound (default: the device saved in the app settings)")
-    where = audio.add_mutually_exclusive_group()
-    where.add_argument("--device", help="capture device: index or (part of) its name")
-    where.add_argument("--file", type=Path, help="play this audio file in real time instead of capturing")
-    where.add_argument("--synthetic", action="store_true", help="the built-in test signal")
-    audio.add_argument("--host-api", help="look for --device on this host API only (ALSA, JACK, WASAPI, ...)")
-    audio.add_argument("--sample-rate", type=int, help="capture rate (default: the encoder's if possible)")
-    audio.add_argument("--channel", type=int, help="use only this input channel (0 is the first)")
-    audio.add_argument("--gain", type=float, dest="gain_db", help="input gain in dB (default: the saved one)")
-    audio.add_argument("--play-to", help="with --file: also play it on this output device")
-    audio.add_argument("--loop", action="store_true", help="with --file: start over at the end")
+    add_sound_options(p, "sound", device_default="the device saved in the app settings", gain_default=None)
     scene = p.add_argument_group("scene")
     scene.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"what the frames show ({DEFAULT_PROMPT!r})")
     scene.add_argument("--negative-prompt", default="", help="what they should not show")

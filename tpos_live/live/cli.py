@@ -55,17 +55,12 @@ def run_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_live_command(commands) -> None:
-    from tpos_live.cli import parse_size
-
-    p = commands.add_parser("live", help="turn live sound into audio-reactive frames",
-                            description="Capture sound (a device, a file played in real time, or a test "
-                                        "signal) and render frames that follow it, continuously.",
-                            epilog=LIVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    audio = p.add_argument_group("sound")
+def add_sound_options(p: argparse.ArgumentParser, title: str, device_default: str,
+                      gain_default: float | None) -> None:
+    """Where the sound comes from: a device, a file played in real time, or a test signal (live and app)."""
+    audio = p.add_argument_group(title)
     where = audio.add_mutually_exclusive_group()
-    where.add_argument("--device", help="capture device: index or (part of) its name (default: the default "
-                                        "input)")
+    where.add_argument("--device", help=f"capture device: index or (part of) its name (default: {device_default})")
     where.add_argument("--file", type=Path, help="play this audio file in real time instead of capturing")
     where.add_argument("--synthetic", action="store_true", help="a built-in test signal instead of capturing")
     audio.add_argument("--host-api", help="look for --device on this host API only (ALSA, JACK, WASAPI, ...)")
@@ -73,9 +68,20 @@ def add_live_command(commands) -> None:
                                                        "supports it, else the device's)")
     audio.add_argument("--channel", type=int, help="use only this input channel (0 is the first; default: "
                                                    "mix all down)")
-    audio.add_argument("--gain", type=float, default=0.0, dest="gain_db", help="input gain in dB (0)")
+    gain_help = "input gain in dB (" + ("the saved one" if gain_default is None else f"{gain_default:g}") + ")"
+    audio.add_argument("--gain", type=float, default=gain_default, dest="gain_db", help=gain_help)
     audio.add_argument("--play-to", help="with --file: also play it on this output device")
     audio.add_argument("--loop", action="store_true", help="with --file: start over at the end")
+
+
+def add_live_command(commands) -> None:
+    from tpos_live.cli import parse_size
+
+    p = commands.add_parser("live", help="turn live sound into audio-reactive frames",
+                            description="Capture sound (a device, a file played in real time, or a test "
+                                        "signal) and render frames that follow it, continuously.",
+                            epilog=LIVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_sound_options(p, "sound", device_default="the default input", gain_default=0.0)
     scene = p.add_argument_group("scene")
     scene.add_argument("--prompt", required=True, help="what the frames show")
     scene.add_argument("--negative-prompt", default="", help="what they should not show")

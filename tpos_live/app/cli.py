@@ -132,29 +132,12 @@ def _start_engine(args: argparse.Namespace, settings):
     """Load the models, open the sound source and start the engine; returns (recipe, engine)."""
     from tpos_live.app.bridge import Reports
     from tpos_live.app.main_window import EngineRecipe
-    from tpos_live.cli import settings_from_args
-    from tpos_live.conditioning.providers import load_provider
-    from tpos_live.diffusion.loading import ModelSpec, load_stack
-    from tpos_live.diffusion.renderer import TPoSRenderer
-    from tpos_live.live.engine import LiveSettings
-    from tpos_live.runtime import resolve_device
+    from tpos_live.live.cli import load_live_models
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    try:
-        live = LiveSettings(hop_seconds=args.hop, crossfade_seconds=args.crossfade)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    compute, dtype = resolve_device(args.compute_device, args.dtype)
-    model = ModelSpec(model=args.model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
-                      device=compute, dtype=dtype)
-    render_settings = settings_from_args(args, model)
-    stack = load_stack(model, progress=True)
-    say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
-    provider = load_provider(args.encoder, stack, TPoSRenderer(stack, render_settings).text_space(), say=say)
-    if stack.random_weights:
-        say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
+    live, stack, render_settings, provider = load_live_models(args, say, progress=True)
     reports = Reports()
     recipe = EngineRecipe(stack, provider, render_settings, live, args.init_image, reports)
     source = _first_source(args, settings, recipe, say)

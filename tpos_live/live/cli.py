@@ -134,13 +134,34 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
                         help="network precision (auto: float16 on CUDA, float32 on CPU)")
 
 
-def run_live(args: argparse.Namespace) -> int:
+def load_live_models(args: argparse.Namespace, say, progress: bool):
+    """The engine's parts that come from the options: (live settings, model stack, render settings,
+    conditioning provider). Shared by `live` and `app`."""
     from tpos_live.cli import settings_from_args
     from tpos_live.conditioning.providers import load_provider
     from tpos_live.diffusion.loading import ModelSpec, load_stack
     from tpos_live.diffusion.renderer import TPoSRenderer
-    from tpos_live.live.engine import LiveEngine, LiveSettings
+    from tpos_live.live.engine import LiveSettings
     from tpos_live.runtime import resolve_device
+
+    try:
+        live = LiveSettings(hop_seconds=args.hop, crossfade_seconds=args.crossfade)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    compute, dtype = resolve_device(args.compute_device, args.dtype)
+    model = ModelSpec(model=args.model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
+                      device=compute, dtype=dtype)
+    settings = settings_from_args(args, model)
+    stack = load_stack(model, progress=progress)
+    say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
+    provider = load_provider(args.encoder, stack, TPoSRenderer(stack, settings).text_space(), say=say)
+    if stack.random_weights:
+        say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
+    return live, stack, settings, provider
+
+
+def run_live(args: argparse.Namespace) -> int:
+    from tpos_live.live.engine import LiveEngine
     from tpos_live.video.writer import check_output_path
 
     report = _reporter(args.quiet)
@@ -150,21 +171,7 @@ def run_live(args: argparse.Namespace) -> int:
         raise UserError(f"--duration must be positive seconds, got {args.duration}")
     if args.record is not None:
         check_output_path(args.record)
-    try:
-        live = LiveSettings(hop_seconds=args.hop, crossfade_seconds=args.crossfade)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    compute, dtype = resolve_device(args.compute_device, args.dtype)
-    model = ModelSpec(model=args.model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
-                      device=compute, dtype=dtype)
-    settings = settings_from_args(args, model)
-
-    stack = load_stack(model, progress=not args.quiet)
-    say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
-    text_space = TPoSRenderer(stack, settings).text_space()
-    provider = load_provider(args.encoder, stack, text_space, say=say)
-    if stack.random_weights:
-        say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
+    live, stack, settings, provider = load_live_models(args, say, progress=not args.quiet)
     source = _make_source(args, provider.sample_rate, report)
     say(f"sound: {source.description}")
     engine = LiveEngine(stack, settings, provider, source, args.prompt, args.negative_prompt, live=live,

@@ -209,3 +209,98 @@ def test_conditions_are_float32_on_the_cpu(tiny_stack, provider):
         condition = engine.latest_condition()
     assert condition.condition.dtype == torch.float32 and condition.condition.shape == (77, 32)
     assert 0.0 <= condition.weight <= 1.0 and 0.0 <= condition.loudness <= 1.0
+
+
+# ---- changing scenes, steps, sound source and conditioning while it runs ------------------------
+
+
+def test_a_prefetched_scene_switches_without_waiting_and_morphs(tiny_stack, provider):
+    with make_engine(tiny_stack, provider) as engine:
+        engine.wait_frame(0, timeout=30)
+        assert wait_until(lambda: engine.stats().counters["scene_switches"] == 1, 5)
+        desert = engine.control.state().with_scene("a desert at noon", seed=5, guidance={"audio": 5.0})
+        assert not engine.scene_ready(desert)
+        engine.prefetch([desert])
+        assert wait_until(lambda: engine.scene_ready(desert), 10), "the prefetched scene was not prepared"
+        prepared = engine.stats().counters["scenes"]
+        before = frames_during(engine, 0.3)[-1]
+        engine.control.set_scene("a desert at noon", seed=5, guidance={"audio": 5.0})
+        during = frames_during(engine, 1.0)
+        counters = engine.stats().counters
+    assert counters["scenes"] == prepared, "the switch prepared its scene again"
+    assert counters["scene_switches"] == 2 and counters["morphs"] == 1
+    assert all(f.image.max() > 0 for f in during), "a black frame during the switch"
+    distance = [np.abs(f.image.astype(int) - before.image.astype(int)).mean() for f in during]
+    assert distance[-1] > 2.0 and any(0.5 < d < distance[-1] - 0.5 for d in distance), "a cut, not a morph"
+
+
+def test_steps_and_init_image_change_in_the_running_engine(tiny_stack, provider, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "init.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[:, None, None], (1, 64, 3))).save(image)
+    with make_engine(tiny_stack, provider) as engine:
+        engine.wait_frame(0, timeout=30)
+        asked = time.monotonic()
+        engine.control.set_steps(3, delta_step=1)  # other steps: a pixel fade, not a morph
+        assert wait_until(lambda: engine.stats().counters["scene_switches"] == 2, 10)
+        frames = frames_during(engine, 0.5)
+        engine.control.set_init_image(image)  # same steps: a morph
+        assert wait_until(lambda: engine.stats().counters["morphs"] == 1, 10)
+        frames += frames_during(engine, 0.5)
+        counters = engine.stats().counters
+        assert engine.render_stage.renderer.trajectory == ("lcm", 3, 1)
+    assert counters["scene_errors"] == counters["render_errors"] == 0
+    assert all(f.image.max() > 0 for f in frames)
+    assert np.diff([asked] + [f.ready for f in frames]).max() < 2.0, "the output stalled"
+
+
+def test_the_sound_source_changes_without_stopping_frames_or_the_recording(tiny_stack, provider, tmp_path):
+    path = tmp_path / "set.mp4"
+    with make_engine(tiny_stack, provider, signal=silence()) as engine:
+        engine.wait_frame(0, timeout=30)
+        engine.start_recording(path)
+        time.sleep(1.0)
+        loud = SyntheticSource(tone(440.0, RATE, amplitude=0.6), RATE)
+        old = engine.set_source(loud)
+        assert old.state == "running" and engine.source is loud  # the caller stops the old one
+        old.stop()
+        frames = frames_during(engine, 1.5)
+        written = engine.stop_recording()
+        condition = engine.latest_condition()
+    assert len(frames) >= 3 and frames[-1].audio_scale > 0.3  # the new sound drives the frames
+    assert condition.loudness > 0.3
+    info = probe_media(written)
+    assert abs(info.video_duration - info.audio_duration) <= 1 / FPS and info.video_duration > 2.0
+
+
+def test_a_source_that_cannot_open_changes_nothing(tiny_stack, provider):
+    from tpos_live.errors import UserError
+
+    class Broken(SyntheticSource):
+        def start(self) -> None:
+            raise UserError("no such device")
+
+    with make_engine(tiny_stack, provider) as engine:
+        source = engine.source
+        with pytest.raises(UserError):
+            engine.set_source(Broken(silence(), RATE))
+        assert engine.source is source and engine.encoder.source is source
+
+
+def test_the_conditioning_changes_at_the_next_hop(tiny_stack, provider):
+    from tpos_live.errors import UserError
+
+    other = quick_provider(tiny_stack)
+    other.map_model.linear2.bias.data += 0.5  # another encoder: other conditions for the same sound
+    with make_engine(tiny_stack, provider, signal=tone(440.0, RATE)) as engine:
+        assert wait_until(lambda: engine.latest_condition() is not None, 10)
+        first = engine.latest_condition()
+        assert engine.set_provider(other) is provider
+        assert wait_until(lambda: engine.latest_condition().index > first.index + 1, 10)
+        after = engine.latest_condition()
+        wide = random_tpos(TPoSConfig(embed_dim=64), seed=0)
+        with pytest.raises(UserError, match="64-d"):
+            engine.set_provider(wide)
+        assert engine.provider is other
+    assert (after.condition - first.condition).abs().mean() > 0.1

@@ -149,7 +149,15 @@ def test_control_changes_are_validated_versioned_and_mark_scene_changes():
     control.set_prompt("a forest", negative_prompt="fog")
     control.set_seed(7)
     control.set_guidance(text=2.0)
-    assert control.state().scene_key == ("a forest", "fog", 7, 2.0)
+    scene = control.state()
+    assert (scene.prompt, scene.negative_prompt, scene.settings.seed, scene.settings.text_guidance) == (
+        "a forest", "fog", 7, 2.0)
+    control.set_steps(6, delta_step=5)
+    assert control.state().scene_key != scene.scene_key  # steps and delta make a new scene too
+    control.set_steps(3)  # the delta step follows the steps down
+    assert (control.state().settings.steps, control.state().settings.delta_step) == (3, 2)
+    control.set_crossfade(2.0)
+    assert control.state().scene_key == control.state().scene_key and control.state().crossfade_seconds == 2.0
     control.freeze(True)
     control.blackout(True)
     control.set_fps(30)
@@ -157,10 +165,19 @@ def test_control_changes_are_validated_versioned_and_mark_scene_changes():
     assert state.frozen and state.blackout and state.settings.fps == 30
     for bad in (lambda: control.set_fps(0), lambda: control.set_guidance(threshold=1.5),
                 lambda: control.set_guidance(loudness=1.0), lambda: control.set_seed(-1),
-                lambda: control.set_prompt(None), lambda: control.set_prompt("x" * 5000)):
+                lambda: control.set_prompt(None), lambda: control.set_prompt("x" * 5000),
+                lambda: control.set_steps(0), lambda: control.set_steps(4, delta_step=4),
+                lambda: control.set_crossfade(-1), lambda: control.set_crossfade(float("nan")),
+                lambda: control.set_init_image("/no/such/image.png"),
+                lambda: control.set_scene("ok", seed=3, guidance={"audio": -1.0}),
+                lambda: control.set_scene("ok", guidance={"loudness": 1.0})):
         with pytest.raises(ValueError):
             bad()
     assert control.state() == state  # a refused change changes nothing
+    control.set_scene("a desert", "", 11, {"audio": 3.0, "text": 1.5})
+    switched = control.state()
+    assert switched.version == state.version + 1  # one change: no half-applied scene is ever visible
+    assert (switched.prompt, switched.settings.seed, switched.settings.audio_guidance) == ("a desert", 11, 3.0)
 
 
 def test_live_and_capture_settings_refuse_out_of_range_values():

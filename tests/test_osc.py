@@ -167,6 +167,20 @@ def test_presets_tap_and_switches_through_the_one_handler():
     assert osc.counts["bad_value"] == 1 and osc.rejected == 1
 
 
+def test_a_preset_bank_prefetches_the_scenes_next_to_the_current_one():
+    control = LiveControl(quick_settings(), "a beach")
+    asked = []
+    presets = [Preset("a", "one", seed=1), Preset("b", "two", seed=2, guidance={"text": 2.0}), Preset("c", "three")]
+    bank = PresetBank(presets, control, prefetch=asked.append)
+    assert [state.prompt for state in asked[-1]] == ["one", "three"]  # next and previous of none
+    bank.recall(1)
+    assert control.state().prompt == "two" and [state.prompt for state in asked[-1]] == ["three", "one"]
+    assert asked[-1][0].scene_key == presets[2].state_after(control.state()).scene_key
+    assert asked[-1][0].scene_key != control.state().scene_key
+    bank.previous()
+    assert control.state().prompt == "one"
+
+
 def test_a_port_in_use_is_a_user_error():
     control = LiveControl(quick_settings(), "a beach")
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

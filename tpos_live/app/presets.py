@@ -11,8 +11,9 @@
     audio = 7.0
     ...
 
-Applying a preset changes the engine's control; the engine prepares the new scene in the background
-and crossfades to it when it is ready (``LiveSettings.crossfade_seconds``), so there is no black frame.
+Applying a preset changes the engine's control in one step; the engine crossfades to the new scene
+when it is ready (at once if it was prefetched: see ``LiveEngine.prefetch`` and :meth:`Preset.state_after`),
+so there is no black frame.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 try:
@@ -29,7 +30,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from tpos_live.errors import UserError
-from tpos_live.live.control import GUIDANCE_KNOBS, MAX_PROMPT_CHARS, LiveControl
+from tpos_live.fileio import write_text_atomically
+from tpos_live.live.control import GUIDANCE_KNOBS, MAX_PROMPT_CHARS, ControlState, LiveControl
 
 PRESET_SUFFIX = ".toml"
 
@@ -74,14 +76,13 @@ class Preset:
         return cls(name, state.prompt, state.negative_prompt, state.settings.seed, guidance)
 
     def apply(self, control: LiveControl) -> None:
-        """Switch the engine to this scene (knobs first, so the prompt change sees them). Raises
-        ValueError for a knob out of the engine's range, changing nothing."""
-        state = control.state()
-        check = {GUIDANCE_KNOBS[k]: float(v) for k, v in self.guidance.items()}
-        replace(state.settings, seed=self.seed, **check)  # validates everything before any change
-        control.set_guidance(**self.guidance)
-        control.set_seed(self.seed)
-        control.set_prompt(self.prompt, self.negative_prompt)
+        """Switch the engine to this scene, all of it at once. Raises ValueError for a knob out of the
+        engine's range, changing nothing."""
+        control.set_scene(self.prompt, self.negative_prompt, self.seed, self.guidance)
+
+    def state_after(self, state: ControlState) -> ControlState:
+        """What ``state`` becomes when this preset is applied (to prefetch its scene); ValueError as apply."""
+        return state.with_scene(self.prompt, self.negative_prompt, self.seed, self.guidance)
 
 
 def preset_file(folder: Path, name: str) -> Path:
@@ -99,7 +100,7 @@ def save_preset(preset: Preset, folder: Path) -> Path:
              "[guidance]"]
     lines += [f"{name} = {float(value)!r}" for name, value in sorted(preset.guidance.items())]
     try:
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text_atomically(path, "\n".join(lines) + "\n")
     except OSError as error:
         raise UserError(f"cannot write the preset {path} ({error.strerror}): pick a writable presets folder") from None
     return path

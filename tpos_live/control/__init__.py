@@ -102,7 +102,8 @@ def _attach(controls: Controls, engine, args: argparse.Namespace, report: Report
         controls.on_close(controls.quantiser.stop)
     if args.presets is not None:
         schedule = controls.quantiser.schedule if controls.quantiser is not None else None
-        controls.presets = PresetBank(load_preset_folder(args.presets), engine.control, schedule)
+        controls.presets = PresetBank(load_preset_folder(args.presets), engine.control, schedule,
+                                      prefetch=engine.prefetch)
     if args.tempo == "audio" and args.quantise != "off":
         controls.tempo = _follow_tempo(engine.source, controls.clock, controls, _bpm_range(args.bpm_range))
     if args.osc_port is not None:

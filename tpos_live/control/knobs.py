@@ -8,6 +8,7 @@ is useful). A preset (``tpos_live.app.presets``) is recalled through a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Callable
@@ -67,22 +68,29 @@ class SceneLike(Protocol):
 
     def apply(self, control: LiveControl) -> None: ...
 
+    def state_after(self, state: ControlState) -> ControlState: ...
+
 
 class PresetBank:
     """An ordered list of presets with a current one; next/previous wrap around.
 
     ``schedule(action)`` decides when a recall happens: at once by default, or on the next beat or bar
-    when a :class:`~tpos_live.control.tempo.BeatQuantiser` is plugged in.
+    when a :class:`~tpos_live.control.tempo.BeatQuantiser` is plugged in. ``prefetch(states)`` (the
+    engine's) gets the scenes of the next and previous presets after each recall, and of the first
+    ones at the start, so that a switch to them starts at the next frame.
     """
 
     def __init__(self, presets: list[SceneLike], control: LiveControl,
-                 schedule: Callable[[Callable[[], None]], None] | None = None) -> None:
+                 schedule: Callable[[Callable[[], None]], None] | None = None,
+                 prefetch: Callable[[list[ControlState]], None] | None = None) -> None:
         if not presets:
             raise ValueError("a preset bank needs at least one preset")
         self.presets, self.control = list(presets), control
         self.schedule = schedule or (lambda action: action())
+        self.prefetch = prefetch
         self.current = -1  # none recalled yet
         self._lock = threading.Lock()
+        self._prefetch_around(-1)
 
     def recall(self, index: int) -> None:
         """Switch to preset ``index`` (0-based); IndexError outside the bank."""
@@ -90,7 +98,22 @@ class PresetBank:
             raise IndexError(f"preset {index} does not exist: the bank has {len(self.presets)} (0..)")
         with self._lock:
             self.current = index
-        self.schedule(lambda: self.presets[index].apply(self.control))
+
+        def switch() -> None:
+            self.presets[index].apply(self.control)
+            self._prefetch_around(index)
+
+        self.schedule(switch)
+
+    def _prefetch_around(self, index: int) -> None:
+        if self.prefetch is None:
+            return
+        neighbours = dict.fromkeys([self._step(index, 1), self._step(index, -1)])
+        state, wanted = self.control.state(), []
+        for i in neighbours:
+            with contextlib.suppress(ValueError):  # out of this engine's range: applying it will say so
+                wanted.append(self.presets[i].state_after(state))
+        self.prefetch(wanted)
 
     def recall_name(self, name: str) -> None:
         """Switch to the preset called ``name``; KeyError if none is."""
@@ -101,11 +124,16 @@ class PresetBank:
 
     def next(self) -> None:
         """The next preset (after the last: the first)."""
-        self.recall((self.current + 1) % len(self.presets))
+        self.recall(self._step(self.current, 1))
 
     def previous(self) -> None:
         """The previous preset (before the first: the last)."""
-        self.recall((self.current - 1) % len(self.presets))
+        self.recall(self._step(self.current, -1))
+
+    def _step(self, index: int, step: int) -> int:
+        if index < 0:  # none recalled yet: next is the first, previous the last
+            return 0 if step > 0 else len(self.presets) - 1
+        return (index + step) % len(self.presets)
 
 
 def load_preset_folder(folder: str | Path) -> list[SceneLike]:

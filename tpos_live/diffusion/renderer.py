@@ -35,8 +35,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Scene:
-    """Per-prompt, per-seed state shared by every frame. Latents are float32, shape (1, C, h, w)."""
+    """Per-prompt, per-seed state shared by every frame. Latents are float32, shape (1, C, h, w).
 
+    A scene may also hold one state per frame of a batch (leading size B instead of 1): a transition
+    between two scenes is such a scene (see ``tpos_live.diffusion.transitions``).
+    """
+
+    trajectory: tuple[str, int, int]  # (sampler, steps, first guided step): what renders it
     prompt: str
     negative_prompt: str
     seed: int
@@ -110,12 +115,15 @@ class TPoSRenderer:
         text_only = _TextOnlyModel(self, text, null)
         z_delta, history = self._sample(text_only, z_start, step_noise, start, self.first_guided, ())
         eps_null, eps_text = self._first_step_predictions(z_delta, text, null)
-        return Scene(prompt, negative_prompt, seed, text, null, z_start, step_noise, z_delta, history,
+        return Scene(self.trajectory, prompt, negative_prompt, seed, text, null, z_start, step_noise, z_delta, history,
                      eps_null, eps_text)
 
     @torch.inference_mode()
     def render_latents(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> torch.Tensor:
         """Guided steps for a batch of frames: ``conditions`` (B, 77, D), ``audio_scales`` (B,) = g_s per frame."""
+        if scene.trajectory != self.trajectory:
+            raise ValueError(f"a scene prepared for {scene.trajectory} cannot be rendered with {self.trajectory} "
+                             f"(sampler, steps, first guided step): prepare it with these settings")
         batch = conditions.shape[0]
         model = _AudioGuidedModel(self, scene, conditions.to(self.stack.device, self.stack.unet.dtype),
                                   audio_scales.to(self.stack.device, torch.float32))
@@ -139,6 +147,11 @@ class TPoSRenderer:
     def render(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> np.ndarray:
         """Frames for a batch of conditions: guided steps, then decode."""
         return self.decode(self.render_latents(scene, conditions, audio_scales))
+
+    @property
+    def trajectory(self) -> tuple[str, int, int]:
+        """(sampler, steps, first guided step): scenes that share it render with the same steps."""
+        return self.settings.sampler, len(self.schedule), self.first_guided
 
     # ---- steps ----------------------------------------------------------------------------------------
 

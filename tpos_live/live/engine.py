@@ -4,20 +4,26 @@
     engine.start()
     number, frame = engine.wait_frame(timeout=30)   # the first frame
     engine.control.set_prompt("a forest")        # crossfaded in when ready
+    engine.prefetch([engine.control.state().with_scene("a desert")])   # ready before it is wanted
+    engine.set_source(other_source)              # the picture goes on; the sound comes from elsewhere
     engine.start_recording("set1.mp4")
     print(engine.stats().line())
     engine.stop()                                # finishes the recording
 
 Threads: the source's audio callback (copies into the ring), the encoder (one condition per hop),
-the scene preparer (z^T, prompts, z^delta, in the background), the renderer (frames at up to the
-target fps), a presenter when frames are rendered in batches, and a recorder while recording. They
-hand over through latest-wins mailboxes. The engine never prints: it reports through ``report``.
+the scene preparer (z^T, prompts, z^delta, in the background, into a small cache), the renderer
+(frames at up to the target fps), a presenter when frames are rendered in batches, and a recorder
+while recording. They hand over through latest-wins mailboxes. Everything a performer may change
+while it runs changes without stopping the frames: the knobs and the scene (:attr:`control`), the
+sound source (:meth:`set_source`) and the audio conditioning (:meth:`set_provider`). The engine
+never prints: it reports through ``report``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,8 +33,9 @@ from tpos_live.config import RenderSettings
 from tpos_live.diffusion.loading import ModelStack
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.errors import UserError
-from tpos_live.live.control import LiveControl
+from tpos_live.live.control import ControlState, LiveControl
 from tpos_live.live.mailbox import Mailbox
+from tpos_live.live.scenes import SceneCache, SceneStage
 from tpos_live.live.stages import (
     EncoderStage,
     Frame,
@@ -37,7 +44,6 @@ from tpos_live.live.stages import (
     Presenter,
     Recorder,
     RenderStage,
-    SceneStage,
 )
 from tpos_live.live.stats import LiveStats, StatsSnapshot
 
@@ -48,7 +54,8 @@ class LiveSettings:
 
     Attributes:
         hop_seconds: time between encoder updates (the encoder reads the window ending now).
-        crossfade_seconds: how long a new scene takes to fade in (0: cut).
+        crossfade_seconds: how long a new scene takes to come in at first (0: cut); the control's
+            ``set_crossfade`` changes it while running.
         loudness_window_seconds: RMS window of the per-frame loudness.
         stats_window_seconds: span of the rates and means in a stats snapshot.
     """
@@ -79,13 +86,14 @@ class LiveEngine:
 
     Args:
         stack: the diffusion models.
-        settings: the starting render settings (size, sampler and steps stay fixed; the knobs can be
-            changed through :attr:`control`).
+        settings: the starting render settings (size and sampler stay fixed; the steps and the knobs
+            can be changed through :attr:`control`).
         provider: turns audio windows into conditions; its width must match the stack's text space.
         source: where the sound comes from (started and stopped with the engine).
         prompt, negative_prompt: the starting scene.
         live: how the stages run.
-        init_image: start every scene from this image instead of noise alone.
+        init_image: start every scene from this image instead of noise alone (``control.set_init_image``
+            changes it).
         report: ``report(level, message)`` for warnings and faults (none by default).
     """
 
@@ -97,30 +105,28 @@ class LiveEngine:
         self.report = report or _say_nothing
         renderer = TPoSRenderer(stack, settings)  # refuses sizes and decoders the stack cannot do
         self.text_space = renderer.text_space()
-        if provider.embed_dim != self.text_space.dim:
-            raise UserError(f"audio encoder '{provider.name}' makes {provider.embed_dim}-d conditions but "
-                            f"the model '{stack.name}' expects {self.text_space.dim}-d: use an encoder made "
-                            f"for this model's text encoder")
+        self._check_provider(provider, stack.name)
         self.stack, self.settings, self.provider, self.source = stack, settings, provider, source
-        self.control = LiveControl(settings, prompt, negative_prompt)
+        try:
+            self.control = LiveControl(settings, prompt, negative_prompt, init_image, self.live.crossfade_seconds)
+        except ValueError as error:
+            raise UserError(str(error)) from None
         self.statistics = LiveStats(self.live.stats_window_seconds)
         self.frames: Mailbox[Frame] = Mailbox()
+        self.scenes = SceneCache()
         self._conditions: Mailbox[LiveCondition] = Mailbox()
-        self._scene_requests = Mailbox()
-        self._scenes = Mailbox()
         self._batches: Mailbox[FrameBatch] = Mailbox()
         self._recorder: Recorder | None = None
         self._lock = threading.Lock()
         self._running = False
         self._started = False
-        self._make_stages(init_image)
+        self._make_stages()
 
-    def _make_stages(self, init_image: str | Path | None) -> None:
+    def _make_stages(self) -> None:
         live, stats, report = self.live, self.statistics, self.report
         self.encoder = EncoderStage(self.provider, self.text_space, self.source, live.hop_seconds,
                                     self._conditions, stats, report)
-        self.scene_stage = SceneStage(self.stack, self._scene_requests, self._scenes, stats, report,
-                                      init_image)
+        self.scene_stage = SceneStage(self.stack, self.scenes, stats, report)
         # Batches go through a presenter that spaces their frames out; single frames go straight out.
         self.presenter = None
         deliver = self._deliver_now
@@ -128,8 +134,8 @@ class LiveEngine:
             self.presenter = Presenter(self._batches, self._publish, stats, report)
             deliver = self._batches.put
         self.render_stage = RenderStage(self.stack, self.control, self.source, self._conditions,
-                                        self._scene_requests, self._scenes, deliver, stats, report,
-                                        live.crossfade_seconds, live.loudness_window_seconds)
+                                        self.scene_stage, self.scenes, deliver, stats, report,
+                                        live.loudness_window_seconds)
 
     # ---- life cycle -----------------------------------------------------------------------------
 
@@ -170,6 +176,54 @@ class LiveEngine:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # ---- changing what goes in --------------------------------------------------------------------
+
+    def prefetch(self, states: Iterable[ControlState]) -> None:
+        """Prepare the scenes of these states in the background, in this order, whenever no scene is
+        urgent (replaces the previous list): a switch to one of them then starts at the next frame.
+        Make them with ``control.state().with_scene(...)``."""
+        self.scene_stage.prefetch(states)
+
+    def scene_ready(self, state: ControlState) -> bool:
+        """Whether the scene of ``state`` is prepared (a switch to it would start at once)."""
+        return state.scene_key in self.scenes
+
+    def set_source(self, source: AudioSource) -> AudioSource:
+        """Take the sound from ``source`` from now on, without stopping the frames.
+
+        Starts ``source`` here (UserError if it cannot be opened: then nothing changes). A recording
+        goes on with the new sound when its rate and channels match; otherwise it is finished (and
+        reported). Returns the previous source, still running: stop it, which may take a moment.
+        """
+        source.start()
+        with self._lock:
+            old, self.source = self.source, source
+            self.encoder.follow_source(source)
+            self.render_stage.follow_source(source)
+            recorder = self._recorder
+            if recorder is not None and recorder.can_follow(source):
+                recorder.follow_source(source)
+            elif recorder is not None:
+                written = self._finish_recording()
+                self.report("warning", f"the recording ended ({written}): the new sound source runs at "
+                                       f"{source.sample_rate} Hz, {source.channel_map.program_channels} ch")
+        return old
+
+    def set_provider(self, provider: ConditionProvider) -> ConditionProvider:
+        """Condition on ``provider`` from the next encoder hop (UserError if it does not fit the model:
+        then nothing changes); the frames slerp from the old conditions to the new. Returns the old one."""
+        self._check_provider(provider, self.stack.name)
+        with self._lock:
+            old, self.provider = self.provider, provider
+            self.encoder.follow_provider(provider)
+        return old
+
+    def _check_provider(self, provider: ConditionProvider, model: str) -> None:
+        if provider.embed_dim != self.text_space.dim:
+            raise UserError(f"audio encoder '{provider.name}' makes {provider.embed_dim}-d conditions but "
+                            f"the model '{model}' expects {self.text_space.dim}-d: use an encoder made "
+                            f"for this model's text encoder")
 
     # ---- what comes out ---------------------------------------------------------------------------
 

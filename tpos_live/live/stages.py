@@ -1,7 +1,7 @@
-"""The live engine's worker threads: encoder, scene preparation, renderer, presenter and recorder.
+"""The live engine's worker threads: encoder, renderer, presenter and recorder (scenes: ``scenes.py``).
 
     source ring --(every hop)--> EncoderStage --conditions mailbox--> RenderStage --frames mailbox--> you
-                                 SceneStage  --scenes mailbox-------^       (or --batches--> Presenter)
+                                 SceneStage  --scene cache----------^       (or --batches--> Presenter)
     source ring + frames mailbox --> Recorder --> mp4
 
 Every hand-over is a latest-wins mailbox, so a slow stage drops stale work instead of queueing
@@ -11,10 +11,9 @@ through a reporter.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,12 @@ from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.interpolate import slerp
 from tpos_live.diffusion.loading import ModelStack
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
-from tpos_live.live.control import ControlState, LiveControl
+from tpos_live.live.control import SCENE_SETTINGS, ControlState, LiveControl
 from tpos_live.live.mailbox import Mailbox
+from tpos_live.live.scenes import SceneCache, SceneFade, SceneStage, start_fade
 from tpos_live.live.stats import LiveStats
+from tpos_live.live.worker import Stage
 from tpos_live.video.writer import VideoWriter
-
-REPEAT_REPORT_SECONDS = 5.0  # the same fault is reported at most this often (it is still counted every time)
 
 
 @dataclass(frozen=True)
@@ -99,60 +98,12 @@ def encode_window(provider: ConditionProvider, window: np.ndarray,
     return track.conditions[-1].detach().float().cpu(), float(track.weights[-1])
 
 
-class _Reports:
-    """Reports through a reporter, saying a repeated message at most every ``REPEAT_REPORT_SECONDS``."""
-
-    def __init__(self, report: Reporter) -> None:
-        self.report = report
-        self._last: dict[str, float] = {}
-
-    def __call__(self, level: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(message, -math.inf) >= REPEAT_REPORT_SECONDS:
-            self._last[message] = now
-            self.report(level, message)
-
-
-class _Stage:
-    """A worker thread with a stop event. A bug that escapes the loop is reported and the loop restarts."""
-
-    name = "stage"
-
-    def __init__(self, report: Reporter) -> None:
-        self.report = _Reports(report)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._guarded, name=f"tpos-{self.name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _guarded(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._run()
-            except Exception as error:  # noqa: BLE001 - a live show goes on; the fault is reported
-                self.report("error", f"{self.name} stage failed ({type(error).__name__}: {error}); "
-                                     f"restarting it")
-                self._stop.wait(0.5)
-
-    def _run(self) -> None:
-        raise NotImplementedError
-
-
-class EncoderStage(_Stage):
+class EncoderStage(Stage):
     """Every ``hop_seconds``, encodes the window ending now and publishes a :class:`LiveCondition`.
 
     Hops missed because an encode took long are skipped, not caught up. Without new audio (device
-    lost, not started) nothing is published.
+    lost, not started) nothing is published. The source and the provider can be swapped while it runs
+    (:meth:`follow_source`, :meth:`follow_provider`): the next hop uses them.
     """
 
     name = "encoder"
@@ -164,7 +115,7 @@ class EncoderStage(_Stage):
         self.provider, self.text_space, self.source = provider, text_space, source
         self.hop_seconds = hop_seconds
         self.conditions, self.stats = conditions, stats
-        self.window_samples = window_samples(provider)
+        window_samples(provider)  # refuses a provider that does not say its window
         self.latest: LiveCondition | None = None
         self._last_end = 0
         self._count = 0
@@ -175,16 +126,24 @@ class EncoderStage(_Stage):
             due = max(due + self.hop_seconds, time.monotonic())
             self.encode_now()
 
+    def follow_source(self, source: AudioSource) -> None:
+        self.source, self._last_end = source, -1
+
+    def follow_provider(self, provider: ConditionProvider) -> None:
+        window_samples(provider)  # refuses a provider that does not say its window
+        self.provider = provider
+
     def encode_now(self) -> LiveCondition | None:
         """Encode the newest window and publish it; None when there was no new audio or it failed."""
-        rate = self.provider.sample_rate
-        window, end = self.source.mono_window(self.window_samples, rate)
+        source, provider = self.source, self.provider  # one pair for the whole hop, even if swapped meanwhile
+        rate = provider.sample_rate
+        window, end = source.mono_window(window_samples(provider), rate)
         if end == self._last_end:
             return None
         self._last_end = end
         started = time.perf_counter()
         try:
-            condition, weight = encode_window(self.provider, window, self.text_space)
+            condition, weight = encode_window(provider, window, self.text_space)
         except Exception as error:  # noqa: BLE001 - counted and reported; the next hop tries again
             self.stats.add("encoder_errors")
             self.report("error", f"audio encoder failed ({type(error).__name__}: {error}); keeping the last "
@@ -193,7 +152,7 @@ class EncoderStage(_Stage):
         self.stats.stage("encode", time.perf_counter() - started)
         hop = min(len(window), max(1, round(self.hop_seconds * rate)))
         loudness = frame_loudness(window[-hop:], rate, np.array([hop / rate]), window_seconds=hop / rate)[0]
-        captured = self.source.capture_time(end - 1)
+        captured = source.capture_time(end - 1)
         now = time.monotonic()
         self._count += 1
         live = LiveCondition(condition, weight, float(loudness), end, now if captured is None else captured,
@@ -205,37 +164,6 @@ class EncoderStage(_Stage):
         return live
 
 
-class SceneStage(_Stage):
-    """Prepares scenes (z^T, prompt encodings, z^delta) in the background, newest request first."""
-
-    name = "scene"
-
-    def __init__(self, stack: ModelStack, requests: Mailbox[ControlState], scenes: Mailbox[Scene],
-                 stats: LiveStats, report: Reporter, init_image: str | Path | None = None) -> None:
-        super().__init__(report)
-        self.stack, self.requests, self.scenes, self.stats = stack, requests, scenes, stats
-        self.init_image = init_image
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            state = self.requests.take(timeout=0.1)
-            if state is None:
-                continue
-            started = time.perf_counter()
-            try:
-                renderer = TPoSRenderer(self.stack, state.settings)
-                scene = renderer.prepare_scene(state.prompt, state.negative_prompt, state.settings.seed,
-                                               self.init_image)
-            except Exception as error:  # noqa: BLE001 - the current scene stays on screen
-                self.stats.add("scene_errors")
-                self.report("error", f"preparing the scene for {state.prompt!r} failed "
-                                     f"({type(error).__name__}: {error}); keeping the current one")
-                continue
-            self.stats.stage("scene", time.perf_counter() - started)
-            self.stats.add("scenes")
-            self.scenes.put(scene)
-
-
 @dataclass(frozen=True)
 class FrameBatch:
     """Frames rendered together, to be shown ``interval`` apart."""
@@ -245,12 +173,14 @@ class FrameBatch:
     fresh: bool  # the first frame is the first to use its condition
 
 
-class RenderStage(_Stage):
+class RenderStage(Stage):
     """Renders frames at up to the control's fps from the newest scene and conditions.
 
     Each frame's condition is the slerp between the two newest conditions by the time since the
     newest arrived (over the interval between them); the loudness envelope, followed at frame rate,
-    scales g_s. A new scene is crossfaded in from the last frame. A render that raises or gives
+    scales g_s. When the control asks for another scene, the current one stays on screen until the
+    new one is ready (at once when it was prefetched), then the new one comes in over the control's
+    crossfade time (see :class:`~tpos_live.live.scenes.SceneFade`). A render that raises or gives
     NaN/Inf is counted and reported; the last good frame stays. While frozen, while the audio
     device is lost, and before the first scene and condition, nothing is rendered.
     """
@@ -258,27 +188,33 @@ class RenderStage(_Stage):
     name = "render"
 
     def __init__(self, stack: ModelStack, control: LiveControl, source: AudioSource,
-                 conditions: Mailbox[LiveCondition], scene_requests: Mailbox[ControlState],
-                 scenes: Mailbox[Scene], deliver, stats: LiveStats, report: Reporter,
-                 crossfade_seconds: float, loudness_window_seconds: float) -> None:
+                 conditions: Mailbox[LiveCondition], scenes: SceneStage, cache: SceneCache, deliver,
+                 stats: LiveStats, report: Reporter, loudness_window_seconds: float) -> None:
         super().__init__(report)
-        self.stack, self.control, self.source = stack, control, source
-        self.conditions, self.scene_requests, self.scenes = conditions, scene_requests, scenes
+        self.stack, self.control = stack, control
+        self.conditions, self.scenes, self.cache = conditions, scenes, cache
         self.deliver, self.stats = deliver, stats
-        self.crossfade_seconds = crossfade_seconds
-        self.loudness_window = max(1, round(loudness_window_seconds * source.sample_rate))
+        self.loudness_window_seconds = loudness_window_seconds
+        self.follow_source(source)
         self.renderer: TPoSRenderer | None = None
         self.scene: Scene | None = None
+        self.scene_key: tuple | None = None
         self.previous: LiveCondition | None = None
         self.newest: LiveCondition | None = None
         self.last_image: np.ndarray | None = None
         self._requested_key: tuple | None = None
-        self._fade: tuple[np.ndarray, float] | None = None  # (image faded from, start time)
+        self._scene_settings: dict = {}  # the SCENE_SETTINGS values the scene on screen was made with
+        self._fade: SceneFade | None = None
         self._envelope = (0.0, time.monotonic())  # follower state and its time
         self._used_condition = 0
         self._black = False
         self._slot = 0.0  # start of the next frame slot on the fps clock
         self._due = time.monotonic()
+
+    def follow_source(self, source: AudioSource) -> None:
+        """Read the loudness from ``source`` from the next frame on."""
+        self.loudness_window = max(1, round(self.loudness_window_seconds * source.sample_rate))
+        self.source = source
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -298,15 +234,21 @@ class RenderStage(_Stage):
     # ---- inputs ---------------------------------------------------------------------------------
 
     def _follow_scene(self, state: ControlState) -> None:
-        if state.scene_key != self._requested_key:
-            self._requested_key = state.scene_key
-            self.scene_requests.put(state)
-        scene = self.scenes.take(timeout=0)
-        if scene is None:
+        key = state.scene_key
+        if key == self.scene_key:
             return
-        if self.scene is not None and self.last_image is not None and self.crossfade_seconds > 0:
-            self._fade = (self.last_image.astype(np.float32), time.monotonic())
-        self.scene = scene
+        if key != self._requested_key:
+            self._requested_key = key
+            self.scenes.request(state)
+        scene = self.cache.get(key)
+        if scene is not None:
+            self._fade = start_fade(self.scene, self._fade, scene, self.last_image, state.crossfade_seconds,
+                                    time.monotonic())
+            self.scene, self.scene_key = scene, key
+            self._scene_settings = {name: getattr(state.settings, name) for name in SCENE_SETTINGS}
+            self.stats.add("scene_switches")
+            if self._fade is not None and not isinstance(self._fade.source, np.ndarray):
+                self.stats.add("morphs")
 
     def _follow_conditions(self) -> None:
         newest = self.conditions.take(timeout=0)
@@ -316,7 +258,7 @@ class RenderStage(_Stage):
     # ---- one batch ------------------------------------------------------------------------------
 
     def _render(self, state: ControlState) -> None:
-        settings = state.settings
+        settings = replace(state.settings, **self._scene_settings)  # the steps the scene was made for
         if self.renderer is None or self.renderer.settings != settings:
             self.renderer = TPoSRenderer(self.stack, settings)  # new knobs: a cheap object, same models
         batch, interval = settings.batch_frames, 1.0 / settings.fps
@@ -327,7 +269,8 @@ class RenderStage(_Stage):
         conditions = self._conditions_at(times)
         scales = self._audio_scales(times, settings)
         newest = self.newest
-        images = self._guarded_render(conditions, scales)
+        scene = self.scene if self._fade is None else self._fade.scene_at(self.scene, times)
+        images = self._guarded_render(scene, conditions, scales)
         self._pace(batch, interval)
         if images is None:
             return
@@ -341,11 +284,11 @@ class RenderStage(_Stage):
                        for image, scale in zip(images, scales, strict=True))
         self.deliver(FrameBatch(frames, interval, fresh))
 
-    def _guarded_render(self, conditions: torch.Tensor, scales: np.ndarray) -> np.ndarray | None:
+    def _guarded_render(self, scene: Scene, conditions: torch.Tensor, scales: np.ndarray) -> np.ndarray | None:
         renderer = self.renderer
         try:
             started = time.perf_counter()
-            latents = renderer.render_latents(self.scene, conditions, torch.from_numpy(scales))
+            latents = renderer.render_latents(scene, conditions, torch.from_numpy(scales))
             rendered = time.perf_counter()
             if not bool(torch.isfinite(latents).all()):
                 self.stats.add("bad_frames", len(scales))
@@ -389,14 +332,13 @@ class RenderStage(_Stage):
         return 1.0 - settings.envelope_depth + settings.envelope_depth * envelope.astype(np.float64)
 
     def _crossfaded(self, images: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """The old picture faded over the frames (pixel fades only); ends the fade when it is over."""
         if self._fade is None:
             return images
-        start_image, started = self._fade
-        alpha = np.clip((times - started) / self.crossfade_seconds, 0.0, 1.0)[:, None, None, None]
-        if alpha.min() >= 1.0:
+        images = self._fade.images_at(images, times)
+        if self._fade.done(times):
             self._fade = None
-            return images
-        return ((1 - alpha) * start_image + alpha * images).round().astype(np.uint8)
+        return images
 
     def _pace(self, batch: int, interval: float) -> None:
         """Advance the frame clock by the batch's slots; slots a slow render let pass are dropped frames.
@@ -422,7 +364,7 @@ class RenderStage(_Stage):
         self._stop.wait(0.02)
 
 
-class Presenter(_Stage):
+class Presenter(Stage):
     """Shows the frames of a rendered batch one interval apart; a newer batch replaces what is left."""
 
     name = "presenter"
@@ -447,7 +389,7 @@ class Presenter(_Stage):
                 self.publish(frame, batch.fresh and i == 0)
 
 
-class Recorder(_Stage):
+class Recorder(Stage):
     """Records the program audio and the frames on screen to an mp4, in sync.
 
     The audio clock drives the video: after each chunk of audio, as many frames are written (the
@@ -468,6 +410,18 @@ class Recorder(_Stage):
         self.samples = 0
         self.failed = False
         self._black = np.zeros((height, width, 3), np.uint8)
+        self._lock = threading.Lock()  # a pump and a source swap never overlap
+
+    def can_follow(self, source: AudioSource) -> bool:
+        """Whether the file can go on with ``source``'s audio (same rate and channel count)."""
+        return (source.sample_rate == self.source.sample_rate
+                and source.channel_map.program_channels == self.source.channel_map.program_channels)
+
+    def follow_source(self, source: AudioSource) -> None:
+        """Record ``source``'s audio from now on (check :meth:`can_follow` first)."""
+        with self._lock:
+            self._pump_locked()  # what the old source captured up to now
+            self.source, self.reader = source, source.ring.reader()
 
     def finish(self) -> Path | None:
         """Stop, write what is left and close the file. Returns its path (None if nothing was recorded)."""
@@ -496,6 +450,10 @@ class Recorder(_Stage):
                 self.report("error", f"recording to {self.path} failed ({error}); it was stopped")
 
     def _pump(self) -> None:
+        with self._lock:
+            self._pump_locked()
+
+    def _pump_locked(self) -> None:
         frames = self.reader.read()
         if len(frames):
             self.writer.write_audio(self.source.channel_map.program(frames).T)

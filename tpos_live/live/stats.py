@@ -25,6 +25,8 @@ COUNTERS = (
     "encoder_errors",  # encodes that raised
     "scenes",  # scenes prepared (the first one included)
     "scene_errors",  # scene preparations that raised
+    "scene_switches",  # scenes put on screen (the first one included)
+    "morphs",  # switches crossfaded through blended scenes (the rest cut or fade pixels)
 )
 
 

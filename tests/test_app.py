@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from tests.test_live_engine import RATE, quick_provider, quick_settings
 from tpos_live.app.bridge import SPECTRUM_FLOOR_DB, Reports, log_spectrum
@@ -45,9 +46,9 @@ def make_source(device: str | None, gain_db: float) -> SyntheticSource:
     raise UserError(f"cannot open audio device '{device}': check it is connected")
 
 
-def make_window(qtbot, tiny_stack, provider, tmp_path: Path, inputs=(), settings_message=None) -> MainWindow:
+def make_window(qtbot, tiny_stack, provider, tmp_path: Path, inputs=(), conditioning=()) -> MainWindow:
     recipe = EngineRecipe(tiny_stack, provider, quick_settings(), LiveSettings(crossfade_seconds=0.2), None,
-                          Reports())
+                          Reports(), conditioning)
     engine = recipe.build(synthetic(), "a beach")
     engine.start()
 
@@ -194,17 +195,18 @@ def test_a_corrupt_settings_file_resets_to_defaults_with_a_message(tmp_path, con
     assert load_settings(path) == (saved, None)
 
 
-def test_picking_a_device_switches_the_engine_or_says_why_not(qtbot, window):
-    first = window.engine
-    window.use_device("USB Audio")  # make_source refuses it
-    assert window.engine is first and first.running
-    assert any("USB Audio" in text for level, text in window.messages if level == "error")
-    first.control.set_prompt("kept across the switch")
-    window.use_device(SYNTHETIC_DEVICE)
-    assert window.engine is not first and window.engine.running
-    qtbot.waitUntil(lambda: not first.running, timeout=10_000)
-    assert window.engine.control.state().prompt == "kept across the switch"
-    assert window.scene.control is window.engine.control is window.output.control
+def test_picking_a_device_switches_the_sound_under_the_running_engine_or_says_why_not(qtbot, window):
+    engine, first = window.engine, window.engine.source
+    assert window.use_device("USB Audio")  # make_source refuses it, on the worker thread
+    qtbot.waitUntil(lambda: any("USB Audio" in text for level, text in window.messages if level == "error"),
+                    timeout=10_000)
+    assert engine.source is first and first.state == "running"
+    qtbot.waitUntil(lambda: not window.device_job.running, timeout=5000)
+    assert window.use_device(SYNTHETIC_DEVICE)
+    qtbot.waitUntil(lambda: engine.source is not first, timeout=10_000)
+    qtbot.waitUntil(lambda: first.state != "running", timeout=10_000)  # the old one is stopped
+    qtbot.waitUntil(lambda: not window.device_job.running, timeout=5000)
+    assert window.engine is engine and engine.running  # one engine all along: the output never stopped
     assert window.app_settings.device == SYNTHETIC_DEVICE
     window.audio.gain.setValue(6.0)
     assert window.engine.source.channel_map.gain == pytest.approx(10 ** (6 / 20))
@@ -249,25 +251,115 @@ def test_the_app_command_parses_and_a_corrupt_settings_file_does_not_stop_a_smok
         bad.run(bad)
 
 
-def test_steps_delta_and_init_image_rebuild_the_engine_keeping_the_scene(qtbot, window, tmp_path):
+def test_steps_delta_crossfade_and_init_image_change_the_running_engine(qtbot, window, tmp_path):
     from PIL import Image
 
-    first = window.engine
-    first.control.set_prompt("kept across the rebuild")
+    engine, control = window.engine, window.engine.control
+    qtbot.waitUntil(lambda: engine.frames.peek()[1] is not None, timeout=FRAME_TIMEOUT_MS)
     window.scene.steps.setValue(3)
-    second = window.engine
-    assert second is not first
-    qtbot.waitUntil(lambda: not first.running, timeout=10_000)
-    assert (second.settings.steps, second.control.state().prompt) == (3, "kept across the rebuild")
     window.scene.delta_step.setValue(2)
-    assert window.engine.settings.delta_step == 2 and window.engine.settings.steps == 3
-    assert not window.rebuild(init_image=str(tmp_path / "missing.png"))
-    assert any("missing.png" in text for _, text in window.messages)
+    window.scene.crossfade.setValue(0.75)
+    assert (control.state().settings.steps, control.state().settings.delta_step) == (3, 2)
+    assert control.state().crossfade_seconds == 0.75
+    qtbot.waitUntil(lambda: engine.render_stage.renderer.trajectory == ("lcm", 3, 2), timeout=FRAME_TIMEOUT_MS)
+    window.scene.steps.setValue(2)  # the guided step follows the steps down
+    assert window.scene.delta_step.value() == control.state().settings.delta_step == 1
+    assert not window.set_init_image(str(tmp_path / "missing.png"))
+    (tmp_path / "not-an-image.png").write_text("hello")
+    assert not window.set_init_image(str(tmp_path / "not-an-image.png"))
+    assert sum("init image" in text for _, text in window.messages) >= 2 and control.state().init_image is None
     image = tmp_path / "start.png"
     Image.new("RGB", (32, 32), (200, 40, 40)).save(image)
-    assert window.rebuild(init_image=str(image))
-    assert window.recipe.init_image == image and window.scene.init_image.text() == str(image)
-    qtbot.waitUntil(lambda: window.engine.frames.peek()[1] is not None, timeout=FRAME_TIMEOUT_MS)
+    assert window.set_init_image(str(image))
+    assert control.state().init_image == str(image) and window.scene.init_image.text() == str(image)
+    switches = engine.stats().counters["scene_switches"]
+    qtbot.waitUntil(lambda: engine.stats().counters["scene_switches"] > switches, timeout=FRAME_TIMEOUT_MS)
+    window.scene.clear_image.click()
+    assert control.state().init_image is None
+    assert window.engine is engine and engine.stats().counters["scene_errors"] == 0
+
+
+def test_the_conditioning_source_switches_off_the_gui_thread(qtbot, tiny_stack, provider, tmp_path):
+    from tpos_live.app.conditioning import conditioning_choices, kind_of
+    from tpos_live.conditioning.clap import build_tiny_clap, save_clap
+
+    clap_folder = save_clap(build_tiny_clap(seed=0), tmp_path / "tiny-clap")
+    choices = conditioning_choices(None, tiny_stack, clap_model=str(clap_folder))
+    assert [(c.kind, c.encoder) for c in choices] == [("tpos", "random"), ("clap", f"clap:{clap_folder}")]
+    window = make_window(qtbot, tiny_stack, provider, tmp_path, conditioning=choices)
+    try:
+        picker = window.scene.conditioning
+        assert [picker.itemText(i) for i in range(picker.count())] == [c.label for c in choices]
+        assert picker.currentData().kind == "tpos"
+        assert window.use_conditioning(choices[1])
+        qtbot.waitUntil(lambda: kind_of(window.engine.provider) == "clap", timeout=FRAME_TIMEOUT_MS)
+        qtbot.waitUntil(lambda: picker.currentData().kind == "clap", timeout=5000)
+        assert "clap:" in window.status.weights.text()
+        engine = window.engine
+        assert engine.encoder.provider is engine.provider
+        conditions = engine.stats().counters["conditions"]
+        qtbot.waitUntil(lambda: engine.stats().counters["conditions"] >= conditions + 2, timeout=FRAME_TIMEOUT_MS)
+        assert engine.stats().counters["encoder_errors"] == 0
+        unavailable = choices[0].__class__("tpos", "TPoS encoder (none set)", None, "no TPoS encoder is set")
+        assert not window.use_conditioning(unavailable)
+        assert window.messages[-1] == ("error", "no TPoS encoder is set") and picker.currentData().kind == "clap"
+    finally:
+        window.shutdown()
+
+
+def test_the_next_preset_is_prepared_before_the_switch_and_morphs_in(qtbot, window):
+    engine, control = window.engine, window.engine.control
+    qtbot.waitUntil(lambda: engine.frames.peek()[1] is not None, timeout=FRAME_TIMEOUT_MS)
+    control.set_scene("a forest", seed=3)
+    window.save_preset_as("forest")
+    control.set_scene("a desert", seed=4)
+    window.save_preset_as("desert")  # the list: desert, forest; desert is current
+    forest = load_preset(Path(window.presets.itemData(1))).state_after(control.state())
+    qtbot.waitUntil(lambda: engine.scene_ready(forest), timeout=FRAME_TIMEOUT_MS)  # prepared in the background
+    prepared, morphs = engine.scenes.get(forest.scene_key), engine.stats().counters["morphs"]
+    window.step_preset(1)
+    assert control.state().scene_key == forest.scene_key
+    qtbot.waitUntil(lambda: engine.stats().counters["morphs"] > morphs, timeout=5000)
+    assert engine.render_stage.scene is prepared  # the scene prepared before the switch, not a new one
+
+
+def test_the_output_window_keeps_running_while_the_main_window_is_minimised_or_in_a_dialog(qtbot, window):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QInputDialog
+
+    window.set_output_shown(True)
+    qtbot.waitUntil(lambda: window.output.view.frames_shown > 0, timeout=FRAME_TIMEOUT_MS)
+    window.showMinimized()
+    shown = window.output.view.frames_shown
+    qtbot.waitUntil(lambda: window.output.view.frames_shown >= shown + 3, timeout=FRAME_TIMEOUT_MS)
+    window.showNormal()
+    during_dialog = []
+
+    def close_dialog() -> None:
+        dialog = QApplication.activeModalWidget()
+        during_dialog.append(window.output.view.frames_shown)
+        dialog.reject()
+
+    before = window.output.view.frames_shown
+    QTimer.singleShot(2500, close_dialog)
+    QInputDialog.getText(window, "Save preset", "Name:")  # modal: runs its own event loop until closed
+    assert during_dialog and during_dialog[0] >= before + 2, "the output stopped while a dialog was open"
+
+
+def test_theme_and_icons_ship_with_the_package():
+    import fnmatch
+
+    import tpos_live
+    from tpos_live.app.main_window import UI_FOLDER, load_theme
+    from tpos_live.app.presets import tomllib  # tomllib, or tomli on Python 3.10
+
+    package = Path(tpos_live.__file__).parent
+    globs = tomllib.loads((package.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    files = [path.relative_to(package).as_posix() for path in UI_FOLDER.rglob("*") if path.suffix in (".qss", ".svg")]
+    assert len(files) >= 9 and package / "ui" == UI_FOLDER
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs["tpos_live"])]
+    assert not unshipped, f"not in the wheel's package data: {unshipped}"
+    assert "QMainWindow" in load_theme()
 
 
 def test_without_a_display_the_app_says_so_and_a_smoke_run_draws_offscreen(monkeypatch):

@@ -53,6 +53,9 @@ def add_app_command(commands) -> None:
     output.add_argument("--crossfade", type=float, default=1.0, help="seconds a new scene fades in (1.0)")
     output.add_argument("--screen", type=int, help="screen index for the output window (default: saved)")
     _add_sampling_options(p)
+    conditioning = p.add_argument_group("conditioning picker")
+    conditioning.add_argument("--clap-model", metavar="FOLDER|REPO_ID",
+                              help="the CLAP model the scene panel's CLAP choice loads (laion/clap-htsat-unfused)")
     p.add_argument("--smoke", type=float, metavar="SECONDS",
                    help="run this long, print fps and latency, exit (tiny stack and test signal by default)")
     p.set_defaults(run=run_app, mode="fast", model=None, quiet=False)
@@ -84,7 +87,7 @@ def run_app(args: argparse.Namespace) -> int:
         app.exec()
         window.shutdown()
         return 0
-    return _smoke(app, window, args.smoke)
+    return _smoke(window, args.smoke)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -131,6 +134,7 @@ def _prepare_display(smoke: bool) -> None:
 def _start_engine(args: argparse.Namespace, settings):
     """Load the models, open the sound source and start the engine; returns (recipe, engine)."""
     from tpos_live.app.bridge import Reports
+    from tpos_live.app.conditioning import conditioning_choices
     from tpos_live.app.main_window import EngineRecipe
     from tpos_live.live.cli import load_live_models
 
@@ -139,7 +143,8 @@ def _start_engine(args: argparse.Namespace, settings):
 
     live, stack, render_settings, provider = load_live_models(args, say, progress=True)
     reports = Reports()
-    recipe = EngineRecipe(stack, provider, render_settings, live, args.init_image, reports)
+    recipe = EngineRecipe(stack, provider, render_settings, live, args.init_image, reports,
+                          conditioning_choices(args.encoder, stack, args.clap_model), args.concepts)
     source = _first_source(args, settings, recipe, say)
     say(f"sound: {source.description}")
     engine = recipe.build(source, args.prompt, args.negative_prompt)
@@ -191,16 +196,19 @@ def _input_names() -> list[str]:
     return [d.name for d in list_devices() if d.input_channels > 0]
 
 
-def _smoke(app, window, seconds: float) -> int:
+def _smoke(window, seconds: float) -> int:
     """Run the event loop ``seconds``, then print what reached the screen and stop."""
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QEventLoop, QTimer
 
     latencies: list[float] = []
     window.bridge.stats.connect(lambda s: latencies.append(s.latency_ms) if s.latency_ms is not None else None)
     window.output.show_on(window.app_settings.output_screen, fullscreen=False)
     started = time.monotonic()
-    QTimer.singleShot(round(seconds * 1000), app.quit)
-    app.exec()
+    # A loop of its own, not app.exec()/quit(): quitting the application would leave every later event
+    # loop in this process (a test's, say) returning at once.
+    loop = QEventLoop()
+    QTimer.singleShot(round(seconds * 1000), loop.quit)
+    loop.exec()
     elapsed = time.monotonic() - started
     final = window.engine.stats()
     shown, output = window.preview.frames_shown, window.output.view.frames_shown

@@ -1,8 +1,11 @@
 """The main window: preview, scene and audio panels, presets, record, output window and status line.
 
 Nothing here runs a model: the engine renders on its own threads, :class:`EngineBridge` brings its
-frames and numbers to the GUI thread on a timer, and the controls call the engine's cheap,
-thread-safe setters.
+frames and numbers to the GUI thread on a timer, the output window pulls frames on its own timer,
+and the controls call the engine's cheap, thread-safe setters. One engine runs for the whole
+session: a new scene, steps, init image, sound device or conditioning source changes it in place
+(slow parts, such as opening a device or loading an encoder, on a worker thread), so the output
+never stops.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
@@ -26,19 +29,20 @@ from PySide6.QtWidgets import (
 )
 
 from tpos_live.app.bridge import EngineBridge, Reports
+from tpos_live.app.conditioning import ConditioningChoice, kind_of, load_conditioning
 from tpos_live.app.output_window import OutputWindow
 from tpos_live.app.panels import AudioPanel, FrameView, ScenePanel, StatusPanel
 from tpos_live.app.presets import Preset, list_presets, load_preset, save_preset
 from tpos_live.app.settings import SYNTHETIC_DEVICE, AppSettings, save_settings
+from tpos_live.app.tasks import BackgroundJob
 from tpos_live.audio.capture import AudioSource, SyntheticSource, db_to_gain
 from tpos_live.conditioning.base import ConditionProvider
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.loading import ModelStack
 from tpos_live.errors import UserError
-from tpos_live.live.control import ControlState
 from tpos_live.live.engine import LiveEngine, LiveSettings
 
-UI_FOLDER = Path(__file__).resolve().parents[2] / "ui"
+UI_FOLDER = Path(__file__).resolve().parents[1] / "ui"  # package data: there in a checkout and a wheel
 MAX_MESSAGES = 200
 
 SourceFactory = Callable[[str | None, float], AudioSource]
@@ -51,14 +55,19 @@ def icon(name: str) -> QIcon:
 
 
 def load_theme() -> str:
-    """The app's style sheet (empty if the ui folder is missing: Qt's own look)."""
+    """The app's style sheet."""
     path = UI_FOLDER / "theme.qss"
-    return path.read_text(encoding="utf-8") if path.exists() else ""
+    return path.read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
 class EngineRecipe:
-    """What every engine of this session shares; a new audio source gets a new engine from it."""
+    """The session's models and settings: what the engine is built from, and what the panels offer.
+
+    Attributes:
+        conditioning: the conditioning sources the scene panel offers (none: only the one running).
+        concepts: the concept bank for the CLAP choice (None: the bundled one).
+    """
 
     stack: ModelStack
     provider: ConditionProvider
@@ -66,14 +75,12 @@ class EngineRecipe:
     live: LiveSettings
     init_image: Path | None
     reports: Reports
+    conditioning: tuple[ConditioningChoice, ...] = field(default=())
+    concepts: Path | None = None
 
-    def build(self, source: AudioSource, prompt: str, negative_prompt: str = "",
-              state: ControlState | None = None) -> LiveEngine:
-        """A new engine on ``source``, continuing ``state`` (the knobs of the engine it replaces)."""
-        settings = state.settings if state is not None else self.settings
-        if state is not None:
-            prompt, negative_prompt = state.prompt, state.negative_prompt
-        return LiveEngine(self.stack, settings, self.provider, source, prompt, negative_prompt, live=self.live,
+    def build(self, source: AudioSource, prompt: str, negative_prompt: str = "") -> LiveEngine:
+        """The session's engine on ``source`` (not started)."""
+        return LiveEngine(self.stack, self.settings, self.provider, source, prompt, negative_prompt, live=self.live,
                           init_image=self.init_image, report=self.reports)
 
     @property
@@ -93,7 +100,7 @@ class MainWindow(QMainWindow):
     """The app's main window around a running engine.
 
     Args:
-        recipe: the models and settings (to rebuild the engine when the audio source changes).
+        recipe: the models and settings the engine was built from.
         engine: the engine to show, already started.
         make_source: builds a source for a device picked in the audio panel.
         list_inputs: the capture device names (an empty list is shown as such); raises UserError
@@ -109,15 +116,19 @@ class MainWindow(QMainWindow):
         self.recipe, self.engine = recipe, engine
         self.make_source, self.list_inputs = make_source, list_inputs
         self.app_settings, self.settings_file = settings, settings_file
-        self.device = _device_of(engine.source)  # what make_source reopens for a new engine
+        self.device = _device_of(engine.source)  # the device picker's name for the source in use
         self.messages: list[tuple[str, str]] = []
         self.recording: Path | None = None
         self.setWindowTitle("tpos-live")
         self.setWindowIcon(icon("app"))
         self.bridge = EngineBridge(engine, recipe.reports, parent=self)
+        self.device_job = BackgroundJob("opening the sound device", self)
+        self.conditioning_job = BackgroundJob("loading the audio conditioning", self)
         self.preview = FrameView()
-        self.output = OutputWindow(engine.control)
-        self.scene = ScenePanel(engine.control, recipe.provider.name, _name(recipe.init_image))
+        self.output = OutputWindow(engine.frames, engine.control)
+        self.scene = ScenePanel(engine.control)
+        self.scene.set_conditioning_choices(recipe.conditioning or (_running_choice(recipe.provider),),
+                                            kind_of(recipe.provider))
         self.audio = AudioPanel()
         self.status = StatusPanel(recipe.backend, recipe.weights, recipe.random_weights)
         self._lay_out()
@@ -138,7 +149,9 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea(widgetResizable=True,
                              horizontalScrollBarPolicy=Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.scene)
-        scroll.setMinimumWidth(340)
+        # wide enough for the form (the horizontal scroll bar is off): nothing is cut off on the right
+        form_width = self.scene.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(max(360, form_width + 4))
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
         split.addWidget(scroll)
@@ -168,6 +181,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(QLabel(" Preset "))
         self.presets = QComboBox(objectName="presets", minimumContentsLength=16)
         self.presets.activated.connect(lambda index: self.apply_preset_at(index))
+        self.presets.currentIndexChanged.connect(lambda _index: self.prefetch_presets())
         bar.addWidget(self.presets)
         self._action(bar, "previous", "Previous", lambda: self.step_preset(-1))
         self._action(bar, "next", "Next", lambda: self.step_preset(1))
@@ -181,13 +195,15 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.bridge.frame.connect(self.preview.show_frame)
-        self.bridge.frame.connect(self.output.view.show_frame)
         self.bridge.audio.connect(self.audio.show_audio)
         self.bridge.condition.connect(self.audio.show_condition)
         self.bridge.stats.connect(self.status.show_stats)
         self.bridge.message.connect(self.say)
         self.scene.problem.connect(lambda text: self.say("warning", text))
-        self.scene.rebuild_requested.connect(lambda changes: self.rebuild(**changes))
+        self.scene.init_image_chosen.connect(self.set_init_image)
+        self.scene.conditioning_chosen.connect(self.use_conditioning)
+        self.device_job.failed.connect(self._device_failed)
+        self.conditioning_job.failed.connect(self._conditioning_failed)
         self.audio.device_chosen.connect(self.use_device)
         self.audio.refresh_requested.connect(lambda: self.refresh_devices(rescan=True))
         self.audio.gain_changed.connect(self.set_gain)
@@ -223,80 +239,81 @@ class MainWindow(QMainWindow):
             self.say("warning", str(error))
         if not names:
             self.say("info", "no capture devices found: the test signal is available")
+        self._device_names = names
         self.audio.set_devices(names, self.device or self.app_settings.device)
 
-    def use_device(self, name: str) -> None:
-        """Switch the engine to capture from ``name`` (``"synthetic"``: the test signal); on failure the
-        current source stays and the message says why."""
-        if self._replace_engine(self.recipe, name):
-            self.update_settings(device=name)
-            self.say("info", f"sound: {self.engine.source.description}")
+    def use_device(self, name: str) -> bool:
+        """Capture from ``name`` (``"synthetic"``: the test signal) from now on; the device is opened on
+        a worker thread and the frames go on meanwhile. On failure the current source stays and the
+        message says why. Returns False when a switch is still under way (nothing is started)."""
+        gain = self.audio.gain.value()
 
-    def rebuild(self, steps: int | None = None, delta_step: int | None = None,
-                init_image: str | None = None) -> bool:
-        """A new engine with other steps, delta step or init image (fixed inside a running engine),
-        continuing the scene and the knobs; the last frame stays on screen until the new one comes."""
-        recipe = self.recipe
+        def open_and_switch() -> AudioSource:
+            source = self.make_source(name, gain)
+            old = self.engine.set_source(source)  # starts the new one; UserError leaves the old running
+            old.stop()
+            return source
+
+        started = self.device_job.start(open_and_switch, lambda source: self._device_switched(name, source))
+        if not started:
+            self.say("warning", "still opening the last device picked: try again in a moment")
+            self.audio.set_devices(self._device_names, self.device)
+        return started
+
+    def _device_switched(self, name: str, source: AudioSource) -> None:
+        self.device = name
+        self.update_settings(device=name)
+        self._sync_recording()
+        self.say("info", f"sound: {source.description}")
+
+    def _device_failed(self, message: str) -> None:
+        self.say("error", message)
+        self.audio.set_devices(self._device_names, self.device)  # back to the device in use
+
+    def set_init_image(self, path: str) -> bool:
+        """Start every scene from the image at ``path`` ("" or None: from noise); the new scene is
+        prepared and crossfaded in by the engine. A file that is not an image is refused here."""
         try:
-            if init_image is not None:
-                from tpos_live.diffusion.images import load_image_tensor
-
-                load_image_tensor(init_image, 64, 64)  # refuse a missing or unreadable file now
-                recipe = replace(recipe, init_image=Path(init_image))
-            settings = self.engine.control.state().settings
-            if steps is not None:
-                settings = replace(settings, steps=steps,
-                                   delta_step=None if settings.delta_step is None else min(settings.delta_step,
-                                                                                           steps - 1))
-            if delta_step is not None:
-                settings = replace(settings, delta_step=delta_step)
-            recipe = replace(recipe, settings=settings)
+            if path:
+                _check_image(path)
+            self.engine.control.set_init_image(path or None)
         except (UserError, ValueError) as error:
             self.say("warning", str(error))
-            self.scene.show_state(self.engine.control.state())
             return False
-        if self.device is None:
-            self.say("warning", "this sound source cannot be reopened: pick a device or the test signal first")
-            self.scene.show_state(self.engine.control.state())
-            return False
-        if not self._replace_engine(recipe, self.device, settings):
-            return False
-        self.recipe = recipe
-        self.scene.show_init_image(None if recipe.init_image is None else str(recipe.init_image))
+        self.scene.show_state(self.engine.control.state())
         return True
 
-    def _replace_engine(self, recipe: EngineRecipe, device: str, settings: RenderSettings | None = None) -> bool:
-        try:
-            source = self.make_source(device, self.audio.gain.value())
-        except UserError as error:
-            self.say("error", str(error))
+    def use_conditioning(self, choice: ConditioningChoice) -> bool:
+        """Condition on ``choice`` (TPoS encoder or CLAP concept bank): loaded on a worker thread, then
+        swapped into the running engine. Returns False when it cannot start (the reason is shown)."""
+        if choice.kind == kind_of(self.engine.provider) and choice.encoder is not None:
+            return True
+        if choice.encoder is None:
+            self._conditioning_failed(choice.why_not)
             return False
-        old = self.engine
-        state = old.control.state()
-        if settings is not None:
-            state = replace(state, settings=settings)
-        engine = recipe.build(source, state.prompt, state=state)
-        try:
-            engine.start()  # the old engine keeps running until the new source is open
-        except UserError as error:
-            self.say("error", str(error))
+        recipe, engine = self.recipe, self.engine
+
+        def load_and_switch() -> ConditionProvider:
+            provider = load_conditioning(choice, recipe.stack, engine.text_space, recipe.reports, recipe.concepts)
+            engine.set_provider(provider)
+            return provider
+
+        if not self.conditioning_job.start(load_and_switch, self._conditioning_switched):
+            self.say("warning", "still loading the last conditioning source picked: try again in a moment")
+            self.scene.show_conditioning(kind_of(self.engine.provider))
             return False
-        if self.recording is not None:
-            self.set_recording(False)
-        self._follow(engine)
-        self.device = device
-        # stopping joins the old engine's threads (up to one render): not on the GUI thread
-        threading.Thread(target=old.stop, name="tpos-stop-old-engine", daemon=True).start()
-        self.scene.show_state(engine.control.state())
+        self.say("info", f"loading {choice.label} …")
         return True
 
-    def _follow(self, engine: LiveEngine) -> None:
-        self.engine = engine
-        self.bridge.set_engine(engine)
-        self.scene.control = engine.control
-        self.output.control = engine.control
-        self.freeze_action.setChecked(False)
-        self.blackout_action.setChecked(False)
+    def _conditioning_switched(self, provider: ConditionProvider) -> None:
+        self.recipe = replace(self.recipe, provider=provider)
+        self.status.show_weights(self.recipe.weights, self.recipe.random_weights)
+        self.scene.show_conditioning(kind_of(provider))
+        self.say("info", f"audio conditioning: {provider.name}")
+
+    def _conditioning_failed(self, message: str) -> None:
+        self.say("error", message)
+        self.scene.show_conditioning(kind_of(self.engine.provider))
 
     def set_gain(self, db: float) -> None:
         source = self.engine.source
@@ -348,16 +365,40 @@ class MainWindow(QMainWindow):
             threading.Thread(target=finish, name="tpos-finish-recording", daemon=True).start()
         self.record_action.setChecked(self.recording is not None)
 
+    def _sync_recording(self) -> None:
+        """The engine may end a recording itself (a new device at another rate): show that."""
+        if self.recording is not None and self.engine.recording is None:
+            self.recording = None
+            self.record_action.setChecked(False)
+
     # ---- presets ----------------------------------------------------------------------------------
 
     def refresh_presets(self) -> None:
         current = self.presets.currentText()
+        self.presets.blockSignals(True)
         self.presets.clear()
         for path in list_presets(self.app_settings.presets_path()):
             self.presets.addItem(path.stem, str(path))
         index = self.presets.findText(current)
         if index >= 0:
             self.presets.setCurrentIndex(index)
+        self.presets.blockSignals(False)
+        self.prefetch_presets()
+
+    def prefetch_presets(self) -> None:
+        """Have the engine prepare the scenes of the next and previous presets (the hotkeys' targets)
+        in the background, so that switching to them starts at the next frame."""
+        count, current = self.presets.count(), self.presets.currentIndex()
+        if count == 0:
+            return
+        neighbours = dict.fromkeys([(current + 1) % count, (current - 1) % count if current >= 0 else count - 1])
+        state, wanted = self.engine.control.state(), []
+        for index in neighbours:
+            try:
+                wanted.append(load_preset(Path(self.presets.itemData(index))).state_after(state))
+            except (UserError, ValueError):
+                continue  # said when it is applied
+        self.engine.prefetch(wanted)
 
     def save_preset_as(self, name: str) -> Path | None:
         """Save the scene on screen as preset ``name``; returns the file (None if it failed)."""
@@ -384,6 +425,7 @@ class MainWindow(QMainWindow):
             return False
         self.presets.setCurrentIndex(index)
         self.scene.show_state(self.engine.control.state())
+        self.prefetch_presets()  # around the new current one (the index may not have changed)
         self.say("info", f"preset {preset.name}")
         return True
 
@@ -412,8 +454,20 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def _name(path: Path | None) -> str | None:
-    return None if path is None else str(path)
+def _running_choice(provider: ConditionProvider) -> ConditioningChoice:
+    """The picker's one entry when the session offers no choice: the provider running."""
+    return ConditioningChoice(kind_of(provider), provider.name, provider.name)
+
+
+def _check_image(path: str) -> None:
+    """UserError unless ``path`` is an image file (checked without decoding the pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise UserError(f"cannot use {path} as the init image ({error}): pick a PNG, JPEG or WebP image") from None
 
 
 def _device_of(source: AudioSource) -> str | None:

@@ -1,23 +1,32 @@
 """The output window: the frames alone, borderless, fullscreen on the screen the user picks.
 
+It pulls the engine's newest frame on a timer of its own (not through the main window), so it keeps
+running while the main window is minimised, hidden behind a modal dialog, or busy repainting plots;
+the GUI thread itself never runs a model, so nothing on it blocks for long.
+
 Hotkeys (when it has focus): F or F11 fullscreen on/off, Esc leave fullscreen, Space freeze,
 B blackout, Right / Page Down next preset, Left / Page Up previous preset.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeyEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from tpos_live.app.panels import FrameView
 from tpos_live.live.control import LiveControl
+from tpos_live.live.mailbox import Mailbox
+from tpos_live.live.stages import Frame
+
+POLL_HZ = 120.0  # twice a 60 Hz display: a new frame waits at most half a refresh
 
 
 class OutputWindow(QWidget):
     """A borderless window showing the frames, cursor hidden.
 
     Args:
+        frames: the engine's frame mailbox, polled while the window is shown.
         control: the engine's control, for the freeze and blackout hotkeys.
 
     Signals:
@@ -27,9 +36,12 @@ class OutputWindow(QWidget):
     next_preset = Signal()
     previous_preset = Signal()
 
-    def __init__(self, control: LiveControl, parent: QWidget | None = None) -> None:
+    def __init__(self, frames: Mailbox[Frame], control: LiveControl, parent: QWidget | None = None) -> None:
         super().__init__(parent, Qt.WindowType.Window | Qt.WindowType.FramelessWindowHint)
-        self.control = control
+        self.frames, self.control = frames, control
+        self._shown_number = 0
+        self._poll = QTimer(self, interval=round(1000 / POLL_HZ), timerType=Qt.TimerType.PreciseTimer)
+        self._poll.timeout.connect(self.poll)
         self.setWindowTitle("tpos-live output")
         self.setObjectName("output")
         self.setCursor(Qt.CursorShape.BlankCursor)
@@ -50,6 +62,21 @@ class OutputWindow(QWidget):
             self.showFullScreen()
         else:
             self.showNormal()
+
+    def poll(self) -> None:
+        """Show the engine's newest frame if it is new (one timer tick)."""
+        number, frame = self.frames.peek()
+        if frame is not None and number != self._shown_number:
+            self._shown_number = number
+            self.view.show_frame(frame.image, number)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._poll.start()
+        super().showEvent(event)
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._poll.stop()
+        super().hideEvent(event)
 
     def toggle_fullscreen(self) -> None:
         if self.isFullScreen():

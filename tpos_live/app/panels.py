@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from tpos_live.app.bridge import LEVEL_FLOOR_DB, SPECTRUM_BINS, SPECTRUM_FLOOR_DB
 from tpos_live.app.settings import SYNTHETIC_DEVICE
-from tpos_live.live.control import ControlState, LiveControl
+from tpos_live.live.control import MAX_CROSSFADE_SECONDS, ControlState, LiveControl
 from tpos_live.live.stats import StatsSnapshot
 
 SPECTROGRAM_COLUMNS = 240  # eight seconds at the bridge's 30 Hz
@@ -98,20 +98,22 @@ SETTING_OF_KNOB = {"text": "text_guidance", "audio": "audio_guidance", "threshol
 
 
 class ScenePanel(QGroupBox):
-    """Prompt, negative prompt, seed (with re-roll), fps and the guidance knobs, each sent to the
-    engine's control when edited. Steps, delta step and init image are fixed inside a running engine:
-    changing them asks the main window for a new engine (``rebuild_requested``).
+    """Prompt, negative prompt, seed (with re-roll), init image, conditioning source, steps, delta,
+    fps, crossfade and the guidance knobs. Each edit goes straight to the engine's control (cheap,
+    thread-safe setters; a new scene is prepared and crossfaded in by the engine). The conditioning
+    source and the init image go through the main window, which loads or checks them first.
 
     Signals:
         problem(text): a value the engine refused (the message says why).
-        rebuild_requested(changes): ``{"steps": n}``, ``{"delta_step": i}`` or ``{"init_image": path}``.
+        conditioning_chosen(choice): a :class:`~tpos_live.app.conditioning.ConditioningChoice` was picked.
+        init_image_chosen(path): an image was picked ("" to start from noise again).
     """
 
     problem = Signal(str)
-    rebuild_requested = Signal(dict)
+    conditioning_chosen = Signal(object)
+    init_image_chosen = Signal(str)
 
-    def __init__(self, control: LiveControl, conditioning: str, init_image: str | None,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, control: LiveControl, parent: QWidget | None = None) -> None:
         super().__init__("Scene", parent)
         self.control = control
         form = QFormLayout(self)
@@ -124,15 +126,31 @@ class ScenePanel(QGroupBox):
         self.seed.valueChanged.connect(lambda value: self._send(self.control.set_seed, value))
         self.reroll = QPushButton("Re-roll", objectName="reroll")
         self.reroll.clicked.connect(lambda: self.seed.setValue(random.randint(0, MAX_SEED)))
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(self.reroll)
-        self.fps = QDoubleSpinBox(minimum=1.0, maximum=120.0, singleStep=1.0, decimals=1, keyboardTracking=False)
-        self.fps.valueChanged.connect(lambda value: self._send(self.control.set_fps, value))
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
-        form.addRow("Seed", seed_row)
+        form.addRow("Seed", _row(self.seed, self.reroll))
+        self.init_image = QLabel("none (noise)", objectName="initImage", wordWrap=True)
+        self.choose_image = QPushButton("Choose…", objectName="chooseImage")
+        self.choose_image.clicked.connect(self._choose_image)
+        self.clear_image = QPushButton("Clear", objectName="clearImage")
+        self.clear_image.clicked.connect(lambda: self.init_image_chosen.emit(""))
+        form.addRow("Init image", _row(self.init_image, self.choose_image, self.clear_image))
+        self.conditioning = QComboBox(objectName="conditioning")
+        self.conditioning.activated.connect(self._conditioning_picked)
+        form.addRow("Conditioning", self.conditioning)
+        self.steps = QSpinBox(minimum=1, maximum=100, keyboardTracking=False)
+        self.steps.valueChanged.connect(lambda value: self._send(self._set_steps, value))
+        self.delta_step = QSpinBox(minimum=0, maximum=99, keyboardTracking=False)
+        self.delta_step.valueChanged.connect(lambda value: self._send(self._set_delta_step, value))
+        form.addRow("Steps", self.steps)
+        form.addRow("Guide from step", self.delta_step)
+        self.fps = QDoubleSpinBox(minimum=1.0, maximum=120.0, singleStep=1.0, decimals=1, keyboardTracking=False)
+        self.fps.valueChanged.connect(lambda value: self._send(self.control.set_fps, value))
+        self.crossfade = QDoubleSpinBox(minimum=0.0, maximum=MAX_CROSSFADE_SECONDS, singleStep=0.25, decimals=2,
+                                        suffix=" s", keyboardTracking=False)
+        self.crossfade.valueChanged.connect(lambda value: self._send(self.control.set_crossfade, value))
         form.addRow("FPS cap", self.fps)
+        form.addRow("Crossfade", self.crossfade)
         self.knobs: dict[str, QDoubleSpinBox] = {}
         for knob in GUIDANCE_SPINS:
             spin = QDoubleSpinBox(minimum=knob.low, maximum=knob.high, singleStep=knob.step,
@@ -140,23 +158,8 @@ class ScenePanel(QGroupBox):
             spin.valueChanged.connect(lambda value, name=knob.name: self._send_knob(name, value))
             self.knobs[knob.name] = spin
             form.addRow(knob.label, spin)
-        self.steps = QSpinBox(minimum=1, maximum=100, keyboardTracking=False)
-        self.steps.valueChanged.connect(lambda value: self.rebuild_requested.emit({"steps": value}))
-        self.delta_step = QSpinBox(minimum=0, maximum=99, keyboardTracking=False)
-        self.delta_step.valueChanged.connect(lambda value: self.rebuild_requested.emit({"delta_step": value}))
-        form.addRow("Steps", self.steps)
-        form.addRow("Guide from step", self.delta_step)
         self.fixed = QLabel(objectName="fixed", wordWrap=True)
         form.addRow("Fixed", self.fixed)
-        self.conditioning = QLabel(conditioning, objectName="conditioning", wordWrap=True)
-        form.addRow("Conditioning", self.conditioning)
-        self.init_image = QLabel(init_image or "none (noise)", objectName="initImage", wordWrap=True)
-        self.choose_image = QPushButton("Choose…", objectName="chooseImage")
-        self.choose_image.clicked.connect(self._choose_image)
-        image_row = QHBoxLayout()
-        image_row.addWidget(self.init_image, 1)
-        image_row.addWidget(self.choose_image)
-        form.addRow("Init image", image_row)
         self.show_state(control.state())
 
     def show_state(self, state: ControlState) -> None:
@@ -165,11 +168,10 @@ class ScenePanel(QGroupBox):
         for widget, value in ((self.prompt, state.prompt), (self.negative, state.negative_prompt)):
             if widget.text() != value:
                 widget.setText(value)
-        values = [(self.seed, min(settings.seed, MAX_SEED)), (self.fps, settings.fps)]
+        values = [(self.seed, min(settings.seed, MAX_SEED)), (self.fps, settings.fps),
+                  (self.crossfade, state.crossfade_seconds), (self.steps, settings.steps),
+                  (self.delta_step, settings.delta_step if settings.delta_step is not None else 0)]
         values += [(self.knobs[name], getattr(settings, SETTING_OF_KNOB[name])) for name in self.knobs]
-        values.append((self.steps, settings.steps))
-        guided_from = settings.delta_step if settings.delta_step is not None else 0
-        values.append((self.delta_step, guided_from))
         for widget, value in values:
             widget.blockSignals(True)
             widget.setValue(value)
@@ -178,14 +180,45 @@ class ScenePanel(QGroupBox):
         self.delta_step.setEnabled(settings.delta_step is not None)
         delta = (f", delta t < {settings.delta_timestep}" if settings.delta_timestep is not None else "")
         self.fixed.setText(f"{settings.sampler}{delta}, {settings.width}x{settings.height}, {settings.decoder}")
+        self.init_image.setText(state.init_image or "none (noise)")
 
-    def show_init_image(self, path: str | None) -> None:
-        self.init_image.setText(path or "none (noise)")
+    def set_conditioning_choices(self, choices, current_kind: str) -> None:
+        """Offer ``choices`` (ConditioningChoice), ``current_kind`` selected; unavailable ones disabled."""
+        self.conditioning.blockSignals(True)
+        self.conditioning.clear()
+        for i, choice in enumerate(choices):
+            self.conditioning.addItem(choice.label, choice)
+            item = self.conditioning.model().item(i)
+            item.setEnabled(choice.encoder is not None)
+            item.setToolTip(choice.why_not or choice.encoder)
+        self.show_conditioning(current_kind)
+        self.conditioning.blockSignals(False)
+
+    def show_conditioning(self, kind: str) -> None:
+        for i in range(self.conditioning.count()):
+            if self.conditioning.itemData(i).kind == kind:
+                self.conditioning.setCurrentIndex(i)
+
+    def _conditioning_picked(self, index: int) -> None:
+        choice = self.conditioning.itemData(index)
+        if choice is not None:
+            self.conditioning_chosen.emit(choice)
 
     def _choose_image(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Init image", "", "Images (*.png *.jpg *.jpeg *.webp)")
         if path:
-            self.rebuild_requested.emit({"init_image": path})
+            self.init_image_chosen.emit(path)
+
+    def _set_steps(self, value: int) -> None:
+        self.control.set_steps(value)
+        delta_step = self.control.state().settings.delta_step  # follows the steps down
+        if delta_step is not None and delta_step != self.delta_step.value():
+            self.delta_step.blockSignals(True)
+            self.delta_step.setValue(delta_step)
+            self.delta_step.blockSignals(False)
+
+    def _set_delta_step(self, value: int) -> None:
+        self.control.set_steps(self.control.state().settings.steps, delta_step=value)
 
     def _send_knob(self, name: str, value: float) -> None:
         self._send(lambda v: self.control.set_guidance(**{name: v}), value)
@@ -196,6 +229,13 @@ class ScenePanel(QGroupBox):
         except ValueError as error:
             self.problem.emit(str(error))
             self.show_state(self.control.state())  # back to what the engine has
+
+
+def _row(*widgets: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for i, widget in enumerate(widgets):
+        row.addWidget(widget, 1 if i == 0 else 0)
+    return row
 
 
 class AudioPanel(QGroupBox):
@@ -318,6 +358,11 @@ class StatusPanel(QWidget):
                               toolTip="random weights: frames show noise patterns, not images")
         self.warning.setVisible(random_weights)
         layout.addWidget(self.warning)
+
+    def show_weights(self, weights: str, random_weights: bool) -> None:
+        self.weights.setText(weights)
+        self.weights.setToolTip(weights)
+        self.warning.setVisible(random_weights)
 
     def show_stats(self, stats: StatsSnapshot) -> None:
         latency = "-" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"

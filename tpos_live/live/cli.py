@@ -125,7 +125,11 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     models.add_argument("--lora", help="a LoRA to fuse")
     models.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (1.0)")
     models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
-    models.add_argument("--encoder", help="TPoS audio encoder checkpoint, or 'random'")
+    models.add_argument("--encoder", help="audio conditioning: a TPoS checkpoint, 'random' (untrained TPoS), or "
+                                          "'clap' / 'clap:FOLDER|REPO_ID' (zero-shot concept bank); default: "
+                                          "the TPoS encoder set for the model")
+    models.add_argument("--concepts", type=Path, metavar="TOML",
+                        help="concept bank TOML for CLAP conditioning (default: the bundled bank)")
     models.add_argument("--decoder", choices=("taesd", "vae"), help="taesd (default) or the full vae")
     models.add_argument("--compute-device", default="auto", metavar="DEVICE",
                         help="where the networks run: cpu, cuda, cuda:N or auto (default); --device is the "
@@ -154,7 +158,8 @@ def load_live_models(args: argparse.Namespace, say, progress: bool):
     settings = settings_from_args(args, model)
     stack = load_stack(model, progress=progress)
     say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
-    provider = load_provider(args.encoder, stack, TPoSRenderer(stack, settings).text_space(), say=say)
+    provider = load_provider(args.encoder, stack, TPoSRenderer(stack, settings).text_space(), say=say,
+                             concepts=args.concepts)
     if stack.random_weights:
         say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
     return live, stack, settings, provider

@@ -44,6 +44,7 @@ from tpos_live.live.stages import (
     Presenter,
     Recorder,
     RenderStage,
+    window_samples,
 )
 from tpos_live.live.stats import LiveStats, StatsSnapshot
 
@@ -220,6 +221,10 @@ class LiveEngine:
         return old
 
     def _check_provider(self, provider: ConditionProvider, model: str) -> None:
+        try:
+            window_samples(provider)
+        except ValueError as error:
+            raise UserError(f"{error}: it cannot condition the live engine") from None
         if provider.embed_dim != self.text_space.dim:
             raise UserError(f"audio encoder '{provider.name}' makes {provider.embed_dim}-d conditions but "
                             f"the model '{model}' expects {self.text_space.dim}-d: use an encoder made "
@@ -257,6 +262,12 @@ class LiveEngine:
                                 self.source, self.frames, self.report)
             recorder.start()
             self._recorder = recorder
+
+    @property
+    def recording(self) -> Path | None:
+        """The file being recorded (None when not recording)."""
+        recorder = self._recorder
+        return None if recorder is None else recorder.path
 
     def stop_recording(self) -> Path | None:
         """Finish the recording; returns the file written (None if there was none or it failed)."""

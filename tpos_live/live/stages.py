@@ -78,11 +78,15 @@ class Frame:
 
 
 def window_samples(provider: ConditionProvider) -> int:
-    """Samples (at the provider's rate) of one encoder window: N segments (TPoS: 5 x ~1.79 s)."""
+    """Samples (at the provider's rate) of one encoder window: its segment grid's (CLAP: one segment),
+    or N segments of its config (TPoS: 5 x ~1.79 s). ValueError for a provider that says neither."""
+    grid = getattr(provider, "grid", None)
+    if grid is not None:
+        return grid.window_segments * grid.segment_samples
     config = getattr(provider, "config", None)
     if config is None or not hasattr(config, "segment_samples"):
-        raise ValueError(f"provider '{provider.name}' does not say its window (config.segments, "
-                         f"config.segment_samples)")
+        raise ValueError(f"provider '{provider.name}' does not say its window (a segment grid, or "
+                         f"config.segments and config.segment_samples)")
     return config.segments * config.segment_samples
 
 

@@ -183,7 +183,8 @@ def test_a_bad_preset_file_is_refused_with_what_is_wrong(tmp_path):
     assert save_preset(Preset("ok", "x", guidance={"audio": 3.0}), tmp_path).name == "ok.toml"
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"gain_db": 500}), json.dumps([1, 2])])
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"gain_db": 500}), json.dumps([1, 2]),
+                                     json.dumps({"crossfade_seconds": -1}), json.dumps({"crossfade_seconds": "x"})])
 def test_a_corrupt_settings_file_resets_to_defaults_with_a_message(tmp_path, content):
     path = tmp_path / "app.json"
     path.write_text(content, encoding="utf-8")
@@ -261,6 +262,7 @@ def test_steps_delta_crossfade_and_init_image_change_the_running_engine(qtbot, w
     window.scene.crossfade.setValue(0.75)
     assert (control.state().settings.steps, control.state().settings.delta_step) == (3, 2)
     assert control.state().crossfade_seconds == 0.75
+    assert load_settings(Path(window.settings_file))[0].crossfade_seconds == 0.75  # kept for the next launch
     qtbot.waitUntil(lambda: engine.render_stage.renderer.trajectory == ("lcm", 3, 2), timeout=FRAME_TIMEOUT_MS)
     window.scene.steps.setValue(2)  # the guided step follows the steps down
     assert window.scene.delta_step.value() == control.state().settings.delta_step == 1

@@ -37,7 +37,11 @@ def test_a_blend_is_each_scene_at_its_ends_and_renders_frame_by_frame(scenes):
 
     conditions = renderer.encode_prompt("").float().expand(3, -1, -1)
     scales = torch.ones(3)
+    calls = renderer.unet_calls
     together = renderer.render_latents(blend, conditions, scales)
+    blend_calls, calls = renderer.unet_calls - calls, renderer.unet_calls
+    renderer.render_latents(b, conditions, scales)
+    assert blend_calls == renderer.unet_calls - calls  # a transition frame costs what any frame costs
     alone_a = renderer.render_latents(a, conditions[:1], scales[:1])
     alone_b = renderer.render_latents(b, conditions[:1], scales[:1])
     torch.testing.assert_close(together[:1], alone_a, atol=1e-3, rtol=1e-3)  # batch 3 vs batch 1: float noise

@@ -9,10 +9,11 @@ emitted from the same timer, on the GUI thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 import numpy as np
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from tpos_live.live.engine import LiveEngine
 
@@ -133,3 +134,28 @@ class EngineBridge(QObject):
 
     def poll_stats(self) -> None:
         self.stats.emit(self.engine.stats())
+
+
+class EventLoopLag(QObject):
+    """Measures how late the GUI thread serves a 10 ms timer: the longest time it was busy elsewhere
+    (the output window's frames wait that long at most). ``worst_ms`` since :meth:`start`."""
+
+    def __init__(self, interval_ms: int = 10, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.interval = interval_ms / 1000
+        self.worst_ms = 0.0
+        self._last = 0.0
+        self._timer = QTimer(self, interval=interval_ms, timerType=Qt.TimerType.PreciseTimer)
+        self._timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self._last = time.monotonic()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.worst_ms = max(self.worst_ms, (now - self._last - self.interval) * 1000)
+        self._last = now

@@ -50,7 +50,8 @@ def add_app_command(commands) -> None:
     output.add_argument("--fps", type=float, help="frame-rate cap (default 24)")
     output.add_argument("--batch", type=int, dest="batch_frames", help="frames rendered per batch (1)")
     output.add_argument("--hop", type=float, default=0.25, help="seconds between encoder updates (0.25)")
-    output.add_argument("--crossfade", type=float, default=1.0, help="seconds a new scene fades in (1.0)")
+    output.add_argument("--crossfade", type=float, help="seconds a scene switch takes (default: the saved "
+                                                        "crossfade, 1.0 at first)")
     output.add_argument("--screen", type=int, help="screen index for the output window (default: saved)")
     _add_sampling_options(p)
     conditioning = p.add_argument_group("conditioning picker")
@@ -114,10 +115,14 @@ def _with_arguments(settings, args: argparse.Namespace):
         changes["gain_db"] = args.gain_db
     if args.screen is not None:
         changes["output_screen"] = args.screen
+    if args.crossfade is not None:
+        changes["crossfade_seconds"] = args.crossfade
     try:
-        return replace(settings, **changes)
+        settings = replace(settings, **changes)
     except ValueError as error:
         raise UserError(str(error)) from None
+    args.crossfade = settings.crossfade_seconds
+    return settings
 
 
 def _prepare_display(smoke: bool) -> None:
@@ -200,7 +205,10 @@ def _smoke(window, seconds: float) -> int:
     """Run the event loop ``seconds``, then print what reached the screen and stop."""
     from PySide6.QtCore import QEventLoop, QTimer
 
+    from tpos_live.app.bridge import EventLoopLag
+
     latencies: list[float] = []
+    lag = EventLoopLag()
     window.bridge.stats.connect(lambda s: latencies.append(s.latency_ms) if s.latency_ms is not None else None)
     window.output.show_on(window.app_settings.output_screen, fullscreen=False)
     started = time.monotonic()
@@ -208,7 +216,9 @@ def _smoke(window, seconds: float) -> int:
     # loop in this process (a test's, say) returning at once.
     loop = QEventLoop()
     QTimer.singleShot(round(seconds * 1000), loop.quit)
+    lag.start()
     loop.exec()
+    lag.stop()
     elapsed = time.monotonic() - started
     final = window.engine.stats()
     shown, output = window.preview.frames_shown, window.output.view.frames_shown
@@ -217,7 +227,8 @@ def _smoke(window, seconds: float) -> int:
                if latencies else "latency - (no fresh frames)")
     print(f"smoke: {elapsed:.1f} s, {shown} frames in the preview ({shown / elapsed:.1f} fps), "
           f"{output} in the output window, engine {final.frames} frames ({final.frames / elapsed:.1f} fps), "
-          f"{latency}, {final.dropped_frames} dropped, {final.overflows} overflows", flush=True)
+          f"{latency}, {final.dropped_frames} dropped, {final.overflows} overflows, GUI thread busy at most "
+          f"{lag.worst_ms:.0f} ms at a time", flush=True)
     if shown == 0 or output == 0:
         print("error: no frames reached the preview and the output window", file=sys.stderr)
         return 1

@@ -171,11 +171,11 @@ class MainWindow(QMainWindow):
         bar.addSeparator()
         self.output_action = self._action(bar, "output", "Output", self.set_output_shown, checkable=True)
         self.screens = QComboBox(objectName="screens")
-        for i, screen in enumerate(QGuiApplication.screens()):
-            size = screen.geometry()
-            self.screens.addItem(f"{i}: {screen.name() or 'screen'} {size.width()}x{size.height()}", i)
-        self.screens.setCurrentIndex(min(self.app_settings.output_screen, self.screens.count() - 1))
+        self.refresh_screens()
         self.screens.currentIndexChanged.connect(self._screen_chosen)
+        application = QGuiApplication.instance()  # a projector plugged in mid-show appears in the list
+        application.screenAdded.connect(lambda _screen: self.refresh_screens())
+        application.screenRemoved.connect(lambda _screen: self.refresh_screens())
         bar.addWidget(self.screens)
         bar.addSeparator()
         bar.addWidget(QLabel(" Preset "))
@@ -202,6 +202,8 @@ class MainWindow(QMainWindow):
         self.scene.problem.connect(lambda text: self.say("warning", text))
         self.scene.init_image_chosen.connect(self.set_init_image)
         self.scene.conditioning_chosen.connect(self.use_conditioning)
+        self.scene.crossfade.valueChanged.connect(
+            lambda _value: self.update_settings(crossfade_seconds=self.engine.control.state().crossfade_seconds))
         self.device_job.failed.connect(self._device_failed)
         self.conditioning_job.failed.connect(self._conditioning_failed)
         self.audio.device_chosen.connect(self.use_device)
@@ -333,6 +335,16 @@ class MainWindow(QMainWindow):
             self.output.show_on(self.screens.currentData() or 0)
         else:
             self.output.hide()
+
+    def refresh_screens(self) -> None:
+        """List the screens again, keeping the saved choice when that screen is there."""
+        self.screens.blockSignals(True)
+        self.screens.clear()
+        for i, screen in enumerate(QGuiApplication.screens()):
+            size = screen.geometry()
+            self.screens.addItem(f"{i}: {screen.name() or 'screen'} {size.width()}x{size.height()}", i)
+        self.screens.setCurrentIndex(min(self.app_settings.output_screen, self.screens.count() - 1))
+        self.screens.blockSignals(False)
 
     def _screen_chosen(self, index: int) -> None:
         self.update_settings(output_screen=max(index, 0))

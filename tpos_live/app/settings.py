@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tpos_live.conditioning.providers import settings_folder
 from tpos_live.fileio import write_text_atomically
+from tpos_live.live.control import MAX_CROSSFADE_SECONDS
 
 SETTINGS_FILE = "app.json"
 SYNTHETIC_DEVICE = "synthetic"  # the built-in test signal, in the device picker
@@ -27,6 +28,7 @@ class AppSettings:
         output_screen: the screen index the output window goes fullscreen on.
         presets_folder: where presets are saved and loaded (None: ``<settings folder>/presets``).
         record_folder: where recordings go (None: the current folder).
+        crossfade_seconds: how long a scene switch takes.
     """
 
     device: str | None = None
@@ -34,6 +36,7 @@ class AppSettings:
     output_screen: int = 0
     presets_folder: str | None = None
     record_folder: str | None = None
+    crossfade_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.device is not None and not isinstance(self.device, str):
@@ -42,6 +45,10 @@ class AppSettings:
             raise ValueError(f"gain must be in -60..60 dB, got {self.gain_db!r}")
         if not isinstance(self.output_screen, int) or not 0 <= self.output_screen < 64:
             raise ValueError(f"output screen must be an index in 0..63, got {self.output_screen!r}")
+        if (isinstance(self.crossfade_seconds, bool) or not isinstance(self.crossfade_seconds, int | float)
+                or not 0.0 <= self.crossfade_seconds <= MAX_CROSSFADE_SECONDS):
+            raise ValueError(f"crossfade must be in 0..{MAX_CROSSFADE_SECONDS:g} seconds, "
+                             f"got {self.crossfade_seconds!r}")
         for name in ("presets_folder", "record_folder"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):

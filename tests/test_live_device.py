@@ -6,6 +6,7 @@ and ``tpos-live live --record`` writes both streams in sync."""
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -247,3 +248,22 @@ def test_live_command_records_frames_and_captured_audio_in_sync(pulse, tmp_path)
     with av.open(str(out)) as container:
         sound = np.concatenate([f.to_ndarray().mean(axis=0) for f in container.decode(audio=0)])
     assert abs(peak_frequency(sound[-len(sound) // 2 :], info.audio_sample_rate) - 440.0) < 5.0
+
+
+def test_the_app_smoke_run_captures_from_the_virtual_device(pulse, tmp_path, capsys):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt starts: no display needed
+    from tpos_live.app.cli import add_app_command
+
+    parser = argparse.ArgumentParser()
+    add_app_command(parser.add_subparsers())
+    pulse.play(write_wav(tmp_path / "tone.wav", sine(440.0, 12.0)))
+    args = parser.parse_args(["app", "--smoke", "6", "--device", DEVICE, "--encoder", "random", "--hop", "1.0",
+                              "--size", "64x64"])
+    try:
+        assert args.run(args) == 0
+    finally:
+        pulse.stop_playing()
+    captured = capsys.readouterr()
+    assert f"sound: {DEVICE} (ALSA)" in captured.err  # the device, not the test signal
+    line = next(text for text in captured.out.splitlines() if text.startswith("smoke:"))
+    assert "in the output window" in line and "latency -" not in line  # fresh frames from captured sound

@@ -199,6 +199,9 @@ class LiveEngine:
         """
         source.start()
         with self._lock:
+            if not self._running:
+                source.stop()
+                raise UserError("the engine has stopped: the new sound source was closed again")
             old, self.source = self.source, source
             self.encoder.follow_source(source)
             self.render_stage.follow_source(source)

@@ -30,7 +30,7 @@ from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.stats import LiveStats
 from tpos_live.live.worker import Stage
 
-CACHED_SCENES = 16  # a scene is a few latents and two prompt encodings: well under 10 MB at 1024x1024
+CACHED_SCENES = 16  # a scene is a few latents, the step noise and two prompt encodings: ~1 MB at 512x512, 4 steps
 
 
 class SceneCache:

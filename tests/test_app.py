@@ -302,6 +302,14 @@ def test_the_conditioning_source_switches_off_the_gui_thread(qtbot, tiny_stack, 
         conditions = engine.stats().counters["conditions"]
         qtbot.waitUntil(lambda: engine.stats().counters["conditions"] >= conditions + 2, timeout=FRAME_TIMEOUT_MS)
         assert engine.stats().counters["encoder_errors"] == 0
+        first = provider
+        assert window.use_conditioning(choices[0])  # back to the TPoS encoder loaded at the start: no reload
+        qtbot.waitUntil(lambda: window.engine.provider is first, timeout=5000)
+        qtbot.waitUntil(lambda: not window.conditioning_job.running, timeout=5000)
+        assert window.use_conditioning(choices[1])
+        qtbot.waitUntil(lambda: kind_of(window.engine.provider) == "clap", timeout=5000)
+        qtbot.waitUntil(lambda: not window.conditioning_job.running, timeout=5000)
+        assert sum("loading CLAP" in text for _, text in window.messages) == 1  # loaded once
         unavailable = choices[0].__class__("tpos", "TPoS encoder (none set)", None, "no TPoS encoder is set")
         assert not window.use_conditioning(unavailable)
         assert window.messages[-1] == ("error", "no TPoS encoder is set") and picker.currentData().kind == "clap"

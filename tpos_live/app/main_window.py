@@ -122,6 +122,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("tpos-live")
         self.setWindowIcon(icon("app"))
         self.bridge = EngineBridge(engine, recipe.reports, parent=self)
+        self._providers = {kind_of(recipe.provider): recipe.provider}  # loaded ones: switching back is instant
         self.device_job = BackgroundJob("opening the sound device", self)
         self.conditioning_job = BackgroundJob("loading the audio conditioning", self)
         self.preview = FrameView()
@@ -293,10 +294,11 @@ class MainWindow(QMainWindow):
         if choice.encoder is None:
             self._conditioning_failed(choice.why_not)
             return False
-        recipe, engine = self.recipe, self.engine
+        recipe, engine, loaded = self.recipe, self.engine, self._providers.get(choice.kind)
 
         def load_and_switch() -> ConditionProvider:
-            provider = load_conditioning(choice, recipe.stack, engine.text_space, recipe.reports, recipe.concepts)
+            provider = loaded or load_conditioning(choice, recipe.stack, engine.text_space, recipe.reports,
+                                                   recipe.concepts)
             engine.set_provider(provider)
             return provider
 
@@ -304,10 +306,12 @@ class MainWindow(QMainWindow):
             self.say("warning", "still loading the last conditioning source picked: try again in a moment")
             self.scene.show_conditioning(kind_of(self.engine.provider))
             return False
-        self.say("info", f"loading {choice.label} …")
+        if loaded is None:
+            self.say("info", f"loading {choice.label} …")
         return True
 
     def _conditioning_switched(self, provider: ConditionProvider) -> None:
+        self._providers[kind_of(provider)] = provider
         self.recipe = replace(self.recipe, provider=provider)
         self.status.show_weights(self.recipe.weights, self.recipe.random_weights)
         self.scene.show_conditioning(kind_of(provider))

@@ -181,6 +181,14 @@ def test_a_preset_bank_prefetches_the_scenes_next_to_the_current_one():
     assert control.state().prompt == "one"
 
 
+def test_preset_steps_wrap_and_start_from_none():
+    from tpos_live.control.knobs import neighbours, step_index
+
+    assert [step_index(-1, 1, 3), step_index(-1, -1, 3), step_index(2, 1, 3), step_index(0, -1, 3)] == [0, 2, 0, 2]
+    assert neighbours(-1, 3) == [0, 2] and neighbours(1, 3) == [2, 0] and neighbours(0, 2) == [1]
+    assert neighbours(0, 1) == [] and neighbours(-1, 0) == []
+
+
 def test_a_port_in_use_is_a_user_error():
     control = LiveControl(quick_settings(), "a beach")
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

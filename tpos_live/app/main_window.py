@@ -38,6 +38,7 @@ from tpos_live.app.tasks import BackgroundJob
 from tpos_live.audio.capture import AudioSource, SyntheticSource, db_to_gain
 from tpos_live.conditioning.base import ConditionProvider
 from tpos_live.config import RenderSettings
+from tpos_live.control.knobs import neighbours, step_index
 from tpos_live.diffusion.loading import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.engine import LiveEngine, LiveSettings
@@ -404,12 +405,8 @@ class MainWindow(QMainWindow):
     def prefetch_presets(self) -> None:
         """Have the engine prepare the scenes of the next and previous presets (the hotkeys' targets)
         in the background, so that switching to them starts at the next frame."""
-        count, current = self.presets.count(), self.presets.currentIndex()
-        if count == 0:
-            return
-        neighbours = dict.fromkeys([(current + 1) % count, (current - 1) % count if current >= 0 else count - 1])
         state, wanted = self.engine.control.state(), []
-        for index in neighbours:
+        for index in neighbours(self.presets.currentIndex(), self.presets.count()):
             try:
                 wanted.append(load_preset(Path(self.presets.itemData(index))).state_after(state))
             except (UserError, ValueError):
@@ -448,7 +445,7 @@ class MainWindow(QMainWindow):
     def step_preset(self, step: int) -> None:
         count = self.presets.count()
         if count:
-            self.apply_preset_at((self.presets.currentIndex() + step) % count)
+            self.apply_preset_at(step_index(self.presets.currentIndex(), step, count))
 
     def _ask_preset_name(self) -> None:
         name, ok = QInputDialog.getText(self, "Save preset", "Name:", text=self.presets.currentText())

@@ -71,6 +71,21 @@ class SceneLike(Protocol):
     def state_after(self, state: ControlState) -> ControlState: ...
 
 
+def step_index(index: int, step: int, count: int) -> int:
+    """The preset ``step`` places from ``index`` in a list of ``count``, wrapping around; from none
+    (``index`` < 0) the next is the first and the previous the last."""
+    if index < 0:
+        return 0 if step > 0 else count - 1
+    return (index + step) % count
+
+
+def neighbours(index: int, count: int) -> list[int]:
+    """The next and previous presets of ``index`` (what a switch will likely want next), without it."""
+    if count == 0:
+        return []
+    return [i for i in dict.fromkeys([step_index(index, 1, count), step_index(index, -1, count)]) if i != index]
+
+
 class PresetBank:
     """An ordered list of presets with a current one; next/previous wrap around.
 
@@ -108,9 +123,8 @@ class PresetBank:
     def _prefetch_around(self, index: int) -> None:
         if self.prefetch is None:
             return
-        neighbours = dict.fromkeys([self._step(index, 1), self._step(index, -1)])
         state, wanted = self.control.state(), []
-        for i in neighbours:
+        for i in neighbours(index, len(self.presets)):
             with contextlib.suppress(ValueError):  # out of this engine's range: applying it will say so
                 wanted.append(self.presets[i].state_after(state))
         self.prefetch(wanted)
@@ -124,16 +138,11 @@ class PresetBank:
 
     def next(self) -> None:
         """The next preset (after the last: the first)."""
-        self.recall(self._step(self.current, 1))
+        self.recall(step_index(self.current, 1, len(self.presets)))
 
     def previous(self) -> None:
         """The previous preset (before the first: the last)."""
-        self.recall(self._step(self.current, -1))
-
-    def _step(self, index: int, step: int) -> int:
-        if index < 0:  # none recalled yet: next is the first, previous the last
-            return 0 if step > 0 else len(self.presets) - 1
-        return (index + step) % len(self.presets)
+        self.recall(step_index(self.current, -1, len(self.presets)))
 
 
 def load_preset_folder(folder: str | Path) -> list[SceneLike]:

@@ -59,7 +59,11 @@ def main() -> int:
                                        ("traces", window.audio.traces)) if _is_blank(widget.grab().toImage())]
     window.shutdown()
     options.output.parent.mkdir(parents=True, exist_ok=True)
-    image.save(str(options.output))
+    partial = options.output.with_name(f".{options.output.stem}.partial.png")  # nothing half-written
+    if not image.save(str(partial)):
+        print(f"error: cannot write {options.output}", file=sys.stderr)
+        return 1
+    os.replace(partial, options.output)
     print(f"wrote {options.output} ({image.width()}x{image.height()}, platform {app.platformName()}); "
           f"{window.preview.frames_shown} frames shown, {stats.line()}")
     if blank:

@@ -382,3 +382,16 @@ def test_without_a_display_the_app_says_so_and_a_smoke_run_draws_offscreen(monke
         _prepare_display(smoke=False)
     _prepare_display(smoke=True)
     assert os.environ["QT_QPA_PLATFORM"] == "offscreen"
+
+
+def test_the_screenshot_script_shows_frames_spectrogram_and_traces(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "app.png"
+    env = os.environ | {"QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, "scripts/app_screenshot.py", "-o", str(out), "--seconds", "4"],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wrote" in done.stdout and out.stat().st_size > 10_000

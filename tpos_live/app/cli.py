@@ -118,11 +118,9 @@ def _with_arguments(settings, args: argparse.Namespace):
     if args.crossfade is not None:
         changes["crossfade_seconds"] = args.crossfade
     try:
-        settings = replace(settings, **changes)
+        return replace(settings, **changes)
     except ValueError as error:
         raise UserError(str(error)) from None
-    args.crossfade = settings.crossfade_seconds
-    return settings
 
 
 def _prepare_display(smoke: bool) -> None:
@@ -146,6 +144,8 @@ def _start_engine(args: argparse.Namespace, settings):
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if args.crossfade is None:
+        args = replace_namespace(args, crossfade=settings.crossfade_seconds)
     live, stack, render_settings, provider = load_live_models(args, say, progress=True)
     reports = Reports()
     recipe = EngineRecipe(stack, provider, render_settings, live, args.init_image, reports,

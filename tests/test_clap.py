@@ -404,3 +404,18 @@ def test_render_file_with_the_clap_encoder(tmp_path, clap_folder, settings_dir):
     assert report.frames == 4 and report.output.is_file()
     assert probe_media(report.output).video_codec == "h264"
     assert any(m.startswith("audio conditioning: CLAP concept bank, 14 concepts") for m in messages)
+
+
+def test_the_live_engine_conditions_on_the_concept_bank(provider, tiny_stack):
+    from tpos_live.audio.capture import SyntheticSource, noise
+    from tpos_live.config import RenderSettings
+    from tpos_live.live.engine import LiveEngine, LiveSettings
+
+    settings = RenderSettings.for_mode("fast", width=64, height=64, steps=2, delta_step=0, fps=8)
+    source = SyntheticSource(noise(), provider.sample_rate)
+    with LiveEngine(tiny_stack, settings, provider, source, "a beach", live=LiveSettings(hop_seconds=0.5)) as engine:
+        _, frame = engine.wait_frame(0, timeout=30)
+        condition = engine.latest_condition()
+        errors = engine.stats().counters["encoder_errors"]
+    assert frame is not None and errors == 0
+    assert condition.condition.shape == (77, tiny_stack.cross_attention_dim)

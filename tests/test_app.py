@@ -395,3 +395,17 @@ def test_the_screenshot_script_shows_frames_spectrogram_and_traces(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote" in done.stdout and out.stat().st_size > 10_000
+
+
+def test_turning_knobs_and_rerolling_seeds_never_stalls_the_output(qtbot, window):
+    window.set_output_shown(True)
+    qtbot.waitUntil(lambda: window.output.view.frames_shown > 0, timeout=FRAME_TIMEOUT_MS)
+    first = window.output.view.frames_shown
+    for i in range(100):  # two seconds of a performer turning knobs, a new scene asked for every 0.2 s
+        window.scene.knobs["audio"].setValue(5.0 + i % 10)
+        window.scene.knobs["threshold"].setValue(0.5 + (i % 5) / 10)
+        if i % 10 == 0:
+            window.scene.reroll.click()
+        qtbot.wait(20)
+    assert window.output.view.frames_shown >= first + 5, "the output stalled while knobs were turned"
+    assert window.engine.stats().counters["render_errors"] == 0

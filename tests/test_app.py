@@ -78,6 +78,9 @@ def device_items(window: MainWindow) -> list[tuple[str, str | None, bool]]:
 
 
 def test_the_window_builds_with_audio_devices(window):
+    # offscreen there is no OpenGL: the output is drawn on the GUI thread, and the app says so
+    assert ("info", "output window: drawn on the GUI thread (the 'offscreen' Qt platform has no OpenGL "
+                    "windows)") in window.messages
     assert device_items(window) == [("Test signal (synthetic)", SYNTHETIC_DEVICE, True),
                                     ("USB Audio", "USB Audio", True), ("Built-in Mic", "Built-in Mic", True)]
     assert window.status.warning.isVisibleTo(window)  # the tiny stack has random weights
@@ -125,7 +128,7 @@ def test_a_refused_value_is_shown_and_the_widget_goes_back(window):
 
 def test_frames_reach_the_preview_the_output_window_and_the_plots(qtbot, window):
     window.set_output_shown(True)
-    qtbot.waitUntil(lambda: window.preview.frames_shown > 0 and window.output.view.frames_shown > 0,
+    qtbot.waitUntil(lambda: window.preview.frames_shown > 0 and window.output.frames_shown > 0,
                     timeout=FRAME_TIMEOUT_MS)
     qtbot.waitUntil(lambda: window.audio.weights[-1] > 0, timeout=FRAME_TIMEOUT_MS)
     image = window.preview.image
@@ -338,19 +341,19 @@ def test_the_output_window_keeps_running_while_the_main_window_is_minimised_or_i
     from PySide6.QtWidgets import QInputDialog
 
     window.set_output_shown(True)
-    qtbot.waitUntil(lambda: window.output.view.frames_shown > 0, timeout=FRAME_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.output.frames_shown > 0, timeout=FRAME_TIMEOUT_MS)
     window.showMinimized()
-    shown = window.output.view.frames_shown
-    qtbot.waitUntil(lambda: window.output.view.frames_shown >= shown + 3, timeout=FRAME_TIMEOUT_MS)
+    shown = window.output.frames_shown
+    qtbot.waitUntil(lambda: window.output.frames_shown >= shown + 3, timeout=FRAME_TIMEOUT_MS)
     window.showNormal()
     during_dialog = []
 
     def close_dialog() -> None:
         dialog = QApplication.activeModalWidget()
-        during_dialog.append(window.output.view.frames_shown)
+        during_dialog.append(window.output.frames_shown)
         dialog.reject()
 
-    before = window.output.view.frames_shown
+    before = window.output.frames_shown
     QTimer.singleShot(2500, close_dialog)
     QInputDialog.getText(window, "Save preset", "Name:")  # modal: runs its own event loop until closed
     assert during_dialog and during_dialog[0] >= before + 2, "the output stopped while a dialog was open"
@@ -399,13 +402,13 @@ def test_the_screenshot_script_shows_frames_spectrogram_and_traces(tmp_path):
 
 def test_turning_knobs_and_rerolling_seeds_never_stalls_the_output(qtbot, window):
     window.set_output_shown(True)
-    qtbot.waitUntil(lambda: window.output.view.frames_shown > 0, timeout=FRAME_TIMEOUT_MS)
-    first = window.output.view.frames_shown
+    qtbot.waitUntil(lambda: window.output.frames_shown > 0, timeout=FRAME_TIMEOUT_MS)
+    first = window.output.frames_shown
     for i in range(100):  # two seconds of a performer turning knobs, a new scene asked for every 0.2 s
         window.scene.knobs["audio"].setValue(5.0 + i % 10)
         window.scene.knobs["threshold"].setValue(0.5 + (i % 5) / 10)
         if i % 10 == 0:
             window.scene.reroll.click()
         qtbot.wait(20)
-    assert window.output.view.frames_shown >= first + 5, "the output stalled while knobs were turned"
+    assert window.output.frames_shown >= first + 5, "the output stalled while knobs were turned"
     assert window.engine.stats().counters["render_errors"] == 0

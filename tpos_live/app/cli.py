@@ -221,7 +221,7 @@ def _smoke(window, seconds: float) -> int:
     lag.stop()
     elapsed = time.monotonic() - started
     final = window.engine.stats()
-    shown, output = window.preview.frames_shown, window.output.view.frames_shown
+    shown, output = window.preview.frames_shown, window.output.frames_shown
     window.shutdown()
     latency = (f"latency {sum(latencies) / len(latencies):.0f} ms (max {max(latencies):.0f} ms)"
                if latencies else "latency - (no fresh frames)")

@@ -1,8 +1,9 @@
 """The main window: preview, scene and audio panels, presets, record, output window and status line.
 
 Nothing here runs a model: the engine renders on its own threads, :class:`EngineBridge` brings its
-frames and numbers to the GUI thread on a timer, the output window pulls frames on its own timer,
-and the controls call the engine's cheap, thread-safe setters. One engine runs for the whole
+frames and numbers to the GUI thread on a timer, the output window draws frames on a render thread
+of its own (or, without threaded OpenGL, on its own GUI timer), and the controls call the engine's
+cheap, thread-safe setters. One engine runs for the whole
 session: a new scene, steps, init image, sound device or conditioning source changes it in place
 (slow parts, such as opening a device or loading an encoder, on a worker thread), so the output
 never stops.
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from tpos_live.app.bridge import EngineBridge, Reports
 from tpos_live.app.conditioning import ConditioningChoice, kind_of, load_conditioning
-from tpos_live.app.output_window import OutputWindow
+from tpos_live.app.output_window import make_output_window
 from tpos_live.app.panels import AudioPanel, FrameView, ScenePanel, StatusPanel
 from tpos_live.app.presets import Preset, list_presets, load_preset, save_preset
 from tpos_live.app.settings import SYNTHETIC_DEVICE, AppSettings, save_settings
@@ -127,7 +128,7 @@ class MainWindow(QMainWindow):
         self.device_job = BackgroundJob("opening the sound device", self)
         self.conditioning_job = BackgroundJob("loading the audio conditioning", self)
         self.preview = FrameView()
-        self.output = OutputWindow(engine.frames, engine.control)
+        self.output, output_kind = make_output_window(engine.frames, engine.control, recipe.reports)
         self.scene = ScenePanel(engine.control)
         self.scene.set_conditioning_choices(recipe.conditioning or (_running_choice(recipe.provider),),
                                             kind_of(recipe.provider))
@@ -139,6 +140,7 @@ class MainWindow(QMainWindow):
         self.audio.gain.setValue(settings.gain_db)
         self.refresh_devices()
         self.refresh_presets()
+        self.say("info", output_kind)
         self.bridge.start()
 
     # ---- building -------------------------------------------------------------------------------

@@ -16,12 +16,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from PySide6.QtCore import QRect, QRectF, Qt, QThread, QTimer, Signal
+from PySide6.QtCore import Qt, QThread, QTimer, Signal
 from PySide6.QtGui import (
-    QColor,
     QCursor,
     QGuiApplication,
-    QImage,
     QKeyEvent,
     QOpenGLContext,
     QPainter,
@@ -30,7 +28,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from tpos_live.app.panels import FrameView
+from tpos_live.app.panels import FrameView, frame_image, paint_fitted
 from tpos_live.audio.capture import Reporter
 from tpos_live.live.control import LiveControl
 from tpos_live.live.mailbox import Mailbox
@@ -293,25 +291,13 @@ class _FrameRenderer(QThread):
             return False
         try:
             device = QOpenGLPaintDevice(*size)  # held here: the painter must not outlive it
+            pixels = np.ascontiguousarray(pixels)  # decoded frames may be strided; held: the QImage points here
             painter = QPainter(device)
             try:
-                _paint_fitted(painter, pixels, size)
+                paint_fitted(painter, frame_image(pixels), *size)
             finally:
                 painter.end()
             self.context.swapBuffers(self.window)
         finally:
             self.context.doneCurrent()
         return True
-
-
-def _paint_fitted(painter: QPainter, pixels, size: tuple[int, int]) -> None:
-    """Black, then the frame scaled to fit with its aspect kept."""
-    width, height = size
-    pixels = np.ascontiguousarray(pixels)  # decoded frames may be strided views
-    rows, columns, _ = pixels.shape
-    image = QImage(pixels.data, columns, rows, 3 * columns, QImage.Format.Format_RGB888)
-    painter.fillRect(QRect(0, 0, width, height), QColor("black"))
-    scale = min(width / columns, height / rows)
-    target = QRectF((width - columns * scale) / 2, (height - rows * scale) / 2, columns * scale, rows * scale)
-    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-    painter.drawImage(target, image)

@@ -50,23 +50,33 @@ class FrameView(QWidget):
 
     def show_frame(self, pixels: np.ndarray, number: int = 0) -> None:
         """Show an ``(H, W, 3)`` uint8 RGB frame (kept by reference until the next one)."""
-        pixels = np.ascontiguousarray(pixels)
-        height, width, _ = pixels.shape
-        self._pixels = pixels
-        self.image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+        self._pixels = np.ascontiguousarray(pixels)
+        self.image = frame_image(self._pixels)
         self.frames_shown += 1
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor("black"))
-        if self.image is not None:
-            scale = min(self.width() / self.image.width(), self.height() / self.image.height())
-            width, height = self.image.width() * scale, self.image.height() * scale
-            target = QRectF((self.width() - width) / 2, (self.height() - height) / 2, width, height)
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-            painter.drawImage(target, self.image)
+        paint_fitted(painter, self.image, self.width(), self.height())
         painter.end()
+
+
+def frame_image(pixels: np.ndarray) -> QImage:
+    """A QImage over a C-contiguous ``(H, W, 3)`` uint8 frame (valid while ``pixels`` lives: keep it)."""
+    height, width, _ = pixels.shape
+    return QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+
+
+def paint_fitted(painter: QPainter, image: QImage | None, width: int, height: int) -> None:
+    """Black, then ``image`` scaled to fit a ``width`` x ``height`` area with its aspect kept."""
+    painter.fillRect(QRectF(0, 0, width, height), QColor("black"))
+    if image is None:
+        return
+    scale = min(width / image.width(), height / image.height())
+    fitted_width, fitted_height = image.width() * scale, image.height() * scale
+    target = QRectF((width - fitted_width) / 2, (height - fitted_height) / 2, fitted_width, fitted_height)
+    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+    painter.drawImage(target, image)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,14 @@ def pulse(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def silence_after(pulse):
+    """Every test ends with nothing playing into the sink: a player left running (the soak's minute-long
+    file) would mix into the next test's capture."""
+    yield
+    pulse.stop_playing()
+
+
 @pytest.fixture(scope="module")
 def provider(tiny_stack):
     return quick_provider(tiny_stack)

@@ -251,7 +251,6 @@ class _FrameRenderer(QThread):
         self.window, self.context, self.frames = window, context, frames
         self.report = Reports(report or (lambda level, message: None))
         self.frames_shown = 0
-        self.failures = 0
         self._lock = threading.Lock()
         self._size, self._exposed, self._dirty = (1, 1), False, True
         self._stopping = threading.Event()
@@ -279,7 +278,6 @@ class _FrameRenderer(QThread):
                 if self._draw(frame.image, size):
                     self.frames_shown += 1
             except Exception as error:  # noqa: BLE001 - the show goes on with the last frame drawn
-                self.failures += 1
                 self.report("error", f"the output window could not draw a frame ({type(error).__name__}: "
                                      f"{error}); keeping the last one")
         self.context.moveToThread(QGuiApplication.instance().thread())

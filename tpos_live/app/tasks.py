@@ -31,21 +31,19 @@ class BackgroundJob(QObject):
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.name = name
-        self._running = False
         self._outcome: Mailbox[tuple[Callable[[Any], None] | None, Any]] = Mailbox()
         self._poll = QTimer(self, interval=POLL_MS)
         self._poll.timeout.connect(self._collect)
 
     @property
     def running(self) -> bool:
-        return self._running
+        return self._poll.isActive()  # polled from the start of a job until its outcome is collected
 
     def start(self, job: Callable[[], Any], done: Callable[[Any], None]) -> bool:
         """Run ``job()`` on a worker thread, then ``done(result)`` on the GUI thread. Returns False (and
         runs nothing) while the previous job is still running."""
-        if self._running:
+        if self.running:
             return False
-        self._running = True
         threading.Thread(target=self._work, args=(job, done), name=f"tpos-{self.name}", daemon=True).start()
         self._poll.start()
         return True
@@ -63,7 +61,6 @@ class BackgroundJob(QObject):
         if outcome is None:
             return
         self._poll.stop()
-        self._running = False
         done, result = outcome
         if done is None:
             self.failed.emit(result)

@@ -314,7 +314,10 @@ def test_single_file_checkpoint_loads_offline(tmp_path, offline_hub, tiny):
         expected, got = getattr(tiny, name).state_dict(), getattr(loaded, name).state_dict()
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[key], got[key]) for key in expected), name
-    assert torch.equal(unet_output(loaded), unet_output(tiny))
+        assert all(t.data_ptr() % 64 == 0 for t in getattr(loaded, name).parameters()), f"{name}: not aligned"
+    # Same weights, same layout; the CPU kernels may still pick another summation order (seen: 5e-7 on
+    # AMD Zen 5 without AMX), so the outputs agree to float32 rounding, not bit for bit.
+    torch.testing.assert_close(unet_output(loaded), unet_output(tiny), rtol=1e-5, atol=1e-5)
     assert loaded.tokenizer(PROMPT).input_ids == tiny.tokenizer(PROMPT).input_ids
     assert loaded.text_family == "tiny" and loaded.taesd is None and loaded.name == path.name
 

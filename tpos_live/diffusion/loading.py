@@ -757,11 +757,29 @@ def _place(stack: ModelStack, device: str, dtype: torch.dtype) -> ModelStack:
             # nn.Module.to, not diffusers' override: that one warns about float32-only submodules
             # on every cast, even for models that have none.
             torch.nn.Module.to(module, device=device, dtype=dtype).eval()
+            _own_aligned_memory(module)
     except (RuntimeError, AssertionError) as error:  # torch raises AssertionError for missing CUDA
         raise UserError(
             f"cannot put the model on device '{device}' ({_first_line(error)}): choose another device"
         ) from error
     return stack
+
+
+# torch's CPU allocator aligns to 64 bytes; the kernels' vectorised paths assume no less.
+_ALIGNMENT = 64
+
+
+def _own_aligned_memory(module: torch.nn.Module) -> None:
+    """Copy tensors that still point into a memory-mapped safetensors file into memory of their own.
+
+    Loaded weights keep the file's layout: page-mapped storage at offsets the header decides, rarely
+    64-byte aligned. Kernels then pick other code paths (a model loaded from a file computed
+    differently from the same weights built in memory), and every first touch is a page fault.
+    """
+    for tensors in (module.parameters(), module.buffers()):
+        for tensor in tensors:
+            if tensor.device.type == "cpu" and tensor.data_ptr() % _ALIGNMENT:
+                tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
 
 
 def _short_name(name: str) -> str:

@@ -31,19 +31,22 @@ def main() -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from tpos_live.app.cli import _source_factory, _start_engine, add_app_command
-    from tpos_live.app.main_window import MainWindow, load_theme
+    from tpos_live.app.assets import load_theme
+    from tpos_live.app.launch import start_session
+    from tpos_live.app.main_window import MainWindow
     from tpos_live.app.settings import AppSettings
+    from tpos_live.cli.app import add_command, app_spec, check_args
 
     commands = argparse.ArgumentParser().add_subparsers(dest="command")
-    add_app_command(commands)
+    add_command(commands)
     args = commands.choices["app"].parse_args(APP_ARGS)
-    args.model = args.model or "tiny"
+    check_args(args)
+    settings = AppSettings(device="synthetic", presets_folder=str(Path(os.devnull).parent / "tpos-no-presets"))
     app = QApplication(sys.argv[:1])
     app.setStyleSheet(load_theme())
-    recipe, engine = _start_engine(args, AppSettings(device="synthetic"))
-    window = MainWindow(recipe, engine, _source_factory(args, recipe), lambda: [], AppSettings(device="synthetic"),
-                        settings_file=Path(os.devnull))
+    session = start_session(app_spec(args, settings))
+    engine = session.engine
+    window = MainWindow(session, lambda: [], settings, settings_file=Path(os.devnull))
     window.resize(1280, 800)
     window.show()
     deadline = time.monotonic() + options.seconds

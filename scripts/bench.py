@@ -197,7 +197,8 @@ def build_stack(arch: str, dtype_name: str, weights_dir: Path | None):
     """The random full-size stack in ``dtype``; saved to ``weights_dir`` for StreamDiffusion (once)."""
     import torch
 
-    from tpos_live.diffusion.loading import build_random_stack, build_tiny_stack, save_stack
+    from tpos_live.diffusion.folders import save_stack
+    from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
 
     stack = build_tiny_stack(0) if arch == "tiny" else build_random_stack(arch, seed=0)
     for module in stack.modules().values():
@@ -247,7 +248,7 @@ def bench_fast(stack, args, backend_name: str, batch: int, encoder: dict) -> dic
 
     from tpos_live.backends.registry import create_backend
     from tpos_live.config import RenderSettings
-    from tpos_live.diffusion.loading import fast_defaults
+    from tpos_live.diffusion.models import fast_defaults
     from tpos_live.diffusion.renderer import TPoSRenderer
 
     defaults = fast_defaults({"sd15": "sd15-lcm"}.get(args.arch, args.arch))

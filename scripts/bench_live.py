@@ -26,14 +26,15 @@ import time
 import numpy as np
 import torch
 
-from tpos_live.audio.capture import SyntheticSource, demo_pattern
+from tpos_live.audio.signals import SyntheticSource, demo_pattern
 from tpos_live.conditioning.checkpoint import random_tpos
 from tpos_live.conditioning.providers import match_token_spread
 from tpos_live.conditioning.tpos_encoder import TPoSConfig
 from tpos_live.config import RenderSettings
-from tpos_live.diffusion.loading import build_random_stack, build_tiny_stack
+from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
-from tpos_live.live.engine import LiveEngine, LiveSettings
+from tpos_live.live.engine import LiveEngine
+from tpos_live.live.settings import LiveSettings
 from tpos_live.live.stages import encode_window, window_samples
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -16,7 +16,7 @@ import time
 import torch
 
 from tpos_live.config import RenderSettings
-from tpos_live.diffusion.loading import build_random_stack
+from tpos_live.diffusion.random_stacks import build_random_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

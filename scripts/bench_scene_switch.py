@@ -25,7 +25,8 @@ import time
 import torch
 
 from tpos_live.config import RenderSettings
-from tpos_live.diffusion.loading import build_random_stack, build_tiny_stack, fast_defaults
+from tpos_live.diffusion.models import fast_defaults
+from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.diffusion.transitions import blend_scenes
 from tpos_live.fileio import write_text_atomically

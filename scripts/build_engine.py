@@ -30,12 +30,14 @@ from tpos_live.backends.tensorrt_backend import (
     ensure_engine,
     tensorrt_unavailable_reason,
 )
-from tpos_live.cli import parse_size
+from tpos_live.cli.options import parse_size
 from tpos_live.errors import UserError
 
 
 def build(args) -> list[dict]:
-    from tpos_live.diffusion.loading import ModelSpec, build_random_stack, load_stack
+    from tpos_live.diffusion.loading import load_stack
+    from tpos_live.diffusion.models import ModelSpec
+    from tpos_live.diffusion.random_stacks import build_random_stack
 
     reason = tensorrt_unavailable_reason()
     if reason is not None:

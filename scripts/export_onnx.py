@@ -32,7 +32,7 @@ from tpos_live.backends.specs import (
     taesd_decoder_network,
     unet_network,
 )
-from tpos_live.cli import parse_size
+from tpos_live.cli.options import parse_size
 from tpos_live.errors import UserError
 
 NETWORKS = ("unet", "taesd_decoder", "audio_segment", "audio_window")
@@ -40,7 +40,9 @@ NETWORKS = ("unet", "taesd_decoder", "audio_segment", "audio_window")
 
 def load_models(args):
     """The model stack (and TPoS encoder when an audio network is asked for), in ``args.precision``."""
-    from tpos_live.diffusion.loading import ModelSpec, build_random_stack, load_stack
+    from tpos_live.diffusion.loading import load_stack
+    from tpos_live.diffusion.models import ModelSpec
+    from tpos_live.diffusion.random_stacks import build_random_stack
 
     if args.random:
         stack = build_random_stack(args.random, seed=0)

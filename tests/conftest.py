@@ -18,7 +18,7 @@ def own_settings_folder(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_stack():
-    from tpos_live.diffusion.loading import build_tiny_stack
+    from tpos_live.diffusion.random_stacks import build_tiny_stack
 
     torch.manual_seed(0)
     return build_tiny_stack(seed=0)

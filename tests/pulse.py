@@ -139,7 +139,7 @@ class PulseServer:
 
 
 def _rescan_portaudio() -> None:
-    from tpos_live.audio.capture import refresh_devices
+    from tpos_live.audio.devices import refresh_devices
 
     refresh_devices()
 

@@ -20,7 +20,7 @@ from tpos_live.backends.specs import (
 )
 from tpos_live.backends.torch_backend import TorchBackend, cpu_has_fast_bf16
 from tpos_live.config import RenderSettings
-from tpos_live.diffusion.loading import build_tiny_stack
+from tpos_live.diffusion.random_stacks import build_tiny_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.errors import UserError
 

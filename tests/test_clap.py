@@ -390,26 +390,26 @@ def test_set_default_encoder_refuses_missing_files(tmp_path, settings_dir):
 
 
 def test_render_file_with_the_clap_encoder(tmp_path, clap_folder, settings_dir):
-    from tpos_live.config import RenderSettings
-    from tpos_live.diffusion.loading import ModelSpec, fast_defaults
-    from tpos_live.offline import RenderJob, render_file
+    from tpos_live.diffusion.models import ModelSpec
+    from tpos_live.session import ConditioningSpec, RenderSpec, SceneSpec, render
     from tpos_live.video.probe import probe_media
 
     audio = write_tone(tmp_path / "tone.wav", seconds=0.5, freq=220, sample_rate=22050)
-    settings = RenderSettings.for_mode("fast", width=64, height=64, fps=8, **fast_defaults("tiny"))
-    job = RenderJob(audio=audio, output=tmp_path / "out.mp4", prompt="a beach", settings=settings,
-                    model=ModelSpec(model="tiny"), encoder=f"clap:{clap_folder}")
+    scene = SceneSpec("a beach", overrides={"width": 64, "height": 64, "fps": 8})
+    spec = RenderSpec(audio=audio, output=tmp_path / "out.mp4", scene=scene, model=ModelSpec(model="tiny"),
+                      conditioning=ConditioningSpec(encoder=f"clap:{clap_folder}"))
     messages = []
-    report = render_file(job, say=messages.append, progress=False)
+    report = render(spec, say=messages.append, progress=False)
     assert report.frames == 4 and report.output.is_file()
     assert probe_media(report.output).video_codec == "h264"
     assert any(m.startswith("audio conditioning: CLAP concept bank, 14 concepts") for m in messages)
 
 
 def test_the_live_engine_conditions_on_the_concept_bank(provider, tiny_stack):
-    from tpos_live.audio.capture import SyntheticSource, noise
+    from tpos_live.audio.signals import SyntheticSource, noise
     from tpos_live.config import RenderSettings
-    from tpos_live.live.engine import LiveEngine, LiveSettings
+    from tpos_live.live.engine import LiveEngine
+    from tpos_live.live.settings import LiveSettings
 
     settings = RenderSettings.for_mode("fast", width=64, height=64, steps=2, delta_step=0, fps=8)
     source = SyntheticSource(noise(), provider.sample_rate)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from media import write_tone, write_tone_video, write_video_only
 
-from tpos_live.cli import main
+from tpos_live.cli.main import main
 from tpos_live.video.probe import probe_media
 
 FPS = 8
@@ -191,13 +191,6 @@ def test_console_entry_point_and_module_run(tmp_path):
                              str(tmp_path / "o.mp4"), "--prompt", "x"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
-
-
-def test_cli_backend_names_are_the_registrys():
-    from tpos_live.backends.registry import BACKENDS
-    from tpos_live.cli import BACKEND_NAMES
-
-    assert tuple(BACKENDS) == BACKEND_NAMES
 
 
 def test_onnxruntime_backend_renders_like_torch(tmp_path):

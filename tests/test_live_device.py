@@ -17,8 +17,10 @@ import pytest
 
 from tests.pulse import DEVICE, PulseServer, PulseUnavailable
 from tests.test_live_engine import RATE, Reports, frames_during, quick_provider, quick_settings, wait_until
-from tpos_live.audio.capture import CaptureConfig, DeviceSource, FileSource
-from tpos_live.live.engine import LiveEngine, LiveSettings
+from tpos_live.audio.capture import CaptureConfig, DeviceSource
+from tpos_live.audio.file_source import FileSource
+from tpos_live.live.engine import LiveEngine
+from tpos_live.live.settings import LiveSettings
 from tpos_live.video.probe import probe_media
 
 PLAY_RATE = 44100
@@ -226,7 +228,7 @@ def _rss_mb() -> float:
 
 
 def test_devices_command_lists_the_capture_device(pulse, capsys):
-    from tpos_live.live.cli import add_devices_command
+    from tpos_live.cli.live import add_devices_command
 
     parser = argparse.ArgumentParser()
     add_devices_command(parser.add_subparsers())
@@ -237,7 +239,7 @@ def test_devices_command_lists_the_capture_device(pulse, capsys):
 
 
 def test_live_command_records_frames_and_captured_audio_in_sync(pulse, tmp_path):
-    from tpos_live.live.cli import add_live_command
+    from tpos_live.cli.live import add_command as add_live_command
 
     parser = argparse.ArgumentParser()
     add_live_command(parser.add_subparsers())
@@ -260,7 +262,7 @@ def test_live_command_records_frames_and_captured_audio_in_sync(pulse, tmp_path)
 
 def test_the_app_smoke_run_captures_from_the_virtual_device(pulse, tmp_path, capsys):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt starts: no display needed
-    from tpos_live.app.cli import add_app_command
+    from tpos_live.cli.app import add_command as add_app_command
 
     parser = argparse.ArgumentParser()
     add_app_command(parser.add_subparsers())

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from tpos_live.audio.capture import SyntheticSource, demo_pattern, noise, silence, tone
+from tpos_live.audio.signals import SyntheticSource, demo_pattern, noise, silence, tone
 from tpos_live.audio.spectrogram import SpectrogramConfig
 from tpos_live.conditioning.checkpoint import random_tpos
 from tpos_live.conditioning.providers import match_token_spread
 from tpos_live.conditioning.tpos_encoder import TPoSConfig
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.renderer import TPoSRenderer
-from tpos_live.live.engine import LiveEngine, LiveSettings
+from tpos_live.live.engine import LiveEngine
+from tpos_live.live.settings import LiveSettings
 from tpos_live.video.probe import probe_media
 
 RATE = 16000

@@ -10,24 +10,16 @@ import numpy as np
 import pytest
 
 from tests.media import write_tone
-from tpos_live.audio.capture import (
-    CaptureConfig,
-    ChannelMap,
-    FileSource,
-    SyntheticSource,
-    db_to_gain,
-    noise,
-    resample,
-    sequence,
-    silence,
-    tone,
-)
+from tpos_live.audio.capture import CaptureConfig
+from tpos_live.audio.channels import ChannelMap, db_to_gain, resample
+from tpos_live.audio.file_source import FileSource
 from tpos_live.audio.ringbuffer import RingBuffer
+from tpos_live.audio.signals import SyntheticSource, noise, sequence, silence, tone
 from tpos_live.config import RenderSettings
 from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
-from tpos_live.live.engine import LiveSettings
 from tpos_live.live.mailbox import Mailbox
+from tpos_live.live.settings import LiveSettings
 from tpos_live.live.stats import LiveStats
 
 
@@ -297,7 +289,8 @@ def wait_for(predicate, timeout: float) -> bool:
 
 
 def live_parser() -> argparse.ArgumentParser:
-    from tpos_live.live.cli import add_devices_command, add_live_command
+    from tpos_live.cli.live import add_command as add_live_command
+    from tpos_live.cli.live import add_devices_command
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers()

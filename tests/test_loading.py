@@ -14,15 +14,11 @@ from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from tpos_live.diffusion.architectures import TINY_TAESD, TINY_UNET
-from tpos_live.diffusion.loading import (
-    ModelSpec,
-    ModelStack,
-    build_random_stack,
-    build_tiny_stack,
-    fast_defaults,
-    load_stack,
-    save_stack,
-)
+from tpos_live.diffusion.folders import save_stack
+from tpos_live.diffusion.loading import load_stack
+from tpos_live.diffusion.models import ModelSpec, fast_defaults
+from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 
 PROMPT = "a photo of a neon city at night, zebra café"

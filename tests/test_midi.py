@@ -7,7 +7,6 @@ import mido
 import pytest
 
 from tests.test_live_engine import quick_settings
-from tpos_live.app.presets import Preset
 from tpos_live.control.knobs import PresetBank
 from tpos_live.control.midi import (
     MidiController,
@@ -20,6 +19,7 @@ from tpos_live.control.midi import (
 )
 from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
+from tpos_live.live.presets import Preset
 
 
 def cc(number: int, value: int, channel: int = 0) -> mido.Message:

@@ -14,11 +14,11 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from tests.test_live_engine import make_engine, quick_provider, quick_settings, wait_until
-from tpos_live.app.presets import Preset
 from tpos_live.control.knobs import PresetBank
 from tpos_live.control.osc import KNOB_ADDRESSES, OscConfig, OscControl, OscServer
 from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
+from tpos_live.live.presets import Preset
 
 
 @pytest.fixture(scope="module")
@@ -202,24 +202,20 @@ def test_a_port_in_use_is_a_user_error():
 
 def test_attach_controls_wires_osc_presets_quantiser_modulation_and_ndi_into_a_running_engine(
         tiny_stack, provider, tmp_path):
-    import argparse
-
-    from tpos_live.app.presets import save_preset
-    from tpos_live.control import add_control_arguments, attach_controls
+    from tpos_live.control import ControlSpec, attach_controls
     from tpos_live.control.ndi import ndi_available
+    from tpos_live.live.presets import save_preset
 
     for name, prompt in (("a", "sunrise"), ("b", "sunset")):
         save_preset(Preset(name, prompt), tmp_path / "presets")
-    parser = argparse.ArgumentParser()
-    add_control_arguments(parser)
-    options = ["--osc-port", "0", "--presets", str(tmp_path / "presets"), "--quantise", "beat",
-               "--modulate", "loudness:envelope_depth:0.2:0.9:1:0.05"]
+    spec = ControlSpec(osc_port=0, presets=tmp_path / "presets", quantise="beat",
+                       modulate=("loudness:envelope_depth:0.2:0.9:1:0.05",))
     usable, why = ndi_available()
-    args = parser.parse_args(options + (["--ndi", "tpos-live-test"] if usable else []))
     said = []
     with make_engine(tiny_stack, provider) as engine:
         engine.wait_frame(0, timeout=30)
-        with attach_controls(engine, args, lambda level, message: said.append(message)) as controls:
+        report = lambda level, message: said.append(message)  # noqa: E731
+        with attach_controls(engine, spec, report, ndi="tpos-live-test" if usable else None) as controls:
             client = SimpleUDPClient(controls.osc.host, controls.osc.port)
             client.send_message("/tpos/preset", "b")
             assert wait_until(lambda: engine.control.state().prompt == "sunset", 5)
@@ -232,4 +228,4 @@ def test_attach_controls_wires_osc_presets_quantiser_modulation_and_ndi_into_a_r
     assert any("OSC: listening on 127.0.0.1" in message for message in said)
     if not usable:
         with pytest.raises(UserError, match="cyndilib"):
-            attach_controls(None, parser.parse_args(["--ndi", "x"]), said.append)
+            attach_controls(None, ControlSpec(), said.append, ndi="x")

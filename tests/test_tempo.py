@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tests.test_live_engine import quick_settings
-from tpos_live.app.presets import Preset
 from tpos_live.control.knobs import PresetBank
 from tpos_live.control.tempo import BeatClock, BeatQuantiser, OnsetTempo, TapTempo
 from tpos_live.live.control import LiveControl
+from tpos_live.live.presets import Preset
 
 RATE = 16000
 BLOCK = 160  # 10 ms audio blocks, like a capture callback
@@ -218,7 +218,7 @@ def test_routes_move_knobs_with_gain_range_and_smoothing():
 
 
 def test_the_tempo_of_a_live_source_is_followed_in_real_time():
-    from tpos_live.audio.capture import SyntheticSource
+    from tpos_live.audio.signals import SyntheticSource
     from tpos_live.control.tempo import SourceTempo
 
     loop, _ = click_track([(150.0, 3.2)], start=0.0)  # eight beats, looped seamlessly

@@ -26,7 +26,7 @@ from tpos_live.backends.specs import (  # noqa: E402
 )
 from tpos_live.backends.tensorrt_backend import TensorRTEngine, engine_key, ensure_engine  # noqa: E402
 from tpos_live.config import RenderSettings  # noqa: E402
-from tpos_live.diffusion.loading import build_tiny_stack  # noqa: E402
+from tpos_live.diffusion.random_stacks import build_tiny_stack  # noqa: E402
 from tpos_live.diffusion.renderer import TPoSRenderer  # noqa: E402
 
 

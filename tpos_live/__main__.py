@@ -1,3 +1,3 @@
-from tpos_live.cli import main
+from tpos_live.cli.main import main
 
 raise SystemExit(main())

@@ -11,10 +11,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tpos_live.diffusion.guidance import GuidanceParams
-from tpos_live.diffusion.samplers import SAMPLERS
-
-MODES = ("fast", "paper")
-DECODERS = ("taesd", "vae")
+from tpos_live.names import DECODERS, MODES, SAMPLERS
 
 
 @dataclass(frozen=True)

@@ -6,3 +6,13 @@ class UserError(Exception):
 
     The command line prints it as ``error: <message>`` and exits with status 2.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The gist of a library error for a one-line message (a heading ending in ':' takes its first item)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]

@@ -12,8 +12,8 @@ def resolve_device(device: str, dtype: str) -> tuple[str, str]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} was asked for but this torch build sees no CUDA GPU: "
-                        "use --device cpu (or install a CUDA build of torch)")
+        raise UserError(f"--compute-device {device} was asked for but this torch build sees no CUDA GPU: "
+                        "use --compute-device cpu (or install a CUDA build of torch)")
     elif device != "cpu" and not device.startswith("cuda"):
         raise UserError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto")
     if dtype == "auto":

@@ -15,6 +15,7 @@ from collections import deque
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
+from tpos_live.control.knobs import PresetBank
 from tpos_live.live.engine import LiveEngine
 
 SPECTRUM_BINS = 128  # rows of the scrolling spectrogram
@@ -68,10 +69,14 @@ class EngineBridge(QObject):
         audio(spectrum_db, level_db): the newest audio block's spectrum (``SPECTRUM_BINS``) and level.
         stats(snapshot): a :class:`~tpos_live.live.stats.StatsSnapshot`, ``stats_hz`` times a second.
         message(level, text): a report from the engine's threads.
+        control_changed(state): the control state changed (by OSC, MIDI, modulation, a preset, or the
+            panels themselves), so that the panels follow.
+        preset_changed(index): the preset bank's current preset changed.
 
     Args:
         engine: a started (or soon started) engine.
         reports: the reporter the engine was built with, drained here.
+        presets: the preset bank to follow (None: none).
         frame_hz, audio_hz, stats_hz: polling rates (frames, spectrum and meter, stats).
     """
 
@@ -80,12 +85,18 @@ class EngineBridge(QObject):
     audio = Signal(object, float)
     stats = Signal(object)
     message = Signal(str, str)
+    control_changed = Signal(object)
+    preset_changed = Signal(int)
 
-    def __init__(self, engine: LiveEngine, reports: Reports | None = None, frame_hz: float = 60.0,
-                 audio_hz: float = 30.0, stats_hz: float = 4.0, parent: QObject | None = None) -> None:
+    def __init__(self, engine: LiveEngine, reports: Reports | None = None, presets: PresetBank | None = None,
+                 frame_hz: float = 60.0, audio_hz: float = 30.0, stats_hz: float = 4.0,
+                 parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.reports = reports
         self.engine = engine
+        self.presets = presets
+        self._control_version = engine.control.state().version
+        self._preset = presets.current if presets is not None else -1
         self.frames_seen = 0  # frames emitted (a frame the timer did not catch in time is not counted)
         self._frame_number = 0
         self._condition_index = 0
@@ -96,12 +107,6 @@ class EngineBridge(QObject):
         self._stats = QTimer(self, interval=max(1, round(1000 / stats_hz)))
         self._stats.timeout.connect(self.poll_stats)
         self._timers = (self._poll, self._audio, self._stats)
-
-    def set_engine(self, engine: LiveEngine) -> None:
-        """Follow another engine (after the audio source changed)."""
-        self.engine = engine
-        self._frame_number = 0
-        self._condition_index = 0
 
     def start(self) -> None:
         for timer in self._timers:
@@ -126,6 +131,17 @@ class EngineBridge(QObject):
         if self.reports is not None:
             for level, text in self.reports.take():
                 self.message.emit(level, text)
+        self._poll_control()
+
+    def _poll_control(self) -> None:
+        state = self.engine.control.state()
+        if state.version != self._control_version:
+            self._control_version = state.version
+            self.control_changed.emit(state)
+        current = self.presets.current if self.presets is not None else -1
+        if current != self._preset:
+            self._preset = current
+            self.preset_changed.emit(current)
 
     def poll_audio(self) -> None:
         """Emit the spectrum and level of the newest audio block."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tpos_live.audio.capture import Reporter
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.clap import DEFAULT_CLAP_MODEL
 from tpos_live.conditioning.providers import CLAP, default_encoder, load_provider
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
+from tpos_live.reporting import Reporter
 
 TPOS, CLAP_BANK = "tpos", "clap"
 

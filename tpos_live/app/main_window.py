@@ -3,10 +3,10 @@
 Nothing here runs a model: the engine renders on its own threads, :class:`EngineBridge` brings its
 frames and numbers to the GUI thread on a timer, the output window draws frames on a render thread
 of its own (or, without threaded OpenGL, on its own GUI timer), and the controls call the engine's
-cheap, thread-safe setters. One engine runs for the whole
-session: a new scene, steps, init image, sound device or conditioning source changes it in place
-(slow parts, such as opening a device or loading an encoder, on a worker thread), so the output
-never stops.
+cheap, thread-safe setters. One engine runs for the whole session: a new scene, steps, init image,
+sound device, conditioning source or backend changes it in place (slow parts, such as opening a
+device, loading an encoder or building a backend, on a worker thread), so the output never stops.
+Presets go through the session's preset bank, the same one OSC and MIDI recall from.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
@@ -29,111 +29,68 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
-from tpos_live.app.bridge import EngineBridge, Reports
-from tpos_live.app.conditioning import ConditioningChoice, kind_of, load_conditioning
+from tpos_live.app.assets import icon_path
+from tpos_live.app.bridge import EngineBridge
+from tpos_live.app.conditioning import ConditioningChoice, conditioning_choices, kind_of, load_conditioning
 from tpos_live.app.output_window import make_output_window
 from tpos_live.app.panels import AudioPanel, FrameView, ScenePanel, StatusPanel
-from tpos_live.app.presets import Preset, list_presets, load_preset, save_preset
 from tpos_live.app.settings import SYNTHETIC_DEVICE, AppSettings, save_settings
 from tpos_live.app.tasks import BackgroundJob
-from tpos_live.audio.capture import AudioSource, SyntheticSource, db_to_gain
+from tpos_live.audio.channels import db_to_gain
+from tpos_live.audio.signals import SyntheticSource
+from tpos_live.audio.sources import AudioSource
 from tpos_live.conditioning.base import ConditionProvider
-from tpos_live.config import RenderSettings
-from tpos_live.control.knobs import neighbours, step_index
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.control.knobs import PresetBank, step_index
 from tpos_live.errors import UserError
-from tpos_live.live.engine import LiveEngine, LiveSettings
+from tpos_live.live.presets import Preset, list_presets, load_preset, save_preset
+from tpos_live.names import BACKENDS
+from tpos_live.session import LiveSession
 
-UI_FOLDER = Path(__file__).resolve().parents[1] / "ui"  # package data: there in a checkout and a wheel
 MAX_MESSAGES = 200
 
-SourceFactory = Callable[[str | None, float], AudioSource]
-"""``make_source(device, gain_db)``: a source for a device name (``"synthetic"``: the test signal;
-None: the default input). Raises UserError when the device cannot be used."""
-
-
 def icon(name: str) -> QIcon:
-    return QIcon(str(UI_FOLDER / "icons" / f"{name}.svg"))
-
-
-def load_theme() -> str:
-    """The app's style sheet."""
-    path = UI_FOLDER / "theme.qss"
-    return path.read_text(encoding="utf-8")
-
-
-@dataclass(frozen=True)
-class EngineRecipe:
-    """The session's models and settings: what the engine is built from, and what the panels offer.
-
-    Attributes:
-        conditioning: the conditioning sources the scene panel offers (none: only the one running).
-        concepts: the concept bank for the CLAP choice (None: the bundled one).
-    """
-
-    stack: ModelStack
-    provider: ConditionProvider
-    settings: RenderSettings
-    live: LiveSettings
-    init_image: Path | None
-    reports: Reports
-    conditioning: tuple[ConditioningChoice, ...] = field(default=())
-    concepts: Path | None = None
-
-    def build(self, source: AudioSource, prompt: str, negative_prompt: str = "") -> LiveEngine:
-        """The session's engine on ``source`` (not started)."""
-        return LiveEngine(self.stack, self.settings, self.provider, source, prompt, negative_prompt, live=self.live,
-                          init_image=self.init_image, report=self.reports)
-
-    @property
-    def backend(self) -> str:
-        return f"torch on {self.stack.device} ({str(self.stack.dtype).removeprefix('torch.')})"
-
-    @property
-    def weights(self) -> str:
-        return f"model: {self.stack.name} · encoder: {self.provider.name}"
-
-    @property
-    def random_weights(self) -> bool:
-        return bool(self.stack.random_weights or getattr(self.provider, "random_weights", False))
+    return QIcon(str(icon_path(name)))
 
 
 class MainWindow(QMainWindow):
-    """The app's main window around a running engine.
+    """The app's main window around a running session.
 
     Args:
-        recipe: the models and settings the engine was built from.
-        engine: the engine to show, already started.
-        make_source: builds a source for a device picked in the audio panel.
+        session: the live session, started (its engine, controls and outputs running).
         list_inputs: the capture device names (an empty list is shown as such); raises UserError
             when devices cannot be listed (the message is shown and the list left empty).
         settings: the app settings (saved when changed, to ``settings_file``).
         settings_file: where to save them (None: the default place).
     """
 
-    def __init__(self, recipe: EngineRecipe, engine: LiveEngine, make_source: SourceFactory,
-                 list_inputs: Callable[[], list[str]], settings: AppSettings,
+    def __init__(self, session: LiveSession, list_inputs: Callable[[], list[str]], settings: AppSettings,
                  settings_file: Path | None = None) -> None:
         super().__init__()
-        self.recipe, self.engine = recipe, engine
-        self.make_source, self.list_inputs = make_source, list_inputs
+        self.session, self.engine = session, session.engine
+        self.reports = session.report
+        self.list_inputs = list_inputs
         self.app_settings, self.settings_file = settings, settings_file
-        self.device = _device_of(engine.source)  # the device picker's name for the source in use
+        self.device = _device_of(self.engine.source)  # the device picker's name for the source in use
         self.messages: list[tuple[str, str]] = []
         self.recording: Path | None = None
         self.setWindowTitle("tpos-live")
         self.setWindowIcon(icon("app"))
-        self.bridge = EngineBridge(engine, recipe.reports, parent=self)
-        self._providers = {kind_of(recipe.provider): recipe.provider}  # loaded ones: switching back is instant
+        self.bridge = EngineBridge(self.engine, self.reports, presets=self.bank, parent=self)
+        provider = self.engine.provider
+        self._providers = {kind_of(provider): provider}  # loaded ones: switching back is instant
         self.device_job = BackgroundJob("opening the sound device", self)
         self.conditioning_job = BackgroundJob("loading the audio conditioning", self)
+        self.backend_job = BackgroundJob("starting the backend", self)
         self.preview = FrameView()
-        self.output, output_kind = make_output_window(engine.frames, engine.control, recipe.reports)
-        self.scene = ScenePanel(engine.control)
-        self.scene.set_conditioning_choices(recipe.conditioning or (_running_choice(recipe.provider),),
-                                            kind_of(recipe.provider))
+        self.output, output_kind = make_output_window(self.engine.frames, self.engine.control, self.reports)
+        self.scene = ScenePanel(self.engine.control)
+        conditioning = session.spec.conditioning
+        self.scene.set_conditioning_choices(
+            conditioning_choices(conditioning.encoder, session.models.stack, conditioning.clap_model),
+            kind_of(provider))
+        self.scene.set_backends(tuple(BACKENDS), session.spec.backend.name)
         self.audio = AudioPanel()
-        self.status = StatusPanel(recipe.backend, recipe.weights, recipe.random_weights)
+        self.status = StatusPanel(session.backend_description, self._weights(), session.models.random_weights)
         self._lay_out()
         self._make_toolbar()
         self._connect()
@@ -185,7 +142,6 @@ class MainWindow(QMainWindow):
         bar.addWidget(QLabel(" Preset "))
         self.presets = QComboBox(objectName="presets", minimumContentsLength=16)
         self.presets.activated.connect(lambda index: self.apply_preset_at(index))
-        self.presets.currentIndexChanged.connect(lambda _index: self.prefetch_presets())
         bar.addWidget(self.presets)
         self._action(bar, "previous", "Previous", lambda: self.step_preset(-1))
         self._action(bar, "next", "Next", lambda: self.step_preset(1))
@@ -197,8 +153,20 @@ class MainWindow(QMainWindow):
         bar.addAction(action)
         return action
 
+    @property
+    def bank(self) -> PresetBank:
+        """The presets (the app's folder): the list, the hotkeys, OSC and MIDI all recall through it."""
+        return self.session.controls.presets
+
+    def _weights(self) -> str:
+        return f"model: {self.session.models.stack.name} · encoder: {self.engine.provider.name}"
+
     def _connect(self) -> None:
         self.bridge.frame.connect(self.preview.show_frame)
+        self.bridge.control_changed.connect(self.scene.show_state)
+        self.bridge.preset_changed.connect(self._show_preset)
+        self.scene.backend_chosen.connect(self.use_backend)
+        self.backend_job.failed.connect(self._backend_failed)
         self.bridge.audio.connect(self.audio.show_audio)
         self.bridge.condition.connect(self.audio.show_condition)
         self.bridge.stats.connect(self.status.show_stats)
@@ -236,7 +204,7 @@ class MainWindow(QMainWindow):
         """List the capture devices again (``rescan``: ask PortAudio to look again first)."""
         try:
             if rescan:
-                from tpos_live.audio.capture import refresh_devices
+                from tpos_live.audio.devices import refresh_devices
 
                 refresh_devices()
             names = self.list_inputs()
@@ -255,7 +223,7 @@ class MainWindow(QMainWindow):
         gain = self.audio.gain.value()
 
         def open_and_switch() -> AudioSource:
-            source = self.make_source(name, gain)
+            source = self.session.source_for_device(name, gain, synthetic=name == SYNTHETIC_DEVICE)
             old = self.engine.set_source(source)  # starts the new one; UserError leaves the old running
             old.stop()
             return source
@@ -297,11 +265,11 @@ class MainWindow(QMainWindow):
         if choice.encoder is None:
             self._conditioning_failed(choice.why_not)
             return False
-        recipe, engine, loaded = self.recipe, self.engine, self._providers.get(choice.kind)
+        session, engine, loaded = self.session, self.engine, self._providers.get(choice.kind)
 
         def load_and_switch() -> ConditionProvider:
-            provider = loaded or load_conditioning(choice, recipe.stack, engine.text_space, recipe.reports,
-                                                   recipe.concepts)
+            provider = loaded or load_conditioning(choice, session.models.stack, engine.text_space, self.reports,
+                                                   session.spec.conditioning.concepts)
             engine.set_provider(provider)
             return provider
 
@@ -315,14 +283,41 @@ class MainWindow(QMainWindow):
 
     def _conditioning_switched(self, provider: ConditionProvider) -> None:
         self._providers[kind_of(provider)] = provider
-        self.recipe = replace(self.recipe, provider=provider)
-        self.status.show_weights(self.recipe.weights, self.recipe.random_weights)
+        random = self.session.models.stack.random_weights or getattr(provider, "random_weights", False)
+        self.status.show_weights(self._weights(), bool(random))
         self.scene.show_conditioning(kind_of(provider))
         self.say("info", f"audio conditioning: {provider.name}")
 
     def _conditioning_failed(self, message: str) -> None:
         self.say("error", message)
         self.scene.show_conditioning(kind_of(self.engine.provider))
+
+    def use_backend(self, name: str) -> bool:
+        """Run the UNet and the decoder on backend ``name`` from now on: built on a worker thread (an
+        export or compile can take minutes), then swapped into the running engine. On failure the
+        current backend stays and the message says why."""
+        if name == self.session.spec.backend.name:
+            return True
+        spec = replace(self.session.spec.backend, name=name, allow_fallback=False)
+
+        def build_and_switch():
+            return self.session.switch_backend(spec, say=lambda message: self.reports("info", message))
+
+        if not self.backend_job.start(build_and_switch, self._backend_switched):
+            self.say("warning", "still starting the last backend picked: try again in a moment")
+            self.scene.show_backend(self.session.spec.backend.name)
+            return False
+        self.say("info", f"starting the {name} backend …")
+        return True
+
+    def _backend_switched(self, backend) -> None:
+        self.status.show_backend(backend.describe())
+        self.scene.show_backend(self.session.spec.backend.name)
+        self.say("info", f"frames rendered by {backend.describe()}")
+
+    def _backend_failed(self, message: str) -> None:
+        self.say("error", message)
+        self.scene.show_backend(self.session.spec.backend.name)
 
     def set_gain(self, db: float) -> None:
         source = self.engine.source
@@ -374,7 +369,7 @@ class MainWindow(QMainWindow):
             self.say("info", f"recording to {path}")
         elif not on and self.recording is not None:
             engine, self.recording = self.engine, None
-            reports = self.recipe.reports
+            reports = self.reports
 
             def finish() -> None:
                 written = engine.stop_recording()
@@ -392,28 +387,28 @@ class MainWindow(QMainWindow):
 
     # ---- presets ----------------------------------------------------------------------------------
 
-    def refresh_presets(self) -> None:
-        current = self.presets.currentText()
+    def refresh_presets(self, current: str | None = None) -> None:
+        """Read the presets folder again into the list and the bank (the current preset stays, or the
+        one called ``current`` becomes it)."""
+        loaded = []
+        for path in list_presets(self.app_settings.presets_path()):
+            try:
+                loaded.append((path, load_preset(path)))
+            except UserError as error:
+                self.say("warning", str(error))
+        self.bank.replace_presets([preset for _, preset in loaded], current)  # prefetches the neighbours
         self.presets.blockSignals(True)
         self.presets.clear()
-        for path in list_presets(self.app_settings.presets_path()):
-            self.presets.addItem(path.stem, str(path))
-        index = self.presets.findText(current)
-        if index >= 0:
-            self.presets.setCurrentIndex(index)
+        for path, preset in loaded:
+            self.presets.addItem(preset.name, str(path))
         self.presets.blockSignals(False)
-        self.prefetch_presets()
+        self._show_preset(self.bank.current)
 
-    def prefetch_presets(self) -> None:
-        """Have the engine prepare the scenes of the next and previous presets (the hotkeys' targets)
-        in the background, so that switching to them starts at the next frame."""
-        state, wanted = self.engine.control.state(), []
-        for index in neighbours(self.presets.currentIndex(), self.presets.count()):
-            try:
-                wanted.append(load_preset(Path(self.presets.itemData(index))).state_after(state))
-            except (UserError, ValueError):
-                continue  # said when it is applied
-        self.engine.prefetch(wanted)
+    def _show_preset(self, index: int) -> None:
+        """The list follows the bank (a recall from the list, a hotkey, OSC or MIDI)."""
+        self.presets.blockSignals(True)
+        self.presets.setCurrentIndex(index if 0 <= index < self.presets.count() else -1)
+        self.presets.blockSignals(False)
 
     def save_preset_as(self, name: str) -> Path | None:
         """Save the scene on screen as preset ``name``; returns the file (None if it failed)."""
@@ -422,32 +417,26 @@ class MainWindow(QMainWindow):
         except (UserError, ValueError) as error:
             self.say("error", str(error))
             return None
-        self.refresh_presets()
-        self.presets.setCurrentIndex(self.presets.findData(str(path)))
+        self.refresh_presets(current=load_preset(path).name)
         self.say("info", f"saved preset {path}")
         return path
 
     def apply_preset_at(self, index: int) -> bool:
-        """Switch to the preset at ``index`` of the list (crossfaded when the scene is ready)."""
-        path = self.presets.itemData(index)
-        if path is None:
-            return False
+        """Switch to the preset at ``index`` of the list, as OSC and MIDI do: through the bank (on the
+        next beat or bar with --quantise), prepared ahead and morphed in."""
         try:
-            preset = load_preset(Path(path))
-            preset.apply(self.engine.control)
-        except (UserError, ValueError) as error:
+            self.bank.recall(index)
+        except (IndexError, ValueError) as error:
             self.say("error", str(error))
             return False
-        self.presets.setCurrentIndex(index)
+        self._show_preset(self.bank.current)
         self.scene.show_state(self.engine.control.state())
-        self.prefetch_presets()  # around the new current one (the index may not have changed)
-        self.say("info", f"preset {preset.name}")
+        self.say("info", f"preset {self.bank.presets[index].name}")
         return True
 
     def step_preset(self, step: int) -> None:
-        count = self.presets.count()
-        if count:
-            self.apply_preset_at(step_index(self.presets.currentIndex(), step, count))
+        if self.bank.presets:
+            self.apply_preset_at(step_index(self.bank.current, step, len(self.bank.presets)))
 
     def _ask_preset_name(self) -> None:
         name, ok = QInputDialog.getText(self, "Save preset", "Name:", text=self.presets.currentText())
@@ -457,21 +446,16 @@ class MainWindow(QMainWindow):
     # ---- closing ----------------------------------------------------------------------------------
 
     def shutdown(self) -> Path | None:
-        """Stop polling and the engine (finishing a recording); returns the recording written."""
+        """Stop polling, the controls and the engine (finishing a recording); returns the recording written."""
         self.bridge.stop()
         self.output.close()
-        return self.engine.stop()
+        return self.session.stop()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         written = self.shutdown()
         if written is not None:
             self.say("info", f"wrote {written}")
         super().closeEvent(event)
-
-
-def _running_choice(provider: ConditionProvider) -> ConditioningChoice:
-    """The picker's one entry when the session offers no choice: the provider running."""
-    return ConditioningChoice(kind_of(provider), provider.name, provider.name)
 
 
 def _check_image(path: str) -> None:

@@ -29,11 +29,10 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from tpos_live.app.panels import FrameView, frame_image, paint_fitted
-from tpos_live.audio.capture import Reporter
 from tpos_live.live.control import LiveControl
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.stages import Frame
-from tpos_live.live.worker import Reports
+from tpos_live.reporting import Reporter, Reports
 
 POLL_HZ = 120.0  # twice a 60 Hz display: a new frame waits at most half a refresh
 OUTPUT_TITLE = "tpos-live output"

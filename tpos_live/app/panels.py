@@ -5,7 +5,6 @@ setters) and are fed by :class:`~tpos_live.app.bridge.EngineBridge` signals."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 from tpos_live.app.bridge import LEVEL_FLOOR_DB, SPECTRUM_BINS, SPECTRUM_FLOOR_DB
 from tpos_live.app.settings import SYNTHETIC_DEVICE
 from tpos_live.live.control import MAX_CROSSFADE_SECONDS, ControlState, LiveControl
+from tpos_live.live.knobs import FPS, GUIDANCE
 from tpos_live.live.stats import StatsSnapshot
 
 SPECTROGRAM_COLUMNS = 240  # eight seconds at the bridge's 30 Hz
@@ -79,34 +79,6 @@ def paint_fitted(painter: QPainter, image: QImage | None, width: int, height: in
     painter.drawImage(target, image)
 
 
-@dataclass(frozen=True)
-class Knob:
-    """A guidance knob's spin box: ``LiveControl.set_guidance`` keyword, label, range and step."""
-
-    name: str
-    label: str
-    low: float
-    high: float
-    step: float
-    decimals: int = 2
-
-
-GUIDANCE_SPINS = (
-    Knob("text", "Text guidance", 0.0, 30.0, 0.5),
-    Knob("audio", "Audio guidance", 0.0, 50.0, 0.5),
-    Knob("threshold", "Threshold", 0.0, 0.99, 0.05),
-    Knob("momentum_scale", "Momentum", 0.0, 1.0, 0.05),
-    Knob("momentum_beta", "Momentum beta", 0.0, 0.99, 0.05),
-    Knob("envelope_depth", "Envelope depth", 0.0, 1.0, 0.05),
-    Knob("attack_seconds", "Attack (s)", 0.001, 5.0, 0.005, 3),
-    Knob("release_seconds", "Release (s)", 0.001, 10.0, 0.05, 3),
-)
-SETTING_OF_KNOB = {"text": "text_guidance", "audio": "audio_guidance", "threshold": "threshold",
-                   "momentum_scale": "momentum_scale", "momentum_beta": "momentum_beta",
-                   "envelope_depth": "envelope_depth", "attack_seconds": "attack_seconds",
-                   "release_seconds": "release_seconds"}
-
-
 class ScenePanel(QGroupBox):
     """Prompt, negative prompt, seed (with re-roll), init image, conditioning source, steps, delta,
     fps, crossfade and the guidance knobs. Each edit goes straight to the engine's control (cheap,
@@ -117,11 +89,13 @@ class ScenePanel(QGroupBox):
         problem(text): a value the engine refused (the message says why).
         conditioning_chosen(choice): a :class:`~tpos_live.app.conditioning.ConditioningChoice` was picked.
         init_image_chosen(path): an image was picked ("" to start from noise again).
+        backend_chosen(name): a backend was picked (``tpos_live.names.BACKENDS``).
     """
 
     problem = Signal(str)
     conditioning_chosen = Signal(object)
     init_image_chosen = Signal(str)
+    backend_chosen = Signal(str)
 
     def __init__(self, control: LiveControl, parent: QWidget | None = None) -> None:
         super().__init__("Scene", parent)
@@ -148,13 +122,17 @@ class ScenePanel(QGroupBox):
         self.conditioning = QComboBox(objectName="conditioning")
         self.conditioning.activated.connect(self._conditioning_picked)
         form.addRow("Conditioning", self.conditioning)
+        self.backend = QComboBox(objectName="backend")
+        self.backend.activated.connect(lambda index: self.backend_chosen.emit(self.backend.itemText(index)))
+        form.addRow("Backend", self.backend)
         self.steps = QSpinBox(minimum=1, maximum=100, keyboardTracking=False)
         self.steps.valueChanged.connect(lambda value: self._send(self._set_steps, value))
         self.delta_step = QSpinBox(minimum=0, maximum=99, keyboardTracking=False)
         self.delta_step.valueChanged.connect(lambda value: self._send(self._set_delta_step, value))
         form.addRow("Steps", self.steps)
         form.addRow("Guide from step", self.delta_step)
-        self.fps = QDoubleSpinBox(minimum=1.0, maximum=120.0, singleStep=1.0, decimals=1, keyboardTracking=False)
+        self.fps = QDoubleSpinBox(minimum=FPS.low, maximum=FPS.high, singleStep=FPS.step, decimals=FPS.decimals,
+                                  keyboardTracking=False)
         self.fps.valueChanged.connect(lambda value: self._send(self.control.set_fps, value))
         self.crossfade = QDoubleSpinBox(minimum=0.0, maximum=MAX_CROSSFADE_SECONDS, singleStep=0.25, decimals=2,
                                         suffix=" s", keyboardTracking=False)
@@ -162,7 +140,7 @@ class ScenePanel(QGroupBox):
         form.addRow("FPS cap", self.fps)
         form.addRow("Crossfade", self.crossfade)
         self.knobs: dict[str, QDoubleSpinBox] = {}
-        for knob in GUIDANCE_SPINS:
+        for knob in GUIDANCE:
             spin = QDoubleSpinBox(minimum=knob.low, maximum=knob.high, singleStep=knob.step,
                                   decimals=knob.decimals, keyboardTracking=False)
             spin.valueChanged.connect(lambda value, name=knob.name: self._send_knob(name, value))
@@ -181,7 +159,7 @@ class ScenePanel(QGroupBox):
         values = [(self.seed, min(settings.seed, MAX_SEED)), (self.fps, settings.fps),
                   (self.crossfade, state.crossfade_seconds), (self.steps, settings.steps),
                   (self.delta_step, settings.delta_step if settings.delta_step is not None else 0)]
-        values += [(self.knobs[name], getattr(settings, SETTING_OF_KNOB[name])) for name in self.knobs]
+        values += [(self.knobs[knob.name], getattr(settings, knob.setting)) for knob in GUIDANCE]
         for widget, value in values:
             widget.blockSignals(True)
             widget.setValue(value)
@@ -203,6 +181,15 @@ class ScenePanel(QGroupBox):
             item.setToolTip(choice.why_not or choice.encoder)
         self.show_conditioning(current_kind)
         self.conditioning.blockSignals(False)
+
+    def set_backends(self, names: tuple[str, ...], current: str) -> None:
+        """Offer the backends ``names``, ``current`` selected (one that cannot run here says why when picked)."""
+        self.backend.clear()
+        self.backend.addItems(list(names))
+        self.show_backend(current)
+
+    def show_backend(self, name: str) -> None:
+        self.backend.setCurrentIndex(self.backend.findText(name))
 
     def show_conditioning(self, kind: str) -> None:
         for i in range(self.conditioning.count()):
@@ -368,6 +355,9 @@ class StatusPanel(QWidget):
                               toolTip="random weights: frames show noise patterns, not images")
         self.warning.setVisible(random_weights)
         layout.addWidget(self.warning)
+
+    def show_backend(self, backend: str) -> None:
+        self.backend.setText(backend)
 
     def show_weights(self, weights: str, random_weights: bool) -> None:
         self.weights.setText(weights)

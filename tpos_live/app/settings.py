@@ -10,9 +10,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from tpos_live.conditioning.providers import settings_folder
 from tpos_live.fileio import write_text_atomically
 from tpos_live.live.control import MAX_CROSSFADE_SECONDS
+from tpos_live.paths import settings_folder
 
 SETTINGS_FILE = "app.json"
 SYNTHETIC_DEVICE = "synthetic"  # the built-in test signal, in the device picker

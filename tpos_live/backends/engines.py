@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from tpos_live.errors import UserError
+from tpos_live.paths import cache_folder
 
 FORMAT_VERSION = 1  # bump when exports change in a way the other key fields cannot see
 MANIFEST = "manifest.json"
@@ -44,7 +45,7 @@ def default_engines_dir() -> Path:
     checkout = Path(__file__).resolve().parents[2] / "engines"
     if (checkout / "README.md").is_file():
         return checkout
-    return Path("~/.cache/tpos-live/engines").expanduser()
+    return cache_folder() / "engines"
 
 
 @dataclass(frozen=True)

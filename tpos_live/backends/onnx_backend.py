@@ -12,6 +12,7 @@ outputs written straight into new torch tensors, with no numpy round trip.
 from __future__ import annotations
 
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,7 +29,7 @@ from tpos_live.backends.specs import (
     taesd_decoder_network,
     unet_network,
 )
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 
 OPSET = 18
@@ -38,14 +39,25 @@ EXTERNAL_DATA_ABOVE = 2**31 - 2**26
 ORT_DTYPES = {"float32": "float32", "float16": "float16"}  # precisions ONNX Runtime's IO binding takes
 
 
-def onnxruntime_unavailable_reason() -> str | None:
-    """Why the ONNX Runtime backend cannot run here, or None when it can."""
+CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+def onnxruntime_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
+    """Why the ONNX Runtime backend cannot run networks on ``device`` here, or None when it can."""
     try:
         import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+        import onnxruntime
     except ImportError as error:
         return f"{error.name} is not installed (pip install 'tpos-live[onnx]')"
+    if torch.device(device).type == "cuda" and CUDA_PROVIDER not in onnxruntime.get_available_providers():
+        return ("this onnxruntime has no CUDAExecutionProvider, and the model is on the GPU "
+                "(pip install onnxruntime-gpu, or --compute-device cpu)")
     return None
+
+
+def providers_for(device: torch.device | str) -> list[str]:
+    """The one execution provider for ``device``: the GPU's for a CUDA stack (never the CPU's instead)."""
+    return [CUDA_PROVIDER] if torch.device(device).type == "cuda" else [CPU_PROVIDER]
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -117,7 +129,8 @@ class OnnxSession:
         path: the ``.onnx`` file (external data beside it).
         spec: the network's description; the model's inputs and outputs must carry its names.
         precision: of the spec's float tensors, ``"float32"`` or ``"float16"``.
-        providers: ONNX Runtime execution providers (default: CUDA when available, else CPU).
+        providers: ONNX Runtime execution providers (default: CUDA when available, else CPU); the
+            session refuses to start on any other than the first.
         threads: intra-op threads (None: ONNX Runtime's default, all cores).
     """
 
@@ -136,17 +149,26 @@ class OnnxSession:
             wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
             providers = [p for p in wanted if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if self.session.get_providers()[0] != providers[0]:  # ONNX Runtime falls back without a word
+            raise UserError(f"ONNX Runtime could not start {providers[0]} for {spec.name} (it offered "
+                            f"{self.session.get_providers()[0]}): check the onnxruntime install")
         self.spec = spec
         self.precision = precision
         on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
         self._check_names()
         self._binding = self.session.io_binding()
+        self._lock = threading.Lock()  # one binding: one call at a time
         batch = self.session.get_inputs()[0].shape[0]  # an int in static exports, a name otherwise
         self.batch_range = (batch, batch) if isinstance(batch, int) else (1, 2**31 - 1)
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Named inputs (the spec's dtypes, on ``device``, contiguous) -> new output tensors."""
+        """Named inputs (the spec's dtypes, on ``device``, contiguous) -> new output tensors. Thread-safe:
+        the live engine's scene and render stages share one session."""
+        with self._lock:
+            return self._run(inputs)
+
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         binding = self._binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
@@ -205,6 +227,7 @@ def onnxruntime_backend(stack: ModelStack, width: int, height: int, batch_frames
                         say: Callable[[str], None] | None = None) -> RunnerBackend:
     """The UNet and TAESD decoder of ``stack`` on ONNX Runtime (exported to ``store`` when needed)."""
     store = store or EngineStore()
+    providers = providers or providers_for(stack.device)
     profiles = render_profiles(stack, width, height, batch_frames)
     runners = {}
     for network in (unet_network(stack), taesd_decoder_network(stack)):

@@ -20,16 +20,10 @@ from tpos_live.backends.onnx_backend import ORT_DTYPES, onnxruntime_backend, onn
 from tpos_live.backends.tensorrt_backend import tensorrt_backend, tensorrt_unavailable_reason
 from tpos_live.backends.torch_backend import TorchBackend, cpu_has_fast_bf16
 from tpos_live.config import RenderSettings
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
+from tpos_live.names import BACKENDS
 
-BACKENDS: dict[str, str] = {
-    "torch": "the model's torch modules as loaded (eager)",
-    "torch-compiled": "torch.compile (inductor, frozen weights), compiled on the first frame of each shape",
-    "torch-bf16": "bfloat16 weights in channels_last: the fast path on CPUs with AMX or AVX512-BF16",
-    "onnxruntime": "ONNX Runtime, TAESD decoder (exported to engines/ on first use)",
-    "tensorrt": "TensorRT 10+ engines on a CUDA GPU, TAESD decoder (built into engines/ on first use)",
-}
 FALLBACK = "torch"
 
 
@@ -52,7 +46,7 @@ def unavailable_reason(name: str, stack: ModelStack, decoder: str = "taesd") -> 
         if stack.taesd is None:
             return "the model has no TAESD decoder (give one with --taesd)"
     if name == "onnxruntime":
-        reason = onnxruntime_unavailable_reason()
+        reason = onnxruntime_unavailable_reason(stack.device)
         dtype = str(stack.dtype).removeprefix("torch.")
         if reason is None and dtype not in ORT_DTYPES:
             reason = f"ONNX Runtime runs float32 or float16 networks, and the model is {dtype} " \

@@ -33,7 +33,7 @@ from tpos_live.conditioning.tpos_encoder import (
     TPoSConfig,
     condition_vectors,
 )
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.stack import ModelStack
 
 PRECISIONS: dict[str, torch.dtype] = {
     "float32": torch.float32,

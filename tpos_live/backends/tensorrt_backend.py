@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from tpos_live.backends.specs import (
     taesd_decoder_network,
     unet_network,
 )
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 
 MIN_TENSORRT = 10
@@ -187,9 +188,15 @@ class TensorRTEngine:
         self.stream = torch.cuda.Stream(self.device)
         self._bound: dict[tuple, _Bound] = {}
         self._active: tuple | None = None
+        self._lock = threading.Lock()  # one context, one set of bound buffers: one call at a time
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Named inputs (the spec's dtypes, on the engine's device) -> new output tensors."""
+        """Named inputs (the spec's dtypes, on the engine's device) -> new output tensors. Thread-safe:
+        the live engine's scene and render stages share one engine."""
+        with self._lock:
+            return self._run(inputs)
+
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values = self.spec.dims_of(inputs)
         bound = self._bind(values)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tpos_live.backends.specs import DecodeModule, UNetModule
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 
 

@@ -36,9 +36,9 @@ from tpos_live.audio.envelope import frame_loudness
 from tpos_live.conditioning.base import TEXT_TOKENS, ConditionTrack, TextSpace
 from tpos_live.conditioning.concepts import ConceptBank
 from tpos_live.conditioning.streaming import SegmentGrid, encode_on_grid
-from tpos_live.diffusion.architectures import _bytes_to_unicode
-from tpos_live.diffusion.loading import _first_line, _hub_snapshot, _progress_bars
-from tpos_live.errors import UserError
+from tpos_live.diffusion.architectures import bytes_to_unicode
+from tpos_live.diffusion.hub import hub_snapshot, progress_bars
+from tpos_live.errors import UserError, first_line
 
 DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
 # What a CLAP folder must hold for us (weights as safetensors only).
@@ -249,15 +249,15 @@ def load_clap(source: str = DEFAULT_CLAP_MODEL, progress: bool = True) -> ClapPa
         folder = path
     else:  # a hub id; a path that does not exist is refused as an invalid one
         hint = "give a CLAP folder with --encoder clap:FOLDER"
-        folder = _hub_snapshot(source, CLAP_FILES, "CLAP model", hint, progress)
+        folder = hub_snapshot(source, CLAP_FILES, "CLAP model", hint, progress)
     _check_clap_folder(folder)
     try:
-        with _progress_bars(progress):
+        with progress_bars(progress):
             model = ClapModel.from_pretrained(folder, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         feature_extractor = ClapFeatureExtractor.from_pretrained(folder)
     except _LOAD_ERRORS as error:
-        raise UserError(f"cannot load the CLAP model in '{folder}' ({_first_line(error)}): its files may be "
+        raise UserError(f"cannot load the CLAP model in '{folder}' ({first_line(error)}): its files may be "
                         f"incomplete or corrupt; download or save it again") from error
     if feature_extractor.feature_size != model.config.audio_config.num_mel_bins:
         raise UserError(f"CLAP model '{folder}' does not fit together: its feature extractor makes "
@@ -274,7 +274,7 @@ def _check_clap_folder(folder: Path) -> None:
     try:
         model_type = json.loads(config_path.read_text()).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
-        raise UserError(f"'{folder}' is not a CLAP folder (no readable config.json: {_first_line(error)}): "
+        raise UserError(f"'{folder}' is not a CLAP folder (no readable config.json: {first_line(error)}): "
                         f"give a CLAP model saved by transformers, e.g. {DEFAULT_CLAP_MODEL}") from error
     if model_type != "clap":
         raise UserError(f"'{folder}' holds a {model_type!r} model, not CLAP: give a CLAP model such as "
@@ -323,7 +323,7 @@ def build_tiny_clap(seed: int = 0) -> ClapParts:
 def save_clap(parts: ClapParts, folder: str | Path) -> Path:
     """Save a CLAP model, tokenizer and feature extractor in one folder, as :func:`load_clap` reads it."""
     folder = Path(folder)
-    with _progress_bars(False):
+    with progress_bars(False):
         parts.model.save_pretrained(folder)
     parts.tokenizer.save_pretrained(folder)
     parts.feature_extractor.save_pretrained(folder)
@@ -333,7 +333,7 @@ def save_clap(parts: ClapParts, folder: str | Path) -> Path:
 def _tiny_tokenizer() -> RobertaTokenizer:
     """A byte-level BPE tokenizer of RoBERTa's kind (CLAP's text tower) with a few whole words; any other
     text still tokenizes, byte by byte."""
-    tokens = ["<s>", "<pad>", "</s>", "<unk>", *_bytes_to_unicode()]
+    tokens = ["<s>", "<pad>", "</s>", "<unk>", *bytes_to_unicode()]
     known, merges = set(tokens), []
     for word in TINY_WORDS.split():
         merged = "\u0120"  # byte-level BPE's mark for a preceding space

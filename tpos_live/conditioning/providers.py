@@ -30,9 +30,10 @@ from tpos_live.conditioning.checkpoint import checkpoint_paths, load_tpos, rando
 from tpos_live.conditioning.clap import DEFAULT_CLAP_MODEL, ClapConceptProvider, ClapSettings, load_clap
 from tpos_live.conditioning.concepts import default_concepts, load_concepts
 from tpos_live.conditioning.tpos_encoder import TPoSConfig
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
+from tpos_live.paths import settings_folder
 
 RANDOM_ENCODER_SEED = 0
 CLAP = "clap"
@@ -94,15 +95,6 @@ def stack_prompt_encoder(stack: ModelStack) -> PromptEncoder:
 
 
 # --- default encoders ------------------------------------------------------------------------------
-
-
-def settings_folder() -> Path:
-    """Where tpos-live keeps settings: ``$TPOS_LIVE_CONFIG``, else ``$XDG_CONFIG_HOME/tpos-live``, else
-    ``~/.config/tpos-live``."""
-    if os.environ.get("TPOS_LIVE_CONFIG"):
-        return Path(os.environ["TPOS_LIVE_CONFIG"]).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
-    return Path(base).expanduser() / "tpos-live"
 
 
 def set_default_encoder(path: str | os.PathLike[str]) -> str:

@@ -1,68 +1,36 @@
-"""The knobs and presets every controller (OSC, MIDI, audio modulation) drives, in one table.
-
-A knob is a continuous setting of :class:`~tpos_live.live.control.LiveControl` with the range a
-controller may sweep it over (narrower than what RenderSettings accepts, so a fader's full travel
-is useful). A preset (``tpos_live.app.presets``) is recalled through a
-:class:`PresetBank`: at once, or on the next beat or bar.
+"""What every controller (OSC, MIDI, audio modulation) drives: the knobs of the one knob table
+(:mod:`tpos_live.live.knobs`) and presets, recalled through a :class:`PresetBank` at once or on the
+next beat or bar.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from tpos_live.errors import UserError
-from tpos_live.live.control import GUIDANCE_KNOBS, ControlState, LiveControl
-
-# knob name -> (lowest, highest) a controller may set
-KNOB_RANGES: dict[str, tuple[float, float]] = {
-    "audio": (0.0, 30.0),
-    "text": (0.0, 20.0),
-    "threshold": (0.0, 0.99),
-    "momentum_scale": (0.0, 1.0),
-    "momentum_beta": (0.0, 0.99),
-    "envelope_depth": (0.0, 1.0),
-    "attack_seconds": (0.001, 2.0),
-    "release_seconds": (0.001, 5.0),
-    "fps": (1.0, 120.0),
-}
+from tpos_live.live.control import ControlState, LiveControl
+from tpos_live.live.knobs import FPS, knob
 
 
-def knob_value(state: ControlState, knob: str) -> float:
-    """The current value of ``knob`` in a control snapshot."""
-    if knob == "fps":
-        return state.settings.fps
-    return float(getattr(state.settings, GUIDANCE_KNOBS[knob]))
+def knob_value(state: ControlState, name: str) -> float:
+    """The current value of knob ``name`` in a control snapshot."""
+    return float(getattr(state.settings, knob(name).setting))
 
 
-def checked_knob_value(knob: str, value: object) -> float:
-    """``value`` as a float inside the knob's range; ValueError (saying what is wrong) otherwise."""
-    if knob not in KNOB_RANGES:
-        raise ValueError(f"unknown knob {knob!r}: use one of {sorted(KNOB_RANGES)}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{knob} must be a number, got {type(value).__name__}")
-    value = float(value)
-    low, high = KNOB_RANGES[knob]
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{knob} must be in {low}..{high}, got {value}")
-    return value
-
-
-def set_knob(control: LiveControl, knob: str, value: object) -> None:
+def set_knob(control: LiveControl, name: str, value: object) -> None:
     """Set one knob on ``control`` after checking its type and range (ValueError if bad)."""
-    value = checked_knob_value(knob, value)
-    if knob == "fps":
-        control.set_fps(value)
+    if name == FPS.name:
+        control.set_fps(FPS.checked(value))
     else:
-        control.set_guidance(**{knob: value})
+        control.set_guidance(**{name: knob(name).checked(value)})
 
 
 class SceneLike(Protocol):
-    """What a preset bank holds: a named thing that sets a scene (``tpos_live.app.presets.Preset``)."""
+    """What a preset bank holds: a named thing that sets a scene (``tpos_live.live.presets.Preset``)."""
 
     name: str
 
@@ -98,8 +66,6 @@ class PresetBank:
     def __init__(self, presets: list[SceneLike], control: LiveControl,
                  schedule: Callable[[Callable[[], None]], None] | None = None,
                  prefetch: Callable[[list[ControlState]], None] | None = None) -> None:
-        if not presets:
-            raise ValueError("a preset bank needs at least one preset")
         self.presets, self.control = list(presets), control
         self.schedule = schedule or (lambda action: action())
         self.prefetch = prefetch
@@ -107,10 +73,21 @@ class PresetBank:
         self._lock = threading.Lock()
         self._prefetch_around(-1)
 
+    def replace_presets(self, presets: list[SceneLike], current: str | None = None) -> None:
+        """Hold ``presets`` from now on (a preset saved or deleted). The current one stays current by
+        name, or the one called ``current`` becomes it (a preset just saved from the scene on screen)."""
+        with self._lock:
+            name = self.presets[self.current].name if 0 <= self.current < len(self.presets) else None
+            name = current or name
+            self.presets = list(presets)
+            self.current = next((i for i, p in enumerate(self.presets) if p.name == name), -1)
+        self._prefetch_around(self.current)
+
     def recall(self, index: int) -> None:
         """Switch to preset ``index`` (0-based); IndexError outside the bank."""
         if not 0 <= index < len(self.presets):
-            raise IndexError(f"preset {index} does not exist: the bank has {len(self.presets)} (0..)")
+            raise IndexError(f"preset {index} does not exist: the bank has {len(self.presets)}"
+                             + (" (0..)" if self.presets else ": save or add some first"))
         with self._lock:
             self.current = index
 
@@ -137,20 +114,20 @@ class PresetBank:
         raise KeyError(f"no preset called {name!r}")
 
     def next(self) -> None:
-        """The next preset (after the last: the first)."""
-        self.recall(step_index(self.current, 1, len(self.presets)))
+        """The next preset (after the last: the first); IndexError for an empty bank."""
+        self.recall(step_index(self.current, 1, max(len(self.presets), 1)))
 
     def previous(self) -> None:
-        """The previous preset (before the first: the last)."""
-        self.recall(step_index(self.current, -1, len(self.presets)))
+        """The previous preset (before the first: the last); IndexError for an empty bank."""
+        self.recall(step_index(self.current, -1, max(len(self.presets), 1)))
 
 
-def load_preset_folder(folder: str | Path) -> list[SceneLike]:
-    """The presets saved in ``folder`` (``*.toml``, by file name; see :mod:`tpos_live.app.presets`).
-    Raises UserError for a folder with none, or a preset that cannot be read."""
-    from tpos_live.app.presets import list_presets, load_preset
+def load_preset_folder(folder: str | Path, may_be_empty: bool = False) -> list[SceneLike]:
+    """The presets saved in ``folder`` (``*.toml``, by file name; see :mod:`tpos_live.live.presets`).
+    Raises UserError for a folder with none (unless ``may_be_empty``), or a preset that cannot be read."""
+    from tpos_live.live.presets import list_presets, load_preset
 
     paths = list_presets(Path(folder))
-    if not paths:
+    if not paths and not may_be_empty:
         raise UserError(f"no presets (*.toml) in '{folder}': save some from the app, or give another folder")
     return [load_preset(path) for path in paths]

@@ -8,7 +8,7 @@ ranges, curves, soft takeover and MIDI learn; mappings saved as JSON or TOML.
 Every message goes through :meth:`MidiController.handle`, from a port's callback or a test alike.
 
 Knobs (CC, 0..127 over the mapping's range through its curve): the names of
-:data:`~tpos_live.control.knobs.KNOB_RANGES`. With soft takeover a knob whose position does not match
+:data:`~tpos_live.live.knobs.KNOBS`. With soft takeover a knob whose position does not match
 the current value (changed by a preset, OSC or another knob) is ignored until it crosses that value,
 so the picture does not jump. Triggers (a note-on, or a CC rising past 63): ``freeze`` and
 ``blackout`` (toggle), ``reroll_seed``, ``tap_tempo``, ``preset_next``, ``preset_previous``,
@@ -25,9 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from tpos_live.control.knobs import KNOB_RANGES, PresetBank, knob_value, set_knob
+from tpos_live.control.knobs import PresetBank, knob_value, set_knob
 from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
+from tpos_live.live.knobs import KNOBS
 
 TRIGGERS = ("freeze", "blackout", "reroll_seed", "tap_tempo", "preset_next", "preset_previous", "preset_recall")
 CURVES = ("linear", "exp", "log")
@@ -62,8 +63,8 @@ class MidiMapping:
     argument: int | None = None
 
     def __post_init__(self) -> None:
-        if self.target not in KNOB_RANGES and self.target not in TRIGGERS:
-            raise ValueError(f"unknown MIDI target {self.target!r}: use a knob {sorted(KNOB_RANGES)} or a "
+        if self.target not in KNOBS and self.target not in TRIGGERS:
+            raise ValueError(f"unknown MIDI target {self.target!r}: use a knob {sorted(KNOBS)} or a "
                              f"trigger {list(TRIGGERS)}")
         if self.kind not in KINDS:
             raise ValueError(f"MIDI kind must be one of {KINDS}, got {self.kind!r}")
@@ -75,7 +76,7 @@ class MidiMapping:
         if self.is_knob:
             if self.kind != "cc":
                 raise ValueError(f"knob '{self.target}' needs a CC (a fader or knob), not a note")
-            low, high = KNOB_RANGES[self.target]
+            low, high = KNOBS[self.target].low, KNOBS[self.target].high
             for end in (self.low, self.high):
                 if end is not None and not (isinstance(end, (int, float)) and low <= end <= high):
                     raise ValueError(f"the range of '{self.target}' must lie in {low}..{high}, got {end!r}")
@@ -86,7 +87,7 @@ class MidiMapping:
 
     @property
     def is_knob(self) -> bool:
-        return self.target in KNOB_RANGES
+        return self.target in KNOBS
 
     @property
     def source(self) -> tuple[str, int, int]:
@@ -95,7 +96,7 @@ class MidiMapping:
     @property
     def span(self) -> tuple[float, float]:
         """The knob values at CC 0 and at CC 127."""
-        low, high = KNOB_RANGES[self.target]
+        low, high = KNOBS[self.target].low, KNOBS[self.target].high
         return (low if self.low is None else float(self.low)), (high if self.high is None else float(self.high))
 
     def value(self, raw: int) -> float:
@@ -231,7 +232,7 @@ class MidiController:
 
     def _learn_from(self, source: tuple[str, int, int]) -> bool:
         learning = self._learning
-        if source[0] != "cc" and learning.target in KNOB_RANGES:
+        if source[0] != "cc" and learning.target in KNOBS:
             return False  # a knob needs a fader: keep waiting
         if source == learning.skip:
             return False  # the fader just learned, still moving: not the next target's control
@@ -313,7 +314,7 @@ def _event(message) -> tuple[tuple[str, int, int], int, bool] | None:
 
 def default_mappings_path() -> Path:
     """Where mappings are kept with the other settings: ``<settings folder>/midi.json``."""
-    from tpos_live.conditioning.providers import settings_folder
+    from tpos_live.paths import settings_folder
 
     return settings_folder() / MAPPINGS_FILE
 

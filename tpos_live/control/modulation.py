@@ -14,19 +14,21 @@ route's time constant. (``text`` is not a target: each change of it prepares a n
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tpos_live.control.knobs import KNOB_RANGES, set_knob
+from tpos_live.control.knobs import set_knob
 from tpos_live.live.control import LiveControl
+from tpos_live.live.knobs import KNOBS
+from tpos_live.reporting import Reporter, ignore_report
+from tpos_live.worker import Stage
 
 FEATURES = ("low", "mid", "high", "onset", "loudness")
 BAND_EDGES_HZ = (250.0, 4000.0)  # low < 250 Hz <= mid < 4 kHz <= high
 FLOOR_DB = -60.0
-MODULATED_KNOBS = tuple(knob for knob in KNOB_RANGES if knob != "text")
+MODULATED_KNOBS = tuple(knob for knob in KNOBS if knob != "text")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class ModulationRoute:
             raise ValueError(f"feature must be one of {FEATURES}, got {self.feature!r}")
         if self.knob not in MODULATED_KNOBS:
             raise ValueError(f"knob must be one of {MODULATED_KNOBS}, got {self.knob!r}")
-        bottom, top = KNOB_RANGES[self.knob]
+        bottom, top = KNOBS[self.knob].low, KNOBS[self.knob].high
         for end in (self.low, self.high):
             if not (math.isfinite(end) and bottom <= end <= top):
                 raise ValueError(f"the range of '{self.knob}' must lie in {bottom}..{top}, got {end}")
@@ -115,22 +117,24 @@ def _level(power: float) -> float:
     return float(min(max((db - FLOOR_DB) / -FLOOR_DB, 0.0), 1.0))
 
 
-class Modulator:
+class Modulator(Stage):
     """Applies :class:`ModulationRoute` s to a :class:`LiveControl` from audio features.
 
     :meth:`update` takes a window of mono audio (tests and callers with their own audio); :meth:`start`
     runs it ``rate`` times a second on a source's newest audio.
     """
 
+    name = "modulation"
+
     def __init__(self, control: LiveControl, routes: Sequence[ModulationRoute], sample_rate: int,
-                 report: Callable[[str, str], None] | None = None) -> None:
+                 report: Reporter | None = None) -> None:
+        super().__init__(report or ignore_report)
         self.control, self.routes = control, list(routes)
         self.features = AudioFeatures(sample_rate)
-        self.report = report or (lambda level, message: None)
         self.values: dict[ModulationRoute, float] = {}
         self.latest: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._source = None
+        self._interval = 1.0 / 30.0
 
     def update(self, mono: np.ndarray, dt: float) -> dict[str, float]:
         """Analyse ``mono`` and move every routed knob; returns the knob values set."""
@@ -149,20 +153,14 @@ class Modulator:
 
     def start(self, source, rate: float = 30.0) -> Modulator:
         """Update from ``source.mono_window`` ``rate`` times a second on a thread until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._run, args=(source, rate), name="modulation", daemon=True)
-        self._thread.start()
-        return self
+        self._source, self._interval = source, 1.0 / rate
+        return super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self, source, rate: float) -> None:
-        interval = 1.0 / rate
+    def _run(self) -> None:
+        interval = self._interval
         while not self._stop.wait(interval):
             try:
-                mono, _ = source.mono_window(self.features.window)
+                mono, _ = self._source.mono_window(self.features.window)
                 self.update(mono, interval)
             except ValueError as error:  # a knob the engine refuses: say so, keep going
                 self.report("warning", f"modulation: {error}")

@@ -10,12 +10,13 @@ imported, :func:`ndi_available` says why and :class:`NdiOutput` raises a UserErr
 
 from __future__ import annotations
 
-import threading
 from fractions import Fraction
 
 import numpy as np
 
 from tpos_live.errors import UserError
+from tpos_live.reporting import Reporter, ignore_report
+from tpos_live.worker import Stage
 
 INSTALL_HINT = "pip install cyndilib (its wheels carry the NDI runtime)"
 
@@ -29,14 +30,16 @@ def ndi_available() -> tuple[bool, str]:
     return True, ""
 
 
-class NdiOutput:
+class NdiOutput(Stage):
     """Sends each new frame of ``engine.frames`` as RGBA over NDI, under the source name ``name``.
 
     Frames are sent as they come (the engine paces them); a send that fails is reported and counted
     in :attr:`errors`, and the next frame is tried. Raises UserError where NDI is unavailable.
     """
 
-    def __init__(self, engine, name: str = "tpos-live", report=None) -> None:
+    name = "ndi"
+
+    def __init__(self, engine, name: str = "tpos-live", report: Reporter | None = None) -> None:
         usable, why = ndi_available()
         if not usable:
             raise UserError(why)
@@ -44,8 +47,8 @@ class NdiOutput:
         from cyndilib.video_frame import VideoSendFrame
         from cyndilib.wrapper.ndi_structs import FourCC
 
-        self.engine, self.name = engine, name
-        self.report = report or (lambda level, message: None)
+        super().__init__(report or ignore_report)
+        self.engine, self.source_name = engine, name
         width, height = engine.settings.width, engine.settings.height
         self._rgba = np.full((height, width, 4), 255, np.uint8)
         self._sender = Sender(name, clock_video=False)  # the engine sets the pace, not NDI
@@ -56,18 +59,13 @@ class NdiOutput:
         self._sender.set_video_frame(frame)
         self.sent = 0
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ndi", daemon=True)
 
     def start(self) -> NdiOutput:
         self._sender.open()
-        self._thread.start()
-        return self
+        return super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    def stop(self, timeout: float | None = 30.0) -> None:
+        super().stop(timeout)
         self._sender.close()
 
     def __enter__(self) -> NdiOutput:

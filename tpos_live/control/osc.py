@@ -51,10 +51,11 @@ from dataclasses import dataclass
 from pythonosc.osc_message_builder import build_msg
 from pythonosc.osc_packet import OscPacket
 
-from tpos_live.control.knobs import KNOB_RANGES, PresetBank, knob_value, set_knob
+from tpos_live.control.knobs import PresetBank, knob_value, set_knob
 from tpos_live.control.tempo import BeatClock
 from tpos_live.errors import UserError
 from tpos_live.live.control import MAX_PROMPT_CHARS, LiveControl
+from tpos_live.live.knobs import KNOBS
 
 KNOB_ADDRESSES = {
     "/tpos/guidance/audio": "audio",
@@ -182,7 +183,7 @@ class OscControl:
         state = self.control.state()
         values = {"prompt": state.prompt, "negative_prompt": state.negative_prompt, "seed": state.settings.seed,
                   "frozen": state.frozen, "blackout": state.blackout, "version": state.version}
-        values |= {knob: knob_value(state, knob) for knob in KNOB_RANGES}
+        values |= {knob: knob_value(state, knob) for knob in KNOBS}
         if self.presets is not None:
             values["preset"] = self.presets.current
         if self.clock is not None:
@@ -267,7 +268,7 @@ def _number(args: tuple, knob: str) -> float:
     value = _one(args, "number")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Rejected("bad_arguments", f"{knob} takes a number, got {type(value).__name__}")
-    low, high = KNOB_RANGES[knob]
+    low, high = KNOBS[knob].low, KNOBS[knob].high
     if not (math.isfinite(value) and low <= value <= high):
         raise Rejected("out_of_range", f"{knob} must be in {low}..{high}, got {value}")
     return float(value)

@@ -21,6 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tpos_live.reporting import Reporter, ignore_report
+from tpos_live.worker import Stage
+
 QUANTISE_UNITS = ("off", "beat", "bar")
 
 
@@ -251,26 +254,18 @@ def _beat_offset(onsets: np.ndarray, period: float) -> float:
     return best + (0.5 * (neighbours[0] - neighbours[2]) / curve if curve < 0 else 0.0)
 
 
-class SourceTempo:
+class SourceTempo(Stage):
     """Feeds a live source's newest audio (mixed to mono) to an :class:`OnsetTempo` every ``interval``
     seconds on its own thread, timed by the source's capture clock (``time.monotonic``)."""
 
+    name = "tempo"
+
     def __init__(self, source, clock: BeatClock, min_bpm: float = 60.0, max_bpm: float = 200.0,
-                 interval: float = 0.02) -> None:
+                 interval: float = 0.02, report: Reporter = ignore_report) -> None:
+        super().__init__(report)
         self.source, self.interval = source, interval
         self.tracker = OnsetTempo(source.ring.sample_rate, clock, min_bpm, max_bpm)
         self._reader = source.ring.reader()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tempo", daemon=True)
-
-    def start(self) -> SourceTempo:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -280,7 +275,7 @@ class SourceTempo:
                 self.tracker.feed(np.asarray(frames, np.float32).mean(axis=1), end_time)
 
 
-class BeatQuantiser:
+class BeatQuantiser(Stage):
     """Runs scheduled actions on the next beat or bar of a :class:`BeatClock`.
 
     :meth:`poll` runs the actions that are due; :meth:`start` polls on a thread every ``resolution``
@@ -288,16 +283,16 @@ class BeatQuantiser:
     reported and dropped.
     """
 
+    name = "beat-quantiser"
+
     def __init__(self, clock: BeatClock, unit: str = "beat", now: Callable[[], float] = time.monotonic,
-                 report: Callable[[str, str], None] | None = None, resolution: float = 0.001) -> None:
+                 report: Reporter | None = None, resolution: float = 0.001) -> None:
+        super().__init__(report or ignore_report)
         if unit not in QUANTISE_UNITS:
             raise ValueError(f"quantise unit must be one of {QUANTISE_UNITS}, got {unit!r}")
         self.clock, self.unit, self.now, self.resolution = clock, unit, now, resolution
-        self.report = report or (lambda level, message: None)
         self._due: list[tuple[float, Callable[[], None]]] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def schedule(self, action: Callable[[], None], when: float | None = None) -> float:
         """Run ``action`` on the first beat (or bar) at or after ``when`` (default now); returns that time."""
@@ -323,16 +318,6 @@ class BeatQuantiser:
     @property
     def pending(self) -> int:
         return len(self._due)
-
-    def start(self) -> BeatQuantiser:
-        self._thread = threading.Thread(target=self._run, name="beat-quantiser", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(self.resolution):

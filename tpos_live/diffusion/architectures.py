@@ -222,7 +222,7 @@ TINY_WORDS = (
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
 
-def _bytes_to_unicode() -> list[str]:
+def bytes_to_unicode() -> list[str]:
     """GPT-2 / CLIP byte-level alphabet: one printable symbol for each of the 256 byte values."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
@@ -244,7 +244,7 @@ def tiny_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     left-to-right merges; BPE applies merges by rank, so a word whose letters an earlier word's merge
     grabs first may still come out in a few pieces (all in the vocabulary).
     """
-    alphabet = _bytes_to_unicode()
+    alphabet = bytes_to_unicode()
     tokens = alphabet + [symbol + "</w>" for symbol in alphabet]
     merges: list[tuple[str, str]] = []
     known = set(tokens)

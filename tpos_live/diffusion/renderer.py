@@ -18,7 +18,6 @@ import torch
 from tpos_live.conditioning.base import TextSpace
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.guidance import audio_guided, text_guided
-from tpos_live.diffusion.loading import ModelStack
 from tpos_live.diffusion.samplers import (
     Schedule,
     add_noise,
@@ -27,6 +26,7 @@ from tpos_live.diffusion.samplers import (
     sample_lcm,
     sample_plms,
 )
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from tpos_live.errors import UserError
+from tpos_live.names import SAMPLERS
 
 ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
 
-SAMPLERS = ("lcm", "ddim", "plms")
 
 
 @dataclass(frozen=True)

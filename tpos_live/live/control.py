@@ -21,17 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tpos_live.config import RenderSettings
+from tpos_live.live.knobs import FPS, check_guidance
 
-GUIDANCE_KNOBS = {  # set_guidance keyword -> RenderSettings field
-    "audio": "audio_guidance",
-    "text": "text_guidance",
-    "threshold": "threshold",
-    "momentum_scale": "momentum_scale",
-    "momentum_beta": "momentum_beta",
-    "envelope_depth": "envelope_depth",
-    "attack_seconds": "attack_seconds",
-    "release_seconds": "release_seconds",
-}
 MAX_PROMPT_CHARS = 2000
 MAX_CROSSFADE_SECONDS = 30.0
 SCENE_SETTINGS = ("seed", "text_guidance", "steps", "delta_step", "delta_timestep")
@@ -60,10 +51,7 @@ class ControlState:
     def with_scene(self, prompt: str | None = None, negative_prompt: str | None = None, seed: int | None = None,
                    guidance: dict[str, float] | None = None) -> ControlState:
         """This state with another scene (what is None stays); ValueError for a bad value, naming it."""
-        unknown = set(guidance or {}) - set(GUIDANCE_KNOBS)
-        if unknown:
-            raise ValueError(f"unknown guidance knobs {sorted(unknown)}: use {sorted(GUIDANCE_KNOBS)}")
-        changes = {GUIDANCE_KNOBS[name]: float(value) for name, value in (guidance or {}).items()}
+        changes = check_guidance(guidance or {})
         if seed is not None:
             changes["seed"] = int(seed)
         scene = {"settings": replace(self.settings, **changes)}  # RenderSettings validates: ValueError
@@ -138,15 +126,13 @@ class LiveControl:
     def set_guidance(self, **knobs: float) -> None:
         """Change guidance knobs by keyword: ``audio`` (g_s), ``text`` (g, makes a new scene),
         ``threshold``, ``momentum_scale``, ``momentum_beta``, ``envelope_depth``, ``attack_seconds``,
-        ``release_seconds``. Unknown names and out-of-range values raise ValueError."""
-        unknown = set(knobs) - set(GUIDANCE_KNOBS)
-        if unknown:
-            raise ValueError(f"unknown guidance knobs {sorted(unknown)}: use {sorted(GUIDANCE_KNOBS)}")
-        self._update_settings(**{GUIDANCE_KNOBS[name]: float(value) for name, value in knobs.items()})
+        ``release_seconds`` (ranges: ``tpos_live.live.knobs``). Unknown names and out-of-range values raise
+        ValueError."""
+        self._update_settings(**check_guidance(knobs))
 
     def set_fps(self, fps: float) -> None:
-        """The frame-rate cap."""
-        self._update_settings(fps=float(fps))
+        """The frame-rate cap (range: ``tpos_live.live.knobs.FPS``)."""
+        self._update_settings(fps=FPS.checked(fps))
 
     def freeze(self, on: bool = True) -> None:
         """Hold the current frame (rendering pauses) or resume."""

@@ -24,18 +24,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from tpos_live.audio.capture import AudioSource, Reporter
+from tpos_live.audio.sources import AudioSource
+from tpos_live.backends.base import Backend
+from tpos_live.backends.torch_backend import TorchBackend
 from tpos_live.conditioning.base import ConditionProvider
 from tpos_live.config import RenderSettings
-from tpos_live.diffusion.loading import ModelStack
 from tpos_live.diffusion.renderer import TPoSRenderer
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.control import ControlState, LiveControl
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.scenes import SceneCache, SceneStage
+from tpos_live.live.settings import LiveSettings
 from tpos_live.live.stages import (
     EncoderStage,
     Frame,
@@ -47,39 +50,7 @@ from tpos_live.live.stages import (
     window_samples,
 )
 from tpos_live.live.stats import LiveStats, StatsSnapshot
-
-
-@dataclass(frozen=True)
-class LiveSettings:
-    """How the live stages run (what a frame looks like is in :class:`RenderSettings`).
-
-    Attributes:
-        hop_seconds: time between encoder updates (the encoder reads the window ending now).
-        crossfade_seconds: how long a new scene takes to come in at first (0: cut); the control's
-            ``set_crossfade`` changes it while running.
-        loudness_window_seconds: RMS window of the per-frame loudness.
-        stats_window_seconds: span of the rates and means in a stats snapshot.
-    """
-
-    hop_seconds: float = 0.25
-    crossfade_seconds: float = 0.5
-    loudness_window_seconds: float = 0.05
-    stats_window_seconds: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0.02 <= self.hop_seconds <= 5.0:
-            raise ValueError(f"hop must be in 0.02..5 seconds, got {self.hop_seconds}")
-        if not 0.0 <= self.crossfade_seconds <= 30.0:
-            raise ValueError(f"crossfade must be in 0..30 seconds, got {self.crossfade_seconds}")
-        if not 0.005 <= self.loudness_window_seconds <= 1.0:
-            raise ValueError(f"loudness window must be in 0.005..1 seconds, got "
-                             f"{self.loudness_window_seconds}")
-        if not 0.1 <= self.stats_window_seconds <= 60.0:
-            raise ValueError(f"stats window must be in 0.1..60 seconds, got {self.stats_window_seconds}")
-
-
-def _say_nothing(level: str, message: str) -> None:
-    pass
+from tpos_live.reporting import Reporter, ignore_report
 
 
 class LiveEngine:
@@ -96,15 +67,18 @@ class LiveEngine:
         init_image: start every scene from this image instead of noise alone (``control.set_init_image``
             changes it).
         report: ``report(level, message)`` for warnings and faults (none by default).
+        backend: runs the UNet and the decoder for the scene and render stages (None: the stack's torch
+            modules, eager); :meth:`set_backend` swaps it while running.
     """
 
     def __init__(self, stack: ModelStack, settings: RenderSettings, provider: ConditionProvider,
                  source: AudioSource, prompt: str, negative_prompt: str = "",
                  live: LiveSettings | None = None, init_image: str | Path | None = None,
-                 report: Reporter | None = None) -> None:
+                 report: Reporter | None = None, backend: Backend | None = None) -> None:
         self.live = live or LiveSettings()
-        self.report = report or _say_nothing
-        renderer = TPoSRenderer(stack, settings)  # refuses sizes and decoders the stack cannot do
+        self.report = report or ignore_report
+        self.backend = backend or TorchBackend(stack, settings.decoder)
+        renderer = TPoSRenderer(stack, settings, self.backend)  # refuses sizes and decoders the stack lacks
         self.text_space = renderer.text_space()
         self._check_provider(provider, stack.name)
         self.stack, self.settings, self.provider, self.source = stack, settings, provider, source
@@ -127,14 +101,14 @@ class LiveEngine:
         live, stats, report = self.live, self.statistics, self.report
         self.encoder = EncoderStage(self.provider, self.text_space, self.source, live.hop_seconds,
                                     self._conditions, stats, report)
-        self.scene_stage = SceneStage(self.stack, self.scenes, stats, report)
+        self.scene_stage = SceneStage(self.stack, self.backend, self.scenes, stats, report)
         # Batches go through a presenter that spaces their frames out; single frames go straight out.
         self.presenter = None
         deliver = self._deliver_now
         if self.settings.batch_frames > 1:
             self.presenter = Presenter(self._batches, self._publish, stats, report)
             deliver = self._batches.put
-        self.render_stage = RenderStage(self.stack, self.control, self.source, self._conditions,
+        self.render_stage = RenderStage(self.stack, self.backend, self.control, self.source, self._conditions,
                                         self.scene_stage, self.scenes, deliver, stats, report,
                                         live.loudness_window_seconds)
 
@@ -221,6 +195,18 @@ class LiveEngine:
         with self._lock:
             old, self.provider = self.provider, provider
             self.encoder.follow_provider(provider)
+        return old
+
+    def set_backend(self, backend: Backend) -> Backend:
+        """Run the UNet and the decoder on ``backend`` from the next scene and frame on (the scenes
+        already prepared stay: they are latents and encodings, not tied to a runtime). Returns the old."""
+        if backend.decoder != self.settings.decoder:
+            raise UserError(f"backend {backend.name} runs the {backend.decoder} decoder but the engine "
+                            f"decodes with {self.settings.decoder}: make it for that decoder")
+        with self._lock:
+            old, self.backend = self.backend, backend
+            self.scene_stage.backend = backend
+            self.render_stage.backend = backend
         return old
 
     def _check_provider(self, provider: ConditionProvider, model: str) -> None:

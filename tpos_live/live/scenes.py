@@ -21,14 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tpos_live.audio.capture import Reporter
-from tpos_live.diffusion.loading import ModelStack
+from tpos_live.backends.base import Backend
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.diffusion.transitions import blend_scenes, can_blend
 from tpos_live.live.control import ControlState
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.stats import LiveStats
-from tpos_live.live.worker import Stage
+from tpos_live.reporting import Reporter
+from tpos_live.worker import Stage
 
 CACHED_SCENES = 16  # a scene is a few latents, the step noise and two prompt encodings: ~1 MB at 512x512, 4 steps
 
@@ -71,9 +72,10 @@ class SceneStage(Stage):
 
     name = "scene"
 
-    def __init__(self, stack: ModelStack, cache: SceneCache, stats: LiveStats, report: Reporter) -> None:
+    def __init__(self, stack: ModelStack, backend: Backend, cache: SceneCache, stats: LiveStats,
+                 report: Reporter) -> None:
         super().__init__(report)
-        self.stack, self.cache, self.stats = stack, cache, stats
+        self.stack, self.backend, self.cache, self.stats = stack, backend, cache, stats
         self._urgent: Mailbox[ControlState] = Mailbox()
         self._lock = threading.Lock()
         self._wanted: list[ControlState] = []  # prefetch, in order
@@ -101,7 +103,7 @@ class SceneStage(Stage):
     def _prepare(self, state: ControlState) -> None:
         started = time.perf_counter()
         try:
-            renderer = TPoSRenderer(self.stack, state.settings)
+            renderer = TPoSRenderer(self.stack, state.settings, self.backend)
             scene = renderer.prepare_scene(state.prompt, state.negative_prompt, state.settings.seed,
                                            state.init_image)
         except Exception as error:  # noqa: BLE001 - the current scene stays on screen

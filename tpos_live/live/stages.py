@@ -19,18 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tpos_live.audio.capture import AudioSource, Reporter
 from tpos_live.audio.envelope import attack_release, frame_loudness
+from tpos_live.audio.sources import AudioSource
+from tpos_live.backends.base import Backend
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.interpolate import slerp
-from tpos_live.diffusion.loading import ModelStack
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
+from tpos_live.diffusion.stack import ModelStack
 from tpos_live.live.control import SCENE_SETTINGS, ControlState, LiveControl
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.scenes import SceneCache, SceneFade, SceneStage, start_fade
 from tpos_live.live.stats import LiveStats
-from tpos_live.live.worker import Stage
+from tpos_live.reporting import Reporter
 from tpos_live.video.writer import VideoWriter
+from tpos_live.worker import Stage
 
 
 @dataclass(frozen=True)
@@ -191,11 +193,11 @@ class RenderStage(Stage):
 
     name = "render"
 
-    def __init__(self, stack: ModelStack, control: LiveControl, source: AudioSource,
+    def __init__(self, stack: ModelStack, backend: Backend, control: LiveControl, source: AudioSource,
                  conditions: Mailbox[LiveCondition], scenes: SceneStage, cache: SceneCache, deliver,
                  stats: LiveStats, report: Reporter, loudness_window_seconds: float) -> None:
         super().__init__(report)
-        self.stack, self.control = stack, control
+        self.stack, self.backend, self.control = stack, backend, control
         self.conditions, self.scenes, self.cache = conditions, scenes, cache
         self.deliver, self.stats = deliver, stats
         self.loudness_window_seconds = loudness_window_seconds
@@ -263,8 +265,9 @@ class RenderStage(Stage):
 
     def _render(self, state: ControlState) -> None:
         settings = replace(state.settings, **self._scene_settings)  # the steps the scene was made for
-        if self.renderer is None or self.renderer.settings != settings:
-            self.renderer = TPoSRenderer(self.stack, settings)  # new knobs: a cheap object, same models
+        renderer = self.renderer
+        if renderer is None or renderer.settings != settings or renderer.backend is not self.backend:
+            self.renderer = TPoSRenderer(self.stack, settings, self.backend)  # a cheap object, same models
         batch, interval = settings.batch_frames, 1.0 / settings.fps
         started = time.monotonic()
         if self._slot < started - interval:  # after a pause (frozen, no audio, a fault): back on the clock

@@ -321,7 +321,8 @@ def _prepare_data(args: argparse.Namespace, spectrogram, seed: int, say: Callabl
 def _text_targets(
     args: argparse.Namespace, labels: list[str], template, device: str, say: Callable[[str], None]
 ):
-    from tpos_live.diffusion.loading import ModelSpec, load_stack
+    from tpos_live.diffusion.loading import load_stack
+    from tpos_live.diffusion.models import ModelSpec
     from tpos_live.training.trainer import text_targets
 
     say(f"loading the text encoder of {args.model}")

@@ -19,7 +19,6 @@ so there is no black frame.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,7 +30,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
-from tpos_live.live.control import GUIDANCE_KNOBS, MAX_PROMPT_CHARS, ControlState, LiveControl
+from tpos_live.live.control import MAX_PROMPT_CHARS, ControlState, LiveControl
+from tpos_live.live.knobs import GUIDANCE_KNOBS, check_guidance
 
 PRESET_SUFFIX = ".toml"
 
@@ -61,18 +61,13 @@ class Preset:
                 raise ValueError(f"prompts must be text of at most {MAX_PROMPT_CHARS} characters")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be an integer in 0..2^63-1, got {self.seed!r}")
-        unknown = set(self.guidance) - set(GUIDANCE_KNOBS)
-        if unknown:
-            raise ValueError(f"unknown guidance knobs {sorted(unknown)}: use {sorted(GUIDANCE_KNOBS)}")
-        for name, value in self.guidance.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"guidance '{name}' must be a number, got {value!r}")
+        check_guidance(self.guidance)  # names and ranges of the knob table
 
     @classmethod
     def from_control(cls, name: str, control: LiveControl) -> Preset:
         """The scene a running engine shows now."""
         state = control.state()
-        guidance = {knob: float(getattr(state.settings, setting)) for knob, setting in GUIDANCE_KNOBS.items()}
+        guidance = {name: float(getattr(state.settings, knob.setting)) for name, knob in GUIDANCE_KNOBS.items()}
         return cls(name, state.prompt, state.negative_prompt, state.settings.seed, guidance)
 
     def apply(self, control: LiveControl) -> None:

@@ -1,32 +1,18 @@
-"""The live engine's worker threads: a stop event, and a loop that survives its own bugs."""
+"""Worker threads: a stop event, and a loop that survives its own bugs (stages, pacers, supervisors)."""
 
 from __future__ import annotations
 
-import math
 import threading
-import time
 
-from tpos_live.audio.capture import Reporter
-
-REPEAT_REPORT_SECONDS = 5.0  # the same fault is reported at most this often (it is still counted every time)
-
-
-class Reports:
-    """Reports through a reporter, saying a repeated message at most every ``REPEAT_REPORT_SECONDS``."""
-
-    def __init__(self, report: Reporter) -> None:
-        self.report = report
-        self._last: dict[str, float] = {}
-
-    def __call__(self, level: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(message, -math.inf) >= REPEAT_REPORT_SECONDS:
-            self._last[message] = now
-            self.report(level, message)
+from tpos_live.reporting import Reporter, Reports
 
 
 class Stage:
-    """A worker thread with a stop event. A bug that escapes the loop is reported and the loop restarts."""
+    """A worker thread with a stop event. A bug that escapes the loop is reported and the loop restarts.
+
+    Subclasses set ``name`` and write ``_run``: loop until ``self._stop`` is set (wait on it, not on
+    ``time.sleep``, so that :meth:`stop` is prompt); returning ends the thread.
+    """
 
     name = "stage"
 
@@ -35,8 +21,9 @@ class Stage:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._guarded, name=f"tpos-{self.name}", daemon=True)
 
-    def start(self) -> None:
+    def start(self) -> Stage:
         self._thread.start()
+        return self
 
     def stop(self, timeout: float | None = 30.0) -> None:
         self._stop.set()
@@ -51,6 +38,7 @@ class Stage:
         while not self._stop.is_set():
             try:
                 self._run()
+                return  # finished on its own (stopped, or nothing left to do)
             except Exception as error:  # noqa: BLE001 - a live show goes on; the fault is reported
                 self.report("error", f"{self.name} stage failed ({type(error).__name__}: {error}); "
                                      f"restarting it")

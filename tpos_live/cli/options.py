@@ -1,0 +1,241 @@
+"""Every flag that more than one command takes, defined once, and the specs they fill.
+
+``add_*`` functions add a group of flags to a command's parser; ``*_spec`` functions turn the parsed
+flags into the plain specs :mod:`tpos_live.session` builds from. A bad value is a UserError (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tpos_live.audio.source_spec import SourceSpec
+from tpos_live.backends.spec import BackendSpec
+from tpos_live.control.spec import QUANTISE_CHOICES, TEMPO_CHOICES, ControlSpec, OutputSpec
+from tpos_live.diffusion.models import ModelSpec
+from tpos_live.errors import UserError
+from tpos_live.live.settings import LiveSettings
+from tpos_live.names import BACKENDS, DECODERS, DTYPE_NAMES, SAMPLERS
+from tpos_live.specs import ConditioningSpec, SceneSpec
+
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
+DEFAULT_MODEL = "sd15-lcm"
+
+# The RenderSettings fields the sampling and frame flags fill (dest = field name).
+RENDER_SETTING_FLAGS = (
+    "seed", "fps", "steps", "sampler", "text_guidance", "audio_guidance", "threshold", "momentum_scale",
+    "momentum_beta", "delta_timestep", "delta_step", "envelope_depth", "attack_seconds", "release_seconds",
+    "decoder", "batch_frames",
+)
+
+
+def checked(make, *args, **kwargs):
+    """``make(*args, **kwargs)``, its ValueError turned into a UserError (a spec refusing a value)."""
+    try:
+        return make(*args, **kwargs)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from None
+    return width, height
+
+
+# ---- scene and frames ---------------------------------------------------------------------------
+
+
+def add_scene_options(p: argparse.ArgumentParser, prompt_default: str | None = None,
+                      init_image_help: str = "start from this image instead of the prompt alone") -> None:
+    """--prompt (required unless given a default), --negative-prompt, --seed, --init-image."""
+    scene = p.add_argument_group("scene")
+    if prompt_default is None:
+        scene.add_argument("--prompt", required=True, metavar="TEXT", help="what the frames show")
+    else:
+        scene.add_argument("--prompt", default=prompt_default, metavar="TEXT",
+                           help=f"what the frames show ({prompt_default!r})")
+    scene.add_argument("--negative-prompt", default="", metavar="TEXT", help="what they should not show")
+    scene.add_argument("--seed", type=int, metavar="N", help="noise seed: the same seed, the same frames (42)")
+    scene.add_argument("--init-image", type=Path, metavar="IMAGE", help=init_image_help)
+
+
+def add_frame_options(group, fps_help: str) -> None:
+    """--size, --fps, --batch."""
+    group.add_argument("--size", type=parse_size, metavar="WxH", help="frame size (default 512x512)")
+    group.add_argument("--fps", type=float, help=fps_help)
+    group.add_argument("--batch", type=int, dest="batch_frames", metavar="N",
+                       help="frames rendered per batch (default 1)")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """The sampler, steps and every guidance setting (defaults: the mode's and the model's)."""
+    sampling = p.add_argument_group("sampling and guidance")
+    sampling.add_argument("--steps", type=int, metavar="N", help="denoising steps (fast: the model's, paper: 50)")
+    sampling.add_argument("--sampler", choices=SAMPLERS, help="fast: lcm, paper: plms")
+    sampling.add_argument("--guidance", type=float, dest="text_guidance", metavar="G",
+                          help="text guidance scale g (fast: the model's, 1 for LCM; paper: 7.5)")
+    sampling.add_argument("--audio-guidance", type=float, metavar="GS", help="audio guidance scale g_s (default 7)")
+    sampling.add_argument("--threshold", type=float, metavar="Q", help="guidance quantile threshold q in [0, 1) (0.8)")
+    sampling.add_argument("--momentum", type=float, dest="momentum_scale", metavar="M", help="momentum scale (0.3)")
+    sampling.add_argument("--momentum-beta", type=float, metavar="B", help="momentum beta (0.6)")
+    delta = sampling.add_mutually_exclusive_group()
+    delta.add_argument("--delta", type=int, dest="delta_timestep", metavar="T",
+                       help="audio guidance on steps with DDPM timestep t < T, like the official param_t "
+                            "(paper: 900)")
+    delta.add_argument("--delta-step", type=int, metavar="I",
+                       help="audio guidance from step index I on (fast: the last step)")
+    sampling.add_argument("--envelope", type=float, dest="envelope_depth", metavar="DEPTH",
+                          help="how much loudness scales g_s, 0..1 (fast 0.75, paper 0 = off)")
+    sampling.add_argument("--attack", type=float, dest="attack_seconds", metavar="S", help="envelope attack, s (0.01)")
+    sampling.add_argument("--release", type=float, dest="release_seconds", metavar="S",
+                          help="envelope release, s (0.25)")
+
+
+def scene_spec(args: argparse.Namespace) -> SceneSpec:
+    overrides = {name: getattr(args, name) for name in RENDER_SETTING_FLAGS}
+    if args.size is not None:
+        overrides.update(width=args.size[0], height=args.size[1])
+    return checked(SceneSpec, args.prompt, args.negative_prompt, args.init_image, args.mode, overrides)
+
+
+# ---- models and backends ------------------------------------------------------------------------
+
+
+def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DEFAULT_MODEL) -> None:
+    """The diffusion model, its decoder, the audio conditioning, the compute device and precision."""
+    models = p.add_argument_group("models")
+    models.add_argument("--model", default=model_default,
+                        help="sd15-lcm (default), sd-turbo, tiny (random weights, for trying), a diffusers "
+                             "folder, a .safetensors checkpoint, or a Hugging Face repo id")
+    models.add_argument("--lora", help="a LoRA to fuse (folder, .safetensors or repo id)")
+    models.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (1.0)")
+    models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
+    models.add_argument("--decoder", choices=DECODERS, help="fast: taesd, paper: vae")
+    models.add_argument("--encoder", help="audio conditioning: a TPoS checkpoint (.safetensors with its .json), "
+                                          "'random' (untrained TPoS), or 'clap' / 'clap:FOLDER|REPO_ID' (zero-shot "
+                                          "concept bank, default laion/clap-htsat-unfused). Default: the TPoS "
+                                          "encoder set by import/training, else the CLAP bank")
+    models.add_argument("--concepts", type=Path, metavar="TOML",
+                        help="concept bank TOML for CLAP conditioning (default: the bundled bank of 14 concepts)")
+    models.add_argument("--compute-device", default="auto", metavar="DEVICE",
+                        help="where the networks run: cpu, cuda, cuda:N or auto (default)")
+    models.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                        help="network precision (auto: float16 on CUDA, float32 on CPU)")
+    add_backend_options(models)
+
+
+def add_backend_options(group) -> None:
+    """--backend, --allow-fallback, --engines, --static-shapes."""
+    group.add_argument("--backend", default="torch", choices=tuple(BACKENDS),
+                       help="what runs the UNet and decoder: " + "; ".join(f"{name}: {what}"
+                                                                           for name, what in BACKENDS.items()))
+    group.add_argument("--allow-fallback", action="store_true",
+                       help="if the backend cannot run here, use torch instead (with a warning)")
+    group.add_argument("--engines", type=Path, metavar="DIR", help="ONNX/TensorRT artefacts (default engines/)")
+    group.add_argument("--static-shapes", action="store_true", help="TensorRT: one batch size, run as CUDA graphs")
+
+
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    return checked(ModelSpec, model=args.model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
+                   device=args.compute_device, dtype=args.dtype)
+
+
+def backend_spec(args: argparse.Namespace) -> BackendSpec:
+    return checked(BackendSpec, args.backend, args.allow_fallback, args.engines, args.static_shapes)
+
+
+def conditioning_spec(args: argparse.Namespace) -> ConditioningSpec:
+    return ConditioningSpec(args.encoder, args.concepts, getattr(args, "clap_model", None))
+
+
+# ---- live: sound, timing, control, outputs --------------------------------------------------------
+
+
+def add_sound_options(p: argparse.ArgumentParser, device_default: str, gain_default: float | None) -> None:
+    """Where the sound comes from: a device, a file played in real time, or a test signal (live and app)."""
+    audio = p.add_argument_group("sound")
+    where = audio.add_mutually_exclusive_group()
+    where.add_argument("--device", help=f"capture device: index or (part of) its name (default: {device_default})")
+    where.add_argument("--file", type=Path, help="play this audio file in real time instead of capturing")
+    where.add_argument("--synthetic", action="store_true", help="a built-in test signal instead of capturing")
+    audio.add_argument("--host-api", help="look for --device on this host API only (ALSA, JACK, WASAPI, ...)")
+    audio.add_argument("--sample-rate", type=int, help="capture rate (default: the encoder's if the device "
+                                                       "supports it, else the device's)")
+    audio.add_argument("--channel", type=int, help="use only this input channel (0 is the first; default: "
+                                                   "mix all down)")
+    gain_help = "input gain in dB (" + ("the saved one" if gain_default is None else f"{gain_default:g}") + ")"
+    audio.add_argument("--gain", type=float, default=gain_default, dest="gain_db", help=gain_help)
+    audio.add_argument("--play-to", help="with --file: also play it on this output device")
+    audio.add_argument("--loop", action="store_true", help="with --file: start over at the end")
+
+
+def source_spec(args: argparse.Namespace, gain_db: float | None = None) -> SourceSpec:
+    """The sound flags' source (``gain_db`` when the flags leave the gain to the caller)."""
+    kind = "file" if args.file is not None else "synthetic" if args.synthetic else "device"
+    gain = args.gain_db if args.gain_db is not None else (gain_db or 0.0)
+    return checked(SourceSpec, kind, args.device, args.file, args.host_api, args.sample_rate, args.channel, gain,
+                   args.play_to, args.loop)
+
+
+def add_live_timing_options(group, crossfade_default: float | None, crossfade_help: str) -> None:
+    """--hop and --crossfade."""
+    group.add_argument("--hop", type=float, default=0.25, help="seconds between encoder updates (0.25)")
+    group.add_argument("--crossfade", type=float, default=crossfade_default, help=crossfade_help)
+
+
+def live_settings(args: argparse.Namespace) -> LiveSettings:
+    """--hop and --crossfade (left out: LiveSettings' default, or what the caller puts in its place)."""
+    crossfade = {} if args.crossfade is None else {"crossfade_seconds": args.crossfade}
+    return checked(LiveSettings, hop_seconds=args.hop, **crossfade)
+
+
+def add_control_options(p: argparse.ArgumentParser) -> None:
+    """OSC, MIDI, presets, tempo, modulation and NDI (all off by default; docs/control.md)."""
+    group = p.add_argument_group("live control (docs/control.md)")
+    group.add_argument("--osc-port", type=int, metavar="PORT", help="listen for OSC on this UDP port")
+    group.add_argument("--osc-host", default="127.0.0.1", help="OSC address to listen on (127.0.0.1: this "
+                                                               "machine only; 0.0.0.0: the network)")
+    group.add_argument("--midi-port", metavar="NAME", help="MIDI input: index or (part of) its name")
+    group.add_argument("--midi-map", type=Path, metavar="FILE", help="MIDI mappings (.json or .toml; default: "
+                                                                     "midi.json in the settings folder)")
+    group.add_argument("--midi-learn", metavar="TARGET,...", help="learn these knobs/triggers in turn from the "
+                                                                  "next controls moved; saved to --midi-map")
+    group.add_argument("--presets", type=Path, metavar="FOLDER", help="preset files (*.toml) to recall by "
+                                                                      "OSC/MIDI")
+    group.add_argument("--quantise", choices=QUANTISE_CHOICES, default="off",
+                       help="preset changes land on the next beat or bar (off)")
+    group.add_argument("--tempo", choices=TEMPO_CHOICES, default="audio",
+                       help="the beat clock follows the sound (default) or only taps")
+    group.add_argument("--bpm-range", type=parse_bpm_range, default=(60.0, 200.0), metavar="LOW:HIGH",
+                       help="tempi the audio tempo may take (60:200); narrow it if it reads double or half")
+    group.add_argument("--beats-per-bar", type=int, default=4, help="for --quantise bar (4)")
+    group.add_argument("--modulate", action="append", default=[], metavar="FEATURE:KNOB:LOW:HIGH[:GAIN[:SMOOTH]]",
+                       help="drive a knob from low/mid/high/onset/loudness (repeatable)")
+    group.add_argument("--ndi", metavar="NAME", help="send the frames as an NDI source with this name")
+
+
+def parse_bpm_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bpm-range takes LOW:HIGH in BPM, like 60:200; got {text!r}") from None
+    return low, high
+
+
+def control_spec(args: argparse.Namespace) -> ControlSpec:
+    learn = tuple(t.strip() for t in (args.midi_learn or "").split(",") if t.strip())
+    return checked(ControlSpec, osc_port=args.osc_port, osc_host=args.osc_host, midi_port=args.midi_port,
+                   midi_map=args.midi_map, midi_learn=learn, presets=args.presets, quantise=args.quantise,
+                   tempo=args.tempo, bpm_range=args.bpm_range, beats_per_bar=args.beats_per_bar,
+                   modulate=tuple(args.modulate))
+
+
+def output_spec(args: argparse.Namespace) -> OutputSpec:
+    return OutputSpec(record=getattr(args, "record", None), ndi=args.ndi)
+
+
+def add_quiet_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help=what)

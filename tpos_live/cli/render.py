@@ -1,0 +1,62 @@
+"""``tpos-live render``: an audio file to an audio-reactive MP4."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tpos_live.cli import options
+from tpos_live.names import MODES
+
+EPILOG = """\
+examples:
+  tpos-live render song.mp3 --prompt "a photo of a beautiful beach with a blue sky" -o beach.mp4
+  tpos-live render song.wav --model tiny --prompt "x" -o test.mp4      # no weights needed (random)
+  tpos-live render song.wav --mode paper --encoder tpos.safetensors -o paper.mp4
+
+modes:
+  fast   few-step sampler (LCM), one guided step, TAESD decoder, loudness envelope on
+  paper  the official TPoS recipe: 50 PLMS steps, guidance 7.5, s_e 7, threshold 0.8,
+         delta t<900, momentum 0.3/0.6, full VAE, no envelope
+Options left unset take the mode's (and the model's) defaults."""
+
+
+def add_command(commands) -> None:
+    p = commands.add_parser("render", help="render an audio file to an audio-reactive MP4",
+                            description="Render an audio file to an MP4 whose frames follow the sound, "
+                                        "with the sound muxed in.",
+                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("audio", type=Path, help="audio file (wav, flac, ogg, mp3, m4a, or a video's audio track)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="MP4", help="the MP4 to write")
+    options.add_scene_options(p)
+    video = p.add_argument_group("video")
+    video.add_argument("--mode", choices=MODES, default="fast", help="fast (default) or paper")
+    options.add_frame_options(video, fps_help="frames per second (default 24)")
+    video.add_argument("--frames", type=Path, metavar="DIR", help="also write every frame as a PNG here")
+    options.add_sampling_options(p)
+    options.add_model_options(p)
+    options.add_quiet_option(p, "no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tpos_live.session import RenderSpec, render
+
+    spec = RenderSpec(audio=args.audio, output=args.output, scene=options.scene_spec(args),
+                      model=options.model_spec(args), backend=options.backend_spec(args),
+                      conditioning=options.conditioning_spec(args), frames_dir=args.frames)
+    say = printer(args.quiet)
+    report = render(spec, say=say, progress=not args.quiet)
+    say(f"wrote {report.output}: {report.frames} frames in {report.seconds:.1f} s "
+        f"({report.seconds_per_frame:.3f} s/frame)")
+    return 0
+
+
+def printer(quiet: bool):
+    """``say(message)`` to stderr; with ``quiet`` only warnings and errors."""
+    def say(message: str) -> None:
+        if not quiet or message.startswith(("warning", "error")):
+            print(message, file=sys.stderr, flush=True)
+
+    return say

@@ -1,0 +1,125 @@
+"""Which models can be named: aliases, the spec of what to load, and the sampling that suits each."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tpos_live.names import DEVICE_PATTERN, DTYPE_NAMES
+
+if TYPE_CHECKING:
+    from tpos_live.diffusion.stack import ModelStack
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A named model: base weights, what to fuse into them, and the sampling that suits it."""
+
+    model: str
+    lora: str | None
+    taesd: str | None
+    default_steps: int
+    default_guidance: float
+
+
+ALIASES: dict[str, Alias] = {
+    "sd15-lcm": Alias(
+        model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        lora="latent-consistency/lcm-lora-sdv1-5",
+        taesd="madebyollin/taesd",
+        default_steps=4,
+        default_guidance=1.0,
+    ),
+    "sd-turbo": Alias(
+        model="stabilityai/sd-turbo",
+        lora=None,
+        taesd="madebyollin/taesd",
+        default_steps=1,
+        default_guidance=0.0,
+    ),
+}
+
+
+ALIASES: dict[str, Alias] = {
+    "sd15-lcm": Alias(
+        model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        lora="latent-consistency/lcm-lora-sdv1-5",
+        taesd="madebyollin/taesd",
+        default_steps=4,
+        default_guidance=1.0,
+    ),
+    "sd-turbo": Alias(
+        model="stabilityai/sd-turbo",
+        lora=None,
+        taesd="madebyollin/taesd",
+        default_steps=1,
+        default_guidance=0.0,
+    ),
+}
+
+
+TINY_ALIAS = "tiny"
+TINY_DEFAULTS = (4, 1.0)  # steps, text guidance: the tiny stack stands in for sd15-lcm
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load.
+
+    ``model``: an alias ("sd15-lcm", "sd-turbo", "tiny"), a diffusers folder, a single-file
+    ``.safetensors`` checkpoint, or a hub id ("owner/name"). ``lora``: folder, ``.safetensors``
+    file or hub id of a LoRA to fuse at ``lora_scale``. ``taesd``: folder or hub id of an
+    AutoencoderTiny, or "none". Aliases fill ``lora`` and ``taesd`` when they are None. ``device``
+    ("cpu", "cuda", "cuda:N") and ``dtype`` may be "auto": ``load_stack`` picks them for this machine
+    (``tpos_live.runtime.resolve_device``, which also refuses what the machine cannot do).
+    """
+
+    model: str = "sd15-lcm"
+    lora: str | None = None
+    lora_scale: float = 1.0
+    taesd: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise ValueError("model must not be empty")
+        if self.lora is not None and not self.lora.strip():
+            raise ValueError("lora must be None or a path / hub id")
+        if self.taesd is not None and not self.taesd.strip():
+            raise ValueError("taesd must be None, 'none' or a path / hub id")
+        if not math.isfinite(self.lora_scale):
+            raise ValueError(f"lora_scale must be finite, got {self.lora_scale}")
+        if self.dtype not in ("auto", *DTYPE_NAMES):
+            raise ValueError(f"dtype must be auto or one of {DTYPE_NAMES}, got {self.dtype!r}")
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise ValueError(f"unknown device {self.device!r}: use cpu, cuda, cuda:N or auto")
+
+
+def fast_defaults(model: str) -> dict[str, int | float]:
+    """Steps and text guidance that suit a model named by alias, known before loading it.
+
+    Other names give {}: their defaults are known once loaded (``ModelStack.default_steps`` /
+    ``default_guidance``).
+    """
+    if model == TINY_ALIAS:
+        # Random weights show the audio only when every step is guided (one guided step moves a
+        # tiny-stack frame by ~0.1 of a level, below what H.264 keeps).
+        return {"steps": TINY_DEFAULTS[0], "text_guidance": TINY_DEFAULTS[1], "delta_step": 0}
+    alias = ALIASES.get(model)
+    if alias is None:
+        return {}
+    return {"steps": alias.default_steps, "text_guidance": alias.default_guidance}
+
+
+def suggested_sampling(stack: ModelStack, lora: str | None) -> tuple[int, float]:
+    """Steps and text guidance that suit a model we know only by its files and name."""
+    if stack.text_family == "tiny":
+        return TINY_DEFAULTS
+    if "lcm" in (lora or "").lower() or stack.scheduler_config.get("_class_name") == "LCMScheduler":
+        return 4, 1.0  # latent consistency: few steps, guidance distilled in
+    if "turbo" in stack.name.lower():
+        return 1, 0.0  # adversarial distillation: one step, no classifier-free guidance
+    return 50, 7.5  # plain SD, as in the paper

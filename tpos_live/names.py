@@ -1,0 +1,18 @@
+"""The names that specs, the command line and the code they configure share, importable without torch
+(so that ``tpos-live --help`` answers at once). Each is defined here once."""
+
+from __future__ import annotations
+
+MODES = ("fast", "paper")
+SAMPLERS = ("lcm", "ddim", "plms")
+DECODERS = ("taesd", "vae")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # compute devices a spec may name
+
+BACKENDS: dict[str, str] = {
+    "torch": "the model's torch modules as loaded (eager)",
+    "torch-compiled": "torch.compile (inductor, frozen weights), compiled on the first frame of each shape",
+    "torch-bf16": "bfloat16 weights in channels_last: the fast path on CPUs with AMX or AVX512-BF16",
+    "onnxruntime": "ONNX Runtime, TAESD decoder (exported to engines/ on first use)",
+    "tensorrt": "TensorRT 10+ engines on a CUDA GPU, TAESD decoder (built into engines/ on first use)",
+}

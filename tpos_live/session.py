@@ -1,0 +1,254 @@
+"""The composition root: plain specs in, models, sound source, conditioning, engine, controls and outputs out.
+
+The command line (``tpos_live.cli``) parses flags into these specs and calls this module; nothing below
+it sees an argparse namespace. Each spec lives beside the code it configures and is gathered here:
+
+- :class:`~tpos_live.diffusion.models.ModelSpec`: which diffusion model, on which device and dtype;
+- :class:`~tpos_live.backends.registry.BackendSpec`: what runs the UNet and the decoder;
+- :class:`ConditioningSpec`: the audio conditioning (a TPoS encoder, or the CLAP concept bank);
+- :class:`SceneSpec`: the prompt, the init image, the mode and the render settings given;
+- :class:`~tpos_live.audio.source_spec.SourceSpec`: the live sound source;
+- :class:`~tpos_live.control.spec.ControlSpec` and :class:`~tpos_live.control.spec.OutputSpec`: how a
+  live session is played and where its frames go.
+
+    models = load_models(model, backend, conditioning, scene, say)      # slow: weights
+    report = render(RenderSpec(...), say)                                # an audio file to an MP4
+    with LiveSession(LiveSpec(...), models, report=log) as session:      # the live engine, started
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tpos_live.audio.source_spec import SourceSpec, open_source
+from tpos_live.backends.base import Backend
+from tpos_live.backends.registry import create_backend
+from tpos_live.backends.spec import BackendSpec
+from tpos_live.conditioning.base import ConditionProvider, TextSpace
+from tpos_live.conditioning.providers import load_provider
+from tpos_live.config import RenderSettings
+from tpos_live.control import Controls, attach_controls
+from tpos_live.control.spec import ControlSpec, OutputSpec
+from tpos_live.diffusion.loading import load_stack
+from tpos_live.diffusion.models import ModelSpec, fast_defaults
+from tpos_live.diffusion.renderer import TPoSRenderer
+from tpos_live.diffusion.stack import ModelStack
+from tpos_live.errors import UserError
+from tpos_live.live.engine import LiveEngine
+from tpos_live.live.settings import LiveSettings
+from tpos_live.reporting import Reporter, ignore_report
+from tpos_live.specs import ConditioningSpec, SceneSpec
+
+Say = Callable[[str], None]
+
+__all__ = [
+    "BackendSpec", "ConditioningSpec", "ControlSpec", "LiveSession", "LiveSpec", "ModelSpec", "Models",
+    "OutputSpec", "RenderSpec", "SceneSpec", "SourceSpec", "load_models", "render", "render_settings",
+]
+
+
+def render_settings(scene: SceneSpec, model: ModelSpec) -> RenderSettings:
+    """The settings of ``scene`` for ``model``: the mode's preset, the model's fast-mode steps and
+    guidance, then what the user gave. UserError (one line) for values out of range."""
+    given = scene.given()
+    if scene.mode == "fast":
+        given = {**fast_defaults(model.model), **given}
+    try:
+        return RenderSettings.for_mode(scene.mode, **given)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+@dataclass
+class Models:
+    """What a session renders with, loaded once: the stack, the backend, the settings and the audio
+    conditioning (with the text space it conditions)."""
+
+    stack: ModelStack
+    backend: Backend
+    settings: RenderSettings
+    provider: ConditionProvider
+    text_space: TextSpace
+
+    def renderer(self) -> TPoSRenderer:
+        return TPoSRenderer(self.stack, self.settings, backend=self.backend)
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.stack.random_weights or getattr(self.provider, "random_weights", False))
+
+
+def load_models(model: ModelSpec, backend: BackendSpec, conditioning: ConditioningSpec, scene: SceneSpec,
+                say: Say = print, progress: bool = True) -> Models:
+    """Load everything a render or a live session renders with, saying what runs.
+
+    1. the settings (before any weights load, so that bad values fail at once);
+    2. the model stack, on its device;
+    3. the backend that runs its UNet and decoder (an unavailable one: UserError, or a warning and
+       torch with ``allow_fallback``);
+    4. the audio conditioning, refusing one whose width does not fit the model.
+    """
+    settings = render_settings(scene, model)
+    stack = load_stack(model, progress=progress)
+    say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
+    runs = make_backend(backend, stack, settings, say)
+    renderer = TPoSRenderer(stack, settings, backend=runs)  # refuses sizes and decoders the stack lacks
+    text_space = renderer.text_space()
+    provider = load_provider(conditioning.encoder, stack, text_space, say=say, concepts=conditioning.concepts,
+                             prompt_encoder=renderer.encode_prompt, progress=progress)
+    if stack.random_weights:
+        say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
+    return Models(stack, runs, settings, provider, text_space)
+
+
+def make_backend(spec: BackendSpec, stack: ModelStack, settings: RenderSettings, say: Say = print) -> Backend:
+    """The backend of ``spec`` for ``stack`` at ``settings``' size, batch and decoder; says what runs."""
+    backend = create_backend(spec.name, stack, settings, allow_fallback=spec.allow_fallback, say=say,
+                             engines=spec.engines, static_shapes=spec.static_shapes)
+    say(f"backend: {backend.describe()}")
+    return backend
+
+
+# ---- offline ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """An audio file to an MP4: the models, the scene, and where the result goes.
+
+    Attributes:
+        audio: the sound (any file FFmpeg decodes).
+        output: the MP4 to write (nothing appears there until it is complete).
+        frames_dir: also write every frame as a PNG here.
+    """
+
+    audio: Path
+    output: Path
+    scene: SceneSpec
+    model: ModelSpec = field(default_factory=ModelSpec)
+    backend: BackendSpec = field(default_factory=BackendSpec)
+    conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
+    frames_dir: Path | None = None
+
+
+def render(spec: RenderSpec, say: Say = print, progress: bool = True):
+    """Render ``spec`` to its MP4; returns the :class:`~tpos_live.offline.RenderReport`.
+
+    1. check the output path and decode the audio (before any weights load);
+    2. load the models;
+    3. render the track (``tpos_live.offline``).
+    """
+    from tpos_live.offline import check_render_inputs, render_track
+
+    audio = check_render_inputs(spec.audio, spec.output)
+    models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say, progress)
+    return render_track(models, audio, spec.audio, spec.output, spec.scene, frames_dir=spec.frames_dir,
+                        say=say, progress=progress)
+
+
+# ---- live ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveSpec:
+    """A live session: the models and scene, the sound, how it runs, how it is played, where it goes."""
+
+    scene: SceneSpec
+    model: ModelSpec = field(default_factory=ModelSpec)
+    backend: BackendSpec = field(default_factory=BackendSpec)
+    conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
+    source: SourceSpec = field(default_factory=SourceSpec)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    control: ControlSpec = field(default_factory=ControlSpec)
+    outputs: OutputSpec = field(default_factory=OutputSpec)
+
+
+class LiveSession:
+    """The live engine on ``models`` with the sound, controls and outputs of ``spec``.
+
+    Opening the sound source happens here (UserError when it cannot be opened; with ``fallback_source``
+    that one is used instead, said as a warning). :meth:`start` starts the engine, the recording and the
+    controls; :meth:`stop` (or leaving ``with``) stops them all and returns the recording's path.
+
+    Args:
+        spec: the session.
+        models: from :func:`load_models` with the spec's model, backend, conditioning and scene.
+        report: ``report(level, message)`` for what the engine and the controls say.
+        fallback_source: the source to use when ``spec.source`` cannot be opened (None: the error stands).
+    """
+
+    def __init__(self, spec: LiveSpec, models: Models, report: Reporter = ignore_report,
+                 fallback_source: SourceSpec | None = None) -> None:
+        self.spec, self.models, self.report = spec, models, report
+        source = self._first_source(spec.source, fallback_source)
+        self.engine = LiveEngine(models.stack, models.settings, models.provider, source, spec.scene.prompt,
+                                 spec.scene.negative_prompt, live=spec.live, init_image=spec.scene.init_image,
+                                 report=report, backend=models.backend)
+        self.controls: Controls | None = None
+
+    def _first_source(self, wanted: SourceSpec, fallback: SourceSpec | None):
+        try:
+            return self.open_source(wanted)
+        except UserError as error:
+            if fallback is None:
+                raise
+            self.report("warning", f"{error}; using the {fallback.kind} source instead")
+            return self.open_source(fallback)
+
+    def open_source(self, spec: SourceSpec):
+        """A source for ``spec`` at the conditioning's rate (not started); UserError if it cannot be had."""
+        return open_source(spec, self.models.provider.sample_rate, self.report)
+
+    def source_for_device(self, device: str | None, gain_db: float, synthetic: bool = False):
+        """A source for a device picked by name (or the test signal), with the session's capture options."""
+        base = self.spec.source
+        if synthetic:
+            return self.open_source(SourceSpec(kind="synthetic", channel=base.channel, gain_db=gain_db))
+        return self.open_source(SourceSpec(kind="device", device=device, host_api=base.host_api,
+                                           sample_rate=base.sample_rate, channel=base.channel, gain_db=gain_db))
+
+    # ---- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> LiveSession:
+        """Start the engine, the recording (if asked for) and the controls and outputs."""
+        self.engine.start()
+        try:
+            if self.spec.outputs.record is not None:
+                self.engine.start_recording(self.spec.outputs.record)
+            self.controls = attach_controls(self.engine, self.spec.control, self.report, ndi=self.spec.outputs.ndi)
+        except BaseException:
+            self.engine.stop()
+            raise
+        return self
+
+    def stop(self) -> Path | None:
+        """Stop the controls, then the engine; returns the recording written (None if none)."""
+        if self.controls is not None:
+            self.controls.close()
+            self.controls = None
+        return self.engine.stop()
+
+    def __enter__(self) -> LiveSession:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- changing what runs ----------------------------------------------------------------------
+
+    def switch_backend(self, spec: BackendSpec, say: Say | None = None) -> Backend:
+        """Build the backend of ``spec`` and swap it into the running engine (slow: exports or compiles;
+        call it off the GUI thread). UserError when it cannot run (then nothing changes)."""
+        say = say or (lambda message: self.report("info", message))
+        backend = make_backend(spec, self.models.stack, self.models.settings, say)
+        self.engine.set_backend(backend)
+        self.models = replace(self.models, backend=backend)
+        self.spec = replace(self.spec, backend=spec)
+        return backend
+
+    @property
+    def backend_description(self) -> str:
+        return self.engine.backend.describe()

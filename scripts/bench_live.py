@@ -29,13 +29,14 @@ import torch
 from tpos_live.audio.signals import SyntheticSource, demo_pattern
 from tpos_live.conditioning.checkpoint import random_tpos
 from tpos_live.conditioning.providers import match_token_spread
+from tpos_live.conditioning.streaming import StreamingConditioner
 from tpos_live.conditioning.tpos_encoder import TPoSConfig
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
-from tpos_live.live.stages import encode_window, window_samples
+from tpos_live.live.stages import window_samples
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -52,12 +53,16 @@ def isolated_model_ms(stack, settings, provider, text_space, repeats: int = 3) -
     """Each model step alone, one thread at a time (best of ``repeats``): the floor the live loop sits on."""
     renderer = TPoSRenderer(stack, settings)
     scene = renderer.prepare_scene("a photo of a beautiful beach with a blue sky")
-    window = np.random.default_rng(0).standard_normal(window_samples(provider)).astype(np.float32) * 0.1
-    condition, _ = encode_window(provider, window, text_space)
+    stream = StreamingConditioner(provider, text_space, hop_seconds=LiveSettings().hop_seconds)
+    hop, window = stream.grid.hop_samples, window_samples(provider)
+    sound = np.random.default_rng(0).standard_normal(2 * window + (repeats + 1) * hop).astype(np.float32) * 0.1
+    stream.push(sound[: 2 * window])  # every segment of the next windows is cached: one CNN per hop
+    condition = stream.latest().condition
     times = {"encode": [], "render": [], "decode": []}
-    for _ in range(repeats):
+    for index in range(repeats):
         started = time.perf_counter()
-        encode_window(provider, window, text_space)
+        start = 2 * window + index * hop
+        stream.push(sound[start : start + hop], latest_only=True)
         rendered = time.perf_counter()
         latents = renderer.render_latents(scene, condition[None], torch.ones(1))
         decoded = time.perf_counter()

@@ -209,7 +209,7 @@ def test_conditions_are_float32_on_the_cpu(tiny_stack, provider):
         assert wait_until(lambda: engine.latest_condition() is not None, 10)
         condition = engine.latest_condition()
     assert condition.condition.dtype == torch.float32 and condition.condition.shape == (77, 32)
-    assert 0.0 <= condition.weight <= 1.0 and 0.0 <= condition.loudness <= 1.0
+    assert 0.0 <= condition.weight <= 1.0
 
 
 # ---- changing scenes, steps, sound source and conditioning while it runs ------------------------
@@ -270,7 +270,7 @@ def test_the_sound_source_changes_without_stopping_frames_or_the_recording(tiny_
         written = engine.stop_recording()
         condition = engine.latest_condition()
     assert len(frames) >= 3 and frames[-1].audio_scale > 0.3  # the new sound drives the frames
-    assert condition.loudness > 0.3
+    assert frames[-1].loudness > 0.3 and condition.index > 1
     info = probe_media(written)
     assert abs(info.video_duration - info.audio_duration) <= 1 / FPS and info.video_duration > 2.0
 

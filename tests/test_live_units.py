@@ -320,3 +320,39 @@ def test_live_command_runs_on_the_test_signal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sound: test signal" in err and "RANDOM weights" in err
     assert " fps | latency " in err  # the once-a-second stats line
+
+
+# ---- the knob table ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["audio", "text", "threshold", "momentum_scale", "momentum_beta",
+                                  "envelope_depth", "attack_seconds", "release_seconds", "fps"])
+def test_every_path_takes_a_knobs_range_from_the_one_table(name):
+    from tpos_live.control.knobs import knob_value, set_knob
+    from tpos_live.control.midi import MidiMapping
+    from tpos_live.control.osc import KNOB_ADDRESSES, OscControl
+    from tpos_live.live.knobs import KNOBS
+    from tpos_live.live.presets import Preset
+
+    knob = KNOBS[name]
+    control = LiveControl(RenderSettings(), "a beach")
+    for value in (knob.low, knob.high):
+        set_knob(control, name, value)  # the controllers' setter
+        assert getattr(control.state().settings, knob.setting) == value
+    for outside in (knob.low - knob.step, knob.high + knob.step):
+        with pytest.raises(ValueError, match=f"{knob.low:g}..{knob.high:g}"):
+            set_knob(control, name, outside)
+        if name != "fps":
+            with pytest.raises(ValueError, match=name):
+                control.set_guidance(**{name: outside})  # the control API itself
+            with pytest.raises(ValueError, match=name):
+                Preset("p", "x", guidance={name: outside})  # presets
+    osc = OscControl(control)
+    address = next(a for a, k in KNOB_ADDRESSES.items() if k == name)
+    osc.handle(address, (knob.high,))
+    assert knob_value(control.state(), name) == knob.high
+    rejected = osc.rejected
+    osc.handle(address, (knob.high + knob.step,))  # OSC refuses it, counted, nothing changes
+    assert osc.rejected == rejected + 1 and knob_value(control.state(), name) == knob.high
+    mapping = MidiMapping(name, "cc", 0, 1)  # a fader's full travel spans the knob's range
+    assert (mapping.value(0), mapping.value(127)) == (pytest.approx(knob.low), pytest.approx(knob.high))

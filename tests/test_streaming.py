@@ -138,3 +138,68 @@ def test_grid_and_stream_refuse_misuse(tpos, text_space, clap):
     assert stream.flush() == []  # nothing pushed: no window
     with pytest.raises(RuntimeError, match="flushed"):
         stream.push(np.zeros(10))
+
+
+# ---- the live encoder stage -------------------------------------------------------------------------
+
+
+class CountingTPoS:
+    """Counts the segments whose CNN features a provider computes (everything else passes through)."""
+
+    def __init__(self, provider) -> None:
+        self.provider, self.segments = provider, 0
+
+    def __getattr__(self, name):
+        return getattr(self.provider, name)
+
+    def segment_features(self, segments):
+        self.segments += len(segments)
+        return self.provider.segment_features(segments)
+
+
+def test_nearest_hop_divides_the_segment():
+    from tpos_live.conditioning.streaming import nearest_hop
+
+    assert nearest_hop(TPOS_L, round(0.25 * TPOS_SR)) == 11264 and TPOS_L % 11264 == 0
+    assert nearest_hop(TPOS_L, 10**9) == TPOS_L and nearest_hop(TPOS_L, 0) == 1
+
+
+@pytest.mark.parametrize("capture_rate", [TPOS_SR, 48000])
+def test_the_encoder_stage_streams_and_equals_whole_window_encoding(text_space, capture_rate):
+    from tpos_live.audio.signals import SyntheticSource, silence
+    from tpos_live.conditioning.streaming import TPoSStreaming
+    from tpos_live.live.mailbox import Mailbox
+    from tpos_live.live.stages import EncoderStage, window_samples
+    from tpos_live.live.stats import LiveStats
+
+    plain = random_tpos(TPoSConfig(embed_dim=DIM, text_family="tiny"), seed=0)
+    counting = CountingTPoS(plain)
+    stream_view = TPoSStreaming(counting, hop_samples=11264)  # what the stage makes of a 0.25 s hop
+    source = SyntheticSource(silence(), capture_rate)  # never started: the test writes the ring itself
+    audio = sound(26.0, capture_rate, seed=3).astype(np.float32)
+    stage = EncoderStage(stream_view, text_space, source, 0.25, Mailbox(), LiveStats(1.0), lambda *a: None)
+    window = window_samples(plain)
+    hop = round(0.25 * capture_rate)
+    first = int(window * capture_rate / TPOS_SR) + hop  # a whole window of history, as a running source has
+    source.ring.write(audio[:first, None])
+    results = [stage.encode_now()]
+    assert counting.segments == 5  # the first window: every one of its segments
+    computed = []  # segment CNNs per published hop
+    for start in range(first, len(audio) - hop, hop):
+        before = counting.segments
+        source.ring.write(audio[start : start + hop, None])
+        result = stage.encode_now()
+        if result is not None:
+            results.append(result)
+            computed.append(counting.segments - before)
+    # A window shares its older segments with the windows L/H hops before it: once the stream has run
+    # that long for every segment (N * L / H hops), each hop computes the newest segment's CNN only.
+    warm_up = 5 * TPOS_L // 11264
+    assert len(computed) > warm_up + 10 and max(computed) <= 5
+    assert computed[warm_up:] == [1] * (len(computed) - warm_up)
+    if capture_rate != TPOS_SR:
+        return  # resampled: the windows hold other samples than the capture's (checked above: it streams)
+    for result in results[::4]:
+        whole = plain.encode(audio[result.audio_end - window : result.audio_end].astype(np.float64), text_space)
+        assert torch.allclose(result.condition, whole.conditions[-1], rtol=1e-4, atol=1e-5)
+        assert result.weight == pytest.approx(float(whole.weights[-1]), rel=1e-5)

@@ -65,7 +65,8 @@ class EngineBridge(QObject):
 
     Signals:
         frame(image, number): a new frame, ``(H, W, 3)`` uint8 (the engine's array: do not write to it).
-        condition(weight, loudness): a new encoder result (attention weight, hop loudness 0..1).
+        traces(weight, loudness): with each new frame, the newest condition's attention weight and the
+            loudness envelope that scaled the frame's g_s (both 0..1).
         audio(spectrum_db, level_db): the newest audio block's spectrum (``SPECTRUM_BINS``) and level.
         stats(snapshot): a :class:`~tpos_live.live.stats.StatsSnapshot`, ``stats_hz`` times a second.
         message(level, text): a report from the engine's threads.
@@ -81,7 +82,7 @@ class EngineBridge(QObject):
     """
 
     frame = Signal(object, int)
-    condition = Signal(float, float)
+    traces = Signal(float, float)
     audio = Signal(object, float)
     stats = Signal(object)
     message = Signal(str, str)
@@ -99,7 +100,6 @@ class EngineBridge(QObject):
         self._preset = presets.current if presets is not None else -1
         self.frames_seen = 0  # frames emitted (a frame the timer did not catch in time is not counted)
         self._frame_number = 0
-        self._condition_index = 0
         self._poll = QTimer(self, interval=max(1, round(1000 / frame_hz)))
         self._poll.timeout.connect(self.poll)
         self._audio = QTimer(self, interval=max(1, round(1000 / audio_hz)))
@@ -117,17 +117,16 @@ class EngineBridge(QObject):
             timer.stop()
 
     def poll(self) -> None:
-        """Emit the newest frame and condition, if new, and the engine's reports (one timer tick)."""
+        """Emit the newest frame (with the traces), if new, and the engine's reports (one timer tick)."""
         engine = self.engine
         number, frame = engine.frames.peek()
         if frame is not None and number != self._frame_number:
             self._frame_number = number
             self.frames_seen += 1
             self.frame.emit(frame.image, number)
-        condition = engine.latest_condition()
-        if condition is not None and condition.index != self._condition_index:
-            self._condition_index = condition.index
-            self.condition.emit(condition.weight, condition.loudness)
+            condition = engine.latest_condition()
+            if condition is not None and frame.condition_index:  # not a black frame
+                self.traces.emit(condition.weight, frame.loudness)
         if self.reports is not None:
             for level, text in self.reports.take():
                 self.message.emit(level, text)

@@ -168,7 +168,7 @@ class MainWindow(QMainWindow):
         self.scene.backend_chosen.connect(self.use_backend)
         self.backend_job.failed.connect(self._backend_failed)
         self.bridge.audio.connect(self.audio.show_audio)
-        self.bridge.condition.connect(self.audio.show_condition)
+        self.bridge.traces.connect(self.audio.show_traces)
         self.bridge.stats.connect(self.status.show_stats)
         self.bridge.message.connect(self.say)
         self.scene.problem.connect(lambda text: self.say("warning", text))

@@ -312,8 +312,8 @@ class AudioPanel(QGroupBox):
         self.spectrogram.setImage(self.spectrogram_data, autoLevels=False, levels=(SPECTRUM_FLOOR_DB, 0.0))
         self.meter.setValue(round(level))
 
-    def show_condition(self, weight: float, loudness: float) -> None:
-        """Scroll one encoder update into the traces."""
+    def show_traces(self, weight: float, loudness: float) -> None:
+        """Scroll one frame's attention weight and loudness envelope into the traces."""
         for series, value in ((self.weights, weight), (self.loudness, loudness)):
             series[:-1] = series[1:]
             series[-1] = value

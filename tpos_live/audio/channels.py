@@ -65,3 +65,36 @@ def resample(mono: np.ndarray, from_rate: int, to_rate: int, length: int) -> np.
     if needed < length:  # keep the newest samples at the end, as the window's end is "now"
         out = np.pad(out, (length - needed, 0))
     return out[-length:].astype(np.float32)
+
+
+class StreamResampler:
+    """Resamples a stream block by block by linear interpolation, seamlessly across blocks.
+
+    For the live encoder when a device cannot capture at the encoder's rate: a block's output depends
+    only on the samples so far, so the stream can be pushed as it arrives. Linear interpolation lets
+    a little of what lies above the lower Nyquist frequency alias when downsampling; the encoder's
+    spectrogram barely sees it (48 kHz to 44.1 kHz: only 22-24 kHz folds back).
+    """
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        if from_rate < 1 or to_rate < 1:
+            raise ValueError(f"rates must be positive, got {from_rate} and {to_rate}")
+        self.from_rate, self.to_rate = from_rate, to_rate
+        self.step = from_rate / to_rate  # input samples per output sample
+        self._tail = np.zeros(0, np.float64)  # input not yet passed by the next output's position
+        self._position = 0.0  # of the next output sample, in input samples from the tail's start
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        if self.from_rate == self.to_rate:
+            return np.asarray(block, np.float32)
+        x = np.concatenate([self._tail, np.asarray(block, np.float64)])
+        count = int((len(x) - 1 - self._position) // self.step) + 1 if len(x) - 1 >= self._position else 0
+        positions = self._position + self.step * np.arange(count)
+        index = np.floor(positions).astype(np.int64)
+        frac = positions - index
+        upper = np.minimum(index + 1, len(x) - 1)
+        out = x[index] * (1.0 - frac) + x[upper] * frac
+        next_position = self._position + count * self.step
+        keep = int(np.floor(next_position))
+        self._tail, self._position = x[keep:], next_position - keep
+        return out.astype(np.float32)

@@ -71,7 +71,7 @@ def load_provider(encoder: str | None, stack: ModelStack, text_space: TextSpace,
                         f"--concepts, or use --encoder clap")
     elif encoder == "random":
         config = TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family)
-        provider = random_tpos(config, seed=RANDOM_ENCODER_SEED)
+        provider = random_tpos(config, seed=RANDOM_ENCODER_SEED, device=stack.device)
         match_token_spread(provider.map_model, text_space)
         say("warning: the audio encoder has RANDOM weights (untrained): conditions change with the sound "
             "but carry no learned meaning")

@@ -15,6 +15,7 @@ same windows; so a file streamed block by block gives the whole-file conditions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -96,14 +97,15 @@ class StreamableProvider(Protocol):
 
 class TPoSStreaming:
     """A :class:`TPoSProvider` as a :class:`StreamableProvider`: its CNN features per segment, then its
-    LSTM, attention and MAP per window (the grid of its own ``encode``)."""
+    LSTM, attention and MAP per window, on the grid of its own ``encode`` or one of hop ``hop_samples``
+    (which must divide the segment length: see :func:`nearest_hop`)."""
 
-    def __init__(self, provider: TPoSProvider) -> None:
+    def __init__(self, provider: TPoSProvider, hop_samples: int | None = None) -> None:
         self.provider = provider
         self.name = provider.name
         self.sample_rate = provider.sample_rate
         config = provider.config
-        self.grid = SegmentGrid(config.segment_samples, config.hop_samples, config.segments,
+        self.grid = SegmentGrid(config.segment_samples, hop_samples or config.hop_samples, config.segments,
                                 provider.sample_rate)
 
     def check_compatible(self, text_space: TextSpace) -> None:
@@ -118,13 +120,27 @@ class TPoSStreaming:
         return text_space.with_start_token(tokens), alpha
 
 
-def as_streamable(provider: ConditionProvider | StreamableProvider) -> StreamableProvider:
-    """``provider`` itself when it streams, or a :class:`TPoSStreaming` view of a TPoS provider; else
+def nearest_hop(segment_samples: int, wanted: int) -> int:
+    """The divisor of ``segment_samples`` nearest ``wanted`` (the hop of a grid whose windows share
+    segments); 78,848 samples and a quarter second at 44.1 kHz give 11,264 (0.255 s)."""
+    wanted = min(max(wanted, 1), segment_samples)
+    divisors = {d for k in range(1, math.isqrt(segment_samples) + 1) if segment_samples % k == 0
+                for d in (k, segment_samples // k)}
+    return min(divisors, key=lambda d: (abs(d - wanted), d))
+
+
+def as_streamable(provider: ConditionProvider | StreamableProvider,
+                  hop_seconds: float | None = None) -> StreamableProvider:
+    """``provider`` itself when it streams (on its own grid), or a :class:`TPoSStreaming` view of a TPoS
+    provider (with ``hop_seconds``: the nearest hop that divides its segment; else its own); else
     TypeError."""
     if isinstance(provider, StreamableProvider):
         return provider
     if isinstance(provider, TPoSProvider):
-        return TPoSStreaming(provider)
+        hop = None
+        if hop_seconds is not None:
+            hop = nearest_hop(provider.config.segment_samples, round(hop_seconds * provider.sample_rate))
+        return TPoSStreaming(provider, hop)
     raise TypeError(f"provider {getattr(provider, 'name', provider)!r} cannot stream: it implements neither "
                     f"StreamableProvider nor is it a TPoSProvider")
 
@@ -152,13 +168,14 @@ class StreamingConditioner:
         provider: a :class:`StreamableProvider` or a :class:`TPoSProvider`.
         text_space: the diffusion model's text space.
         batch_windows: windows computed per batch when a long block completes many at once.
+        hop_seconds: for a TPoS provider, the hop of the grid (see :func:`as_streamable`).
     """
 
     def __init__(self, provider: ConditionProvider | StreamableProvider, text_space: TextSpace,
-                 batch_windows: int = 32) -> None:
+                 batch_windows: int = 32, hop_seconds: float | None = None) -> None:
         if batch_windows < 1:
             raise ValueError(f"batch_windows must be at least 1, got {batch_windows}")
-        self.provider = as_streamable(provider)
+        self.provider = as_streamable(provider, hop_seconds)
         self.provider.check_compatible(text_space)
         self.text_space = text_space
         self.grid = self.provider.grid
@@ -185,6 +202,12 @@ class StreamingConditioner:
     def buffered_samples(self) -> int:
         """Samples held for segments not computed yet."""
         return len(self._audio)
+
+    @property
+    def samples_to_next_window(self) -> int:
+        """How many more samples complete the next window (0: a push would complete it now)."""
+        end = self._next_window * self.grid.hop_samples + self.grid.segment_samples
+        return max(0, end - self._received)
 
     def push(self, samples: np.ndarray, latest_only: bool = False) -> list[StreamedCondition]:
         """Append the next mono block; returns the conditions of the windows it completed, oldest first.

@@ -11,6 +11,7 @@ through a reporter.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -19,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tpos_live.audio.channels import StreamResampler
 from tpos_live.audio.envelope import attack_release, frame_loudness
 from tpos_live.audio.sources import AudioSource
 from tpos_live.backends.base import Backend
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.interpolate import slerp
+from tpos_live.conditioning.streaming import StreamingConditioner, as_streamable
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.live.control import SCENE_SETTINGS, ControlState, LiveControl
@@ -42,7 +45,6 @@ class LiveCondition:
     Attributes:
         condition: ``(77, D)`` float32 on the CPU, ready for the UNet.
         weight: its attention weight alpha (the magnitude TPoS gives the newest segment).
-        loudness: of the last hop's audio, in [0, 1] (see ``frame_loudness``).
         audio_end: absolute index (in the source's ring) just past the window's newest sample.
         audio_time: monotonic time at which that newest sample was captured.
         published: monotonic time the condition was ready.
@@ -51,7 +53,6 @@ class LiveCondition:
 
     condition: torch.Tensor
     weight: float
-    loudness: float
     audio_end: int
     audio_time: float
     published: float
@@ -69,6 +70,7 @@ class Frame:
         condition_time: when that condition was published (None for black frames).
         condition_index: the newest condition it used (0 for black frames).
         audio_scale: the loudness envelope's multiplier of g_s for this frame.
+        loudness: the loudness envelope itself (0..1): what scaled g_s, as the app's trace shows it.
     """
 
     image: np.ndarray
@@ -77,6 +79,7 @@ class Frame:
     condition_time: float | None
     condition_index: int
     audio_scale: float
+    loudness: float = 0.0
 
 
 def window_samples(provider: ConditionProvider) -> int:
@@ -92,27 +95,22 @@ def window_samples(provider: ConditionProvider) -> int:
     return config.segments * config.segment_samples
 
 
-def encode_window(provider: ConditionProvider, window: np.ndarray,
-                  text_space: TextSpace) -> tuple[torch.Tensor, float]:
-    """The condition ``(77, D)`` and attention weight for the newest segment of a window ending now.
-
-    The one place the encoder stage calls the provider. For now the whole window is encoded and the
-    last condition kept; a cached streaming encoder (each segment's CNN features computed once) slots
-    in here.
-    """
-    track = provider.encode(window, text_space)
-    return track.conditions[-1].detach().float().cpu(), float(track.weights[-1])
-
-
 class EncoderStage(Stage):
-    """Every ``hop_seconds``, encodes the window ending now and publishes a :class:`LiveCondition`.
+    """Streams the source's sound into the provider and publishes each new window's condition at once.
 
-    Hops missed because an encode took long are skipped, not caught up. Without new audio (device
-    lost, not started) nothing is published. The source and the provider can be swapped while it runs
-    (:meth:`follow_source`, :meth:`follow_provider`): the next hop uses them.
+    Windows lie on the provider's streaming grid (:mod:`tpos_live.conditioning.streaming`): for a TPoS
+    encoder, a hop of the divisor of its segment length nearest ``hop_seconds`` (0.25 s gives 0.255 s at
+    44.1 kHz); a CLAP bank keeps its own. So each hop computes the newest segment's CNN features and one
+    LSTM/attention/MAP window; the older segments' features come from the stream's cache. The stage
+    wakes when the next window's last sample is due, so a condition is published as soon as its audio
+    is there. When an encode takes longer than a hop, the stale windows are skipped, not caught up.
+    Without new audio (device lost, not started) nothing is published. A new stream starts, seeded with
+    the newest window of sound, when the source or the provider is swapped (:meth:`follow_source`,
+    :meth:`follow_provider`).
     """
 
     name = "encoder"
+    longest_wait = 0.05  # seconds: a swapped source or provider is noticed at least this often
 
     def __init__(self, provider: ConditionProvider, text_space: TextSpace, source: AudioSource,
                  hop_seconds: float, conditions: Mailbox[LiveCondition], stats: LiveStats,
@@ -121,53 +119,98 @@ class EncoderStage(Stage):
         self.provider, self.text_space, self.source = provider, text_space, source
         self.hop_seconds = hop_seconds
         self.conditions, self.stats = conditions, stats
-        window_samples(provider)  # refuses a provider that does not say its window
+        _check_streams(provider)
         self.latest: LiveCondition | None = None
-        self._last_end = 0
+        self._stream: _SourceStream | None = None
         self._count = 0
 
     def _run(self) -> None:
-        due = time.monotonic()
-        while not self._stop.wait(max(0.0, due - time.monotonic())):
-            due = max(due + self.hop_seconds, time.monotonic())
+        while not self._stop.wait(self._wait()):
             self.encode_now()
 
+    def _wait(self) -> float:
+        stream = self._stream
+        if stream is None:
+            return 0.0
+        due = stream.conditioner.samples_to_next_window / stream.provider.sample_rate
+        return min(max(due, 0.002), self.longest_wait)
+
     def follow_source(self, source: AudioSource) -> None:
-        self.source, self._last_end = source, -1
+        self.source = source
 
     def follow_provider(self, provider: ConditionProvider) -> None:
-        window_samples(provider)  # refuses a provider that does not say its window
+        _check_streams(provider)
         self.provider = provider
 
     def encode_now(self) -> LiveCondition | None:
-        """Encode the newest window and publish it; None when there was no new audio or it failed."""
-        source, provider = self.source, self.provider  # one pair for the whole hop, even if swapped meanwhile
-        rate = provider.sample_rate
-        window, end = source.mono_window(window_samples(provider), rate)
-        if end == self._last_end:
+        """Push the sound captured since the last call; publish the newest window it completed (None when
+        none completed, or the encoder failed)."""
+        source, provider = self.source, self.provider  # one pair for the whole call, even if swapped meanwhile
+        stream = self._stream
+        if stream is None or stream.source is not source or stream.provider is not provider:
+            stream = self._stream = _SourceStream(source, provider, self.text_space, self.hop_seconds)
+        block = stream.read()
+        if not len(block):
             return None
-        self._last_end = end
         started = time.perf_counter()
         try:
-            condition, weight = encode_window(provider, window, self.text_space)
-        except Exception as error:  # noqa: BLE001 - counted and reported; the next hop tries again
+            done = stream.conditioner.push(block, latest_only=True)
+        except Exception as error:  # noqa: BLE001 - counted and reported; a new stream tries again
+            self._stream = None
             self.stats.add("encoder_errors")
             self.report("error", f"audio encoder failed ({type(error).__name__}: {error}); keeping the last "
                                  f"condition")
             return None
+        if not done:
+            return None
         self.stats.stage("encode", time.perf_counter() - started)
-        hop = min(len(window), max(1, round(self.hop_seconds * rate)))
-        loudness = frame_loudness(window[-hop:], rate, np.array([hop / rate]), window_seconds=hop / rate)[0]
-        captured = source.capture_time(end - 1)
+        return self._publish(stream, done[-1])
+
+    def _publish(self, stream: _SourceStream, streamed) -> LiveCondition:
+        end = stream.ring_index(streamed.end_sample)
+        captured = stream.source.capture_time(end - 1)
         now = time.monotonic()
         self._count += 1
-        live = LiveCondition(condition, weight, float(loudness), end, now if captured is None else captured,
-                             now, self._count)
+        live = LiveCondition(streamed.condition.detach().float().cpu(), streamed.weight, end,
+                             now if captured is None else captured, now, self._count)
         if self.conditions.put(live):
             self.stats.add("dropped_conditions")
         self.stats.add("conditions")
         self.latest = live
         return live
+
+
+def _check_streams(provider: ConditionProvider) -> None:
+    """ValueError for a provider the encoder stage cannot stream (no window, or no streaming form)."""
+    window_samples(provider)
+    try:
+        as_streamable(provider)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
+
+
+class _SourceStream:
+    """One source's sound streaming into one provider: a ring reader, a resampler to the provider's
+    rate (when the device captures at another), and the streaming conditioner. Stream sample 0 is ring
+    index ``origin``: the start of the newest window of sound when the stream was opened."""
+
+    def __init__(self, source: AudioSource, provider: ConditionProvider, text_space: TextSpace,
+                 hop_seconds: float) -> None:
+        self.source, self.provider = source, provider
+        self.conditioner = StreamingConditioner(provider, text_space, hop_seconds=hop_seconds)
+        written, history = source.ring.written, math.ceil(window_samples(provider) * source.sample_rate
+                                                          / provider.sample_rate)
+        self.origin = max(written - history, written - source.ring.capacity, 0)
+        self.reader = source.ring.reader(self.origin)
+        self.resample = StreamResampler(source.sample_rate, provider.sample_rate)
+
+    def read(self) -> np.ndarray:
+        """The new sound, mono with gain, at the provider's rate."""
+        return self.resample(self.source.channel_map.mono(self.reader.read()))
+
+    def ring_index(self, stream_sample: int) -> int:
+        """The ring index of a stream sample (at the provider's rate)."""
+        return self.origin + round(stream_sample * self.source.sample_rate / self.provider.sample_rate)
 
 
 @dataclass(frozen=True)
@@ -274,7 +317,8 @@ class RenderStage(Stage):
             self._slot = started
         times = started + interval * np.arange(batch)
         conditions = self._conditions_at(times)
-        scales = self._audio_scales(times, settings)
+        loudness = self._loudness(times, settings)
+        scales = 1.0 - settings.envelope_depth + settings.envelope_depth * loudness
         newest = self.newest
         scene = self.scene if self._fade is None else self._fade.scene_at(self.scene, times)
         images = self._guarded_render(scene, conditions, scales)
@@ -287,8 +331,8 @@ class RenderStage(Stage):
         self._black = False
         fresh = newest.index != self._used_condition
         self._used_condition = newest.index
-        frames = tuple(Frame(image, ready, newest.audio_time, newest.published, newest.index, float(scale))
-                       for image, scale in zip(images, scales, strict=True))
+        frames = tuple(Frame(image, ready, newest.audio_time, newest.published, newest.index, float(scale),
+                             float(level)) for image, scale, level in zip(images, scales, loudness, strict=True))
         self.deliver(FrameBatch(frames, interval, fresh))
 
     def _guarded_render(self, scene: Scene, conditions: torch.Tensor, scales: np.ndarray) -> np.ndarray | None:
@@ -324,10 +368,9 @@ class RenderStage(Stage):
                       newest.condition.reshape(1, -1).expand(len(times), -1), fraction)
         return mixed.reshape(len(times), *shape)
 
-    def _audio_scales(self, times: np.ndarray, settings) -> np.ndarray:
-        """g_s multipliers: 1 - depth + depth * envelope, the envelope following the newest audio."""
-        if settings.envelope_depth == 0.0:
-            return np.ones(len(times))
+    def _loudness(self, times: np.ndarray, settings) -> np.ndarray:
+        """The loudness envelope (0..1) at ``times``, following the newest audio with the settings'
+        attack and release: what scales g_s (``1 - depth + depth * envelope``), and what the app shows."""
         mono, _ = self.source.mono_window(self.loudness_window)
         window = self.loudness_window / self.source.sample_rate
         level = frame_loudness(mono, self.source.sample_rate, np.array([window]), window_seconds=window)[0]
@@ -336,7 +379,7 @@ class RenderStage(Stage):
         envelope = attack_release(np.full(len(times), level), steps, settings.attack_seconds,
                                   settings.release_seconds, initial=state)
         self._envelope = (float(envelope[0]), float(times[0]))  # the later frames' times are predictions
-        return 1.0 - settings.envelope_depth + settings.envelope_depth * envelope.astype(np.float64)
+        return envelope.astype(np.float64)
 
     def _crossfaded(self, images: np.ndarray, times: np.ndarray) -> np.ndarray:
         """The old picture faded over the frames (pixel fades only); ends the fade when it is over."""

@@ -85,9 +85,7 @@ class Processes:
         gradient of each row goes back to the process that owns it."""
         if not self.distributed:
             return tensor
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(tensor.contiguous()))
+        return _GatherRows.apply(tensor)
 
     def gather_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """The global batch of an integer tensor (no gradient)."""
@@ -158,6 +156,45 @@ def join_from_environment(device: str) -> tuple[Processes, str]:
     return Processes(rank, world_size, coordination), device
 
 
+# --- collectives with gradients ------------------------------------------------------------------------
+# (torch.distributed.nn.functional does the same but is deprecated; these need only all_gather and
+# all_reduce, which gloo and nccl both have.)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All processes' rows, in rank order; backward: the sum over processes of the gradient of this
+    process's rows (every process's loss depends on them)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rows, ctx.rank = tensor.shape[0], dist.get_rank()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """The sum of a tensor over processes; backward: the sum of the gradients (all_reduce both ways)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.contiguous().clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total
+
+
 # --- modules that see the global batch -----------------------------------------------------------------
 
 
@@ -171,15 +208,13 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         if self.momentum is None:
             raise ValueError("GlobalBatchNorm2d needs a momentum (cumulative averaging is not implemented)")
         values = x.float()
         count = values.numel() // values.shape[1] * dist.get_world_size()
-        mean = all_reduce(values.sum(dim=(0, 2, 3))) / count
+        mean = _SumOverProcesses.apply(values.sum(dim=(0, 2, 3))) / count
         centred = values - mean[None, :, None, None]
-        variance = all_reduce((centred * centred).sum(dim=(0, 2, 3))) / count
+        variance = _SumOverProcesses.apply((centred * centred).sum(dim=(0, 2, 3))) / count
         with torch.no_grad():
             self.running_mean.lerp_(mean.detach(), self.momentum)
             self.running_var.lerp_(variance.detach() * count / (count - 1), self.momentum)

@@ -200,7 +200,6 @@ class TPoSTrainer:
             self.trained = DistributedDataParallel(
                 self.trained,
                 device_ids=[self.device] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,  # BatchNorm's running averages are global already
                 gradient_as_bucket_view=True,  # MAP's 1.8 GB of gradients live in the buckets, not twice
             )
         self.optimizer = torch.optim.SGD(

@@ -6,9 +6,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tpos_live.errors import UserError
 from tpos_live.names import SPECTROGRAM_FLOORS, TEXT_TARGETS
+
+if TYPE_CHECKING:
+    from tpos_live.training.distributed import Processes
 
 TRAIN_EPILOG = """\
 examples:
@@ -127,7 +131,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_train)
 
 
-def add_floor_option(parser) -> None:
+def add_floor_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--spectrogram-floor``, shared by ``train-encoder`` and ``import-tpos``: recorded in the checkpoint,
     so that render and live make the maps the encoder was trained on."""
     parser.add_argument(
@@ -212,7 +216,7 @@ def run_train(args: argparse.Namespace) -> int:
         processes.close()
 
 
-def _train(args: argparse.Namespace, device: str, processes) -> int:
+def _train(args: argparse.Namespace, device: str, processes: Processes) -> int:
     import torch
 
     from tpos_live.conditioning.tpos_encoder import TPoSConfig

@@ -138,6 +138,7 @@ def test_import_computes_what_the_official_structure_computes(tmp_path, official
     provider = load_tpos(tmp_path / "tpos.safetensors")
     assert provider.config.embed_dim == DIM and provider.config.segments == SEGMENTS
     assert provider.config.spectrogram.kind == "stft" and provider.text_family == "tiny"
+    assert provider.config.spectrogram.floor == "relative"  # the official amplitude_to_db(ref=max) scaling
     reference_encoder, reference_map = official
     maps = torch.rand(3, SEGMENTS, 32, 20, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -242,8 +243,10 @@ def test_import_refuses_to_overwrite_without_force(tmp_path, official_files) -> 
     assert run_import(encoder_path, map_path, "-o", tmp_path / "tpos", "--text-family", "tiny") == 0
     with pytest.raises(UserError, match="exists.*--force"):
         run_import(encoder_path, map_path, "-o", tmp_path / "tpos")
-    assert run_import(encoder_path, map_path, "-o", tmp_path / "tpos", "--force", "--front-end", "mel") == 0
-    assert load_tpos(tmp_path / "tpos").config.spectrogram.kind == "mel"
+    mel = ["--front-end", "mel", "--spectrogram-floor", "absolute"]
+    assert run_import(encoder_path, map_path, "-o", tmp_path / "tpos", "--force", *mel) == 0
+    spectrogram = load_tpos(tmp_path / "tpos").config.spectrogram
+    assert (spectrogram.kind, spectrogram.floor) == ("mel", "absolute")
 
 
 def test_an_imported_encoder_becomes_the_default_for_its_family(tmp_path, official_files) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tpos_live.audio.spectrogram import (
+    LEGACY_FLOOR,
     SpectrogramConfig,
     frame_count,
     hz_to_mel,
@@ -22,8 +25,8 @@ from tpos_live.audio.spectrogram import (
     spectrogram,
 )
 
-STFT = SpectrogramConfig(kind="stft")
-MEL = SpectrogramConfig(kind="mel")
+STFT = SpectrogramConfig(kind="stft")  # no floor named: the legacy one, absolute
+MEL = SpectrogramConfig(kind="mel")  # relative
 
 
 def tone(freq: float, seconds: float, amplitude: float = 0.5, sample_rate: int = 44100) -> np.ndarray:
@@ -44,6 +47,48 @@ def test_config_validates() -> None:
         SpectrogramConfig(kind="mel", n_mels=64, height=128)
     with pytest.raises(ValueError, match="at least 1"):
         SpectrogramConfig(kind="stft", segment_frames=0)
+    with pytest.raises(ValueError, match="floor must be one of relative, absolute"):
+        SpectrogramConfig(kind="stft", floor="max")  # type: ignore[arg-type]
+
+
+def test_a_config_without_a_floor_gets_what_its_kind_had_before() -> None:
+    assert (STFT.floor, MEL.floor) == ("absolute", "relative") == (LEGACY_FLOOR["stft"], LEGACY_FLOOR["mel"])
+    assert SpectrogramConfig(kind="stft", floor="absolute") == STFT
+    assert SpectrogramConfig(kind="stft", floor="relative") != STFT
+
+
+@pytest.mark.parametrize("kind", ["stft", "mel"])
+def test_an_encoder_checkpoint_without_a_floor_loads_with_the_maps_it_was_trained_on(tmp_path, kind) -> None:
+    from tpos_live.conditioning.checkpoint import load_tpos, random_tpos, save_tpos
+    from tpos_live.conditioning.tpos_encoder import TPoSConfig
+
+    spectrogram_config = SpectrogramConfig(kind=kind, floor="relative" if kind == "stft" else "absolute")
+    provider = random_tpos(TPoSConfig(embed_dim=8, spectrogram=spectrogram_config, text_family="tiny"))
+    weights, config_file = save_tpos(tmp_path / "enc", provider.encoder, provider.map_model, provider.config)
+    assert load_tpos(weights).config.spectrogram.floor == spectrogram_config.floor  # recorded
+    document = json.loads(config_file.read_text())
+    del document["spectrogram"]["floor"]  # as written before the field existed
+    config_file.write_text(json.dumps(document))
+    assert load_tpos(weights).config.spectrogram.floor == LEGACY_FLOOR[kind]
+
+
+@pytest.mark.parametrize("kind", ["stft", "mel"])
+def test_relative_maps_ignore_a_gain_change_and_absolute_maps_keep_it(kind) -> None:
+    base = SpectrogramConfig(kind=kind)
+    relative, absolute = (dataclasses.replace(base, floor=floor) for floor in ("relative", "absolute"))
+    length = segment_samples(base)
+    quiet = noise(length, 0.01) + tone(2000, length / 44100, 0.002)  # a quiet window
+    gain_db = 34.0
+    loud = quiet * 10 ** (gain_db / 20)  # the same sound 34 dB louder
+    quiet_map, loud_map = segment_map(quiet, relative), segment_map(loud, relative)
+    np.testing.assert_allclose(loud_map, quiet_map, atol=1e-6)
+    assert quiet_map.min() >= 0.0 and quiet_map.max() <= 1.0
+    if kind == "mel":  # not resized: its loudest band is exactly the reference
+        assert quiet_map.max() == pytest.approx(1.0)
+    # Absolute: every bin above the floor in both moves up by the gain, 34 / 80 of the map's range.
+    shift = segment_map(loud, absolute) - segment_map(quiet, absolute)
+    assert np.median(shift) == pytest.approx(gain_db / 80, abs=1e-5)
+    assert segment_map(quiet, absolute).max() < 1.0 < segment_map(loud, absolute).max()
 
 
 def test_segment_samples_give_exactly_segment_frames() -> None:
@@ -79,21 +124,25 @@ def test_value_ranges() -> None:
     stft_quiet = spectrogram(quiet, STFT)
     assert stft_quiet.dtype == np.float32
     assert stft_quiet.min() >= 0.0 and stft_quiet.max() <= 1.0  # every bin below 0 dB re 1.0
-    # Loud audio goes above 1 (the official scaling does not rescale the STFT), but no higher than a
-    # full-scale bin can reach: |X| <= sum(window) = n_fft / 2.
+    # With the absolute floor loud audio goes above 1, but no higher than a full-scale bin can reach:
+    # |X| <= sum(window) = n_fft / 2.
     loud = spectrogram(noise(44100, 1.0), STFT)
     assert 1.0 < loud.max() <= 1.0 + 20 * math.log10(512) / 80
     mel_loud = spectrogram(noise(44100, 1.0), MEL)
     assert mel_loud.min() >= 0.0 and mel_loud.max() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("cfg", [STFT, MEL], ids=["stft", "mel"])
+@pytest.mark.parametrize(
+    "cfg",
+    [STFT, MEL, dataclasses.replace(STFT, floor="relative"), dataclasses.replace(MEL, floor="absolute")],
+    ids=["stft", "mel", "stft-relative", "mel-absolute"],
+)
 def test_silence_maps_to_zero(cfg: SpectrogramConfig) -> None:
     assert not spectrogram(np.zeros(20000), cfg).any()
     assert not segment_map(np.zeros(segment_samples(cfg)), cfg).any()
 
 
-def test_stft_segment_map_equals_columns_of_the_whole() -> None:
+def test_absolute_stft_segment_map_equals_columns_of_the_whole() -> None:
     length = segment_samples(STFT)
     whole_audio = noise(3 * length, 0.3) + tone(700, 3 * length / 44100, 0.2)
     whole = spectrogram(whole_audio, STFT)

@@ -34,6 +34,7 @@ from tpos_live.training.datasets import (
     WindowDataset,
     clip_frames,
     find_clips,
+    resized_bins,
     split_clips,
     window_maps,
 )
@@ -44,13 +45,16 @@ from tpos_live.training.losses import (
     spec_augment,
     tpos_loss,
 )
-from tpos_live.training.trainer import STATE_FILE, TPoSTrainer, TrainConfig, fit, text_targets
+from tpos_live.training.targets import projected_text_encoder, text_targets
+from tpos_live.training.trainer import STATE_FILE, TPoSTrainer, TrainConfig, fit
 
 SR = 8000
 CLASSES = ("tone", "noise burst", "chirp", "click train", "low rumble")
 CLIPS_PER_CLASS = 10
 CLIP_SECONDS = 1.6
-SPEC = SpectrogramConfig(kind="stft", sample_rate=SR, n_fft=256, hop_length=128, height=32, segment_frames=16)
+SPEC = SpectrogramConfig(
+    kind="stft", sample_rate=SR, n_fft=256, hop_length=128, height=32, segment_frames=16, floor="relative"
+)
 FRONT_END_ARGS = [
     "--sample-rate",
     "8000",
@@ -147,6 +151,26 @@ def targets(tiny_stack, cached):
     )
 
 
+@pytest.fixture(scope="module")
+def projected_model(tmp_path_factory) -> Path:
+    """The tiny stack's folder with a text encoder saved as CLIPTextModelWithProjection: the same text
+    tower plus a (random) projection, as a model whose folder holds its projection."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tpos_live.diffusion.random_stacks import tiny_model_folder
+
+    folder = tmp_path_factory.mktemp("projected") / "tiny-projected"
+    shutil.copytree(tiny_model_folder(), folder)
+    text_folder = folder / "text_encoder"
+    tower = CLIPTextModel.from_pretrained(text_folder)
+    torch.manual_seed(4)
+    with_projection = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(text_folder))
+    with_projection.text_model.load_state_dict(tower.state_dict())
+    shutil.rmtree(text_folder)
+    with_projection.save_pretrained(text_folder)
+    return folder
+
+
 def make_trainer(targets, config: TrainConfig, seed: int = 0) -> TPoSTrainer:
     tpos_config = TPoSConfig(embed_dim=targets.dim, spectrogram=SPEC, text_family=targets.family)
     torch.manual_seed(seed)
@@ -234,10 +258,12 @@ def test_prompt_template_and_split() -> None:
     assert split_clips(clips, 0.2, seed=3) == (train, val)
 
 
+@pytest.mark.parametrize("floor", ["relative", "absolute"])
 @pytest.mark.parametrize("kind", ["stft", "mel"])
-def test_cached_windows_equal_the_inference_maps(kind) -> None:
+def test_cached_windows_equal_the_inference_maps(kind, floor) -> None:
     config = SpectrogramConfig(
-        kind=kind, sample_rate=SR, n_fft=256, hop_length=128, n_mels=32, height=32, segment_frames=16
+        kind=kind, sample_rate=SR, n_fft=256, hop_length=128, n_mels=32, height=32, segment_frames=16,
+        floor=floor,
     )
     rng = np.random.default_rng(2)
     audio = np.concatenate(
@@ -249,10 +275,12 @@ def test_cached_windows_equal_the_inference_maps(kind) -> None:
         maps = window_maps(frames, start_column, config)
         for n in range(config.segments):
             begin = (start_column + n * config.segment_frames) * config.hop_length
-            expected = segment_map(np.pad(audio, (0, 20000))[begin : begin + length], config)
+            expected = segment_map(np.pad(audio, (0, 30000))[begin : begin + length], config)
             np.testing.assert_allclose(maps[n], expected, atol=1e-5, err_msg=f"segment {n} at {start_column}")
     silent = window_maps(frames, frames.shape[1] + 5, config)  # past the end: silence
     assert np.all(silent == 0.0)
+    if kind == "stft" and floor == "relative":  # the bins the resize reads, and each frame's peak
+        assert frames.shape[0] == len(resized_bins(config)) + 1 < config.n_bins
 
 
 def test_spectrogram_cache_computes_once_and_reports_bad_clips(tmp_path, sound_folders) -> None:
@@ -271,7 +299,7 @@ def test_spectrogram_cache_computes_once_and_reports_bad_clips(tmp_path, sound_f
     )
     assert other.prepare(paths[:1], progress=False)[0][0] != entries[0]  # another config, another entry
     stored = np.load(entries[0])
-    assert stored.dtype == np.float16 and stored.shape[0] == SPEC.height
+    assert stored.dtype == np.float16 and stored.shape[0] == len(resized_bins(SPEC)) + 1  # relative floor
 
 
 def test_batch_sampler_orders_and_balances() -> None:
@@ -353,8 +381,61 @@ def test_text_targets_are_the_diffusion_text_encoder_outputs(tiny_stack, targets
     with torch.no_grad():
         output = tiny_stack.text_encoder(ids)
     index = targets.labels.index("chirp")
-    torch.testing.assert_close(targets.pooled[index], output.pooler_output[0])
+    torch.testing.assert_close(targets.contrastive[index], output.pooler_output[0])
     torch.testing.assert_close(targets.tokens[index], output.last_hidden_state[0, 1:])
+    assert targets.text_target == "pooled"
+
+
+def test_projected_targets_come_from_the_model_folder_and_tokens_from_its_text_encoder(
+    tiny_stack, projected_model
+) -> None:
+    from transformers import CLIPTextModelWithProjection
+
+    projection = projected_text_encoder(str(projected_model), "tiny", progress=False)
+    assert isinstance(projection, CLIPTextModelWithProjection)
+    labels = ["chirp", "tone"]
+    targets = text_targets(
+        tiny_stack.text_encoder, tiny_stack.tokenizer, labels, PromptTemplate(), family="tiny", projection=projection
+    )
+    ids = tiny_stack.tokenizer(labels, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        output = tiny_stack.text_encoder(ids)
+        saved = CLIPTextModelWithProjection.from_pretrained(projected_model / "text_encoder").eval()
+        expected = saved.text_projection(output.pooler_output)  # the same text tower, projected
+    assert targets.text_target == "projected"
+    torch.testing.assert_close(targets.contrastive, expected)
+    torch.testing.assert_close(targets.tokens, output.last_hidden_state[:, 1:])
+    assert (targets.contrastive - output.pooler_output).abs().max() > 0.1  # not the pooled output
+
+
+def test_projected_targets_of_an_sd_model_come_from_its_clip_on_the_hub(tmp_path, monkeypatch) -> None:
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModelWithProjection
+
+    from tpos_live.diffusion.random_stacks import tiny_model_folder
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(UserError, match=r"hf download openai/clip-vit-large-patch14.*--text-target pooled"):
+        projected_text_encoder(str(tiny_model_folder()), "clip-vit-l-14", progress=False)
+    with pytest.raises(UserError, match="no CLIP is known for its family 'tiny'.*--text-target pooled"):
+        projected_text_encoder(str(tiny_model_folder()), "tiny", progress=False)
+
+    # A tiny CLIP (text and vision towers) in the hub cache's layout, as `hf download` leaves it.
+    text = json.loads((tiny_model_folder() / "text_encoder" / "config.json").read_text())
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+              "image_size": 32, "patch_size": 8, "projection_dim": 32}
+    torch.manual_seed(3)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+    repo = tmp_path / "hub" / "models--openai--clip-vit-large-patch14"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    clip.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    projection = projected_text_encoder(str(tiny_model_folder()), "clip-vit-l-14", progress=False)
+    assert isinstance(projection, CLIPTextModelWithProjection)
+    ids = torch.randint(0, text["vocab_size"], (2, 77))
+    with torch.no_grad():
+        expected = clip.text_projection(clip.text_model(ids).pooler_output)  # CLIP's joint space
+        torch.testing.assert_close(projection(ids).text_embeds, expected)
 
 
 def test_train_config_validates() -> None:
@@ -460,11 +541,11 @@ def run_train(*argv: str) -> int:
     return args.run(args)
 
 
-def test_train_encoder_command(tmp_path, sound_folders) -> None:
+def test_train_encoder_command(tmp_path, sound_folders, projected_model) -> None:
     out = tmp_path / "run"
     options = [
         "--model",
-        "tiny",
+        projected_model,  # default --text-target projected: the projection comes from its folder
         *FRONT_END_ARGS,
         "--batch-size",
         "10",
@@ -497,9 +578,16 @@ def test_train_encoder_command(tmp_path, sound_folders) -> None:
     ]
     with pytest.raises(UserError, match="other labels or prompts"):
         run_train(sound_folders, "-o", out, *options, "--epochs", "2", "--resume")
+    pooled = ["--model", "tiny", "--text-target", "pooled"]  # later flags win: the tiny stack, no projection
+    with pytest.raises(UserError, match="trained with --text-target projected, now pooled"):
+        run_train(sound_folders, "-o", out, *options, *prompt, *pooled, "--epochs", "2", "--resume")
+    with pytest.raises(UserError, match="another size, front end"):
+        run_train(sound_folders, "-o", out, *options, *prompt, "--spectrogram-floor", "absolute", "--resume")
+    with pytest.raises(UserError, match="no CLIP is known for its family 'tiny'"):
+        run_train(sound_folders, "-o", tmp_path / "no-projection", *options, *prompt, "--model", "tiny")
     with pytest.raises(UserError, match="must contain"):
         run_train(sound_folders, "-o", tmp_path / "other", *options, "--prompt", "no label here")
-    init = [*prompt, "--epochs", "1", "--max-steps", "1", "--init", out / "best.safetensors"]
+    init = [*prompt, *pooled, "--epochs", "1", "--max-steps", "1", "--init", out / "best.safetensors"]
     assert run_train(sound_folders, "-o", tmp_path / "fine-tune", *options, *init) == 0
     with pytest.raises(UserError, match="--init checkpoint .* use matching options"):
         run_train(sound_folders, "-o", tmp_path / "mismatch", *options, *init, "--segments", "4")

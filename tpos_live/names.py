@@ -8,6 +8,8 @@ SAMPLERS = ("lcm", "ddim", "plms")
 DECODERS = ("taesd", "vae")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # compute devices a spec may name
+SPECTROGRAM_FLOORS = ("relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
+TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (training/targets.py)
 
 BACKENDS: dict[str, str] = {
     "torch": "the model's torch modules as loaded (eager)",

@@ -1,22 +1,38 @@
 """Spectrogram front ends of the TPoS audio encoder: the maps its segments are cut from.
 
-Two maps, both scaled the way the official TPoS code does it:
+A map is computed in three steps (:func:`spectrogram`):
 
-- ``"stft"`` (what the official code feeds the encoder at inference): linear STFT magnitude (Hann
-  window, ``n_fft // 2 + 1`` bins), amplitude in dB re 1.0 (``20 * log10(max(1e-5, |X|))``), floored
-  at -80 dB, ``/ 80 + 1``, then the frequency axis resized to ``height`` rows (bilinear, half-pixel
-  centres, like ``cv2.resize`` / ``F.interpolate(align_corners=False)``). Silence is 0 and -80 dB..0 dB
-  spans [0, 1]; louder bins go above 1 (a full-scale sine reaches about 1.6 with ``n_fft = 1024``):
-  the official code does not rescale the STFT, and neither do we.
-- ``"mel"`` (what the official encoder was trained on): ``n_mels`` Slaney mel bands (librosa's default
-  filterbank, fmin 0, fmax sr/2) of the power spectrum, dB re the map's maximum, floored 80 dB below
-  it, ``/ 80 + 1``: values in [0, 1]. The official training data used librosa's default
-  ``n_fft = 2048``; set it to match.
+1. **Decibels** (:func:`frame_decibels`), one column per frame, re 1.0 and not floored:
+
+   - ``"stft"``: the linear STFT's magnitude (periodic Hann window, ``n_fft // 2 + 1`` bins) as amplitude
+     dB, ``20 * log10(max(|X|, 1e-5))``;
+   - ``"mel"``: ``n_mels`` Slaney mel bands (librosa's default filterbank, fmin 0, fmax sr/2) of the power
+     spectrum ``|X|^2`` as power dB, ``10 * log10(max(P, 1e-10))``.
+
+   Both put silence at -100 dB.
+2. **Floor and scale** (:func:`decibels_to_map`), by the config's ``floor``:
+
+   - ``"relative"``: dB re the map's own maximum, floored 80 dB below it, ``/ 80 + 1``: values in [0, 1]
+     with the maximum at 1 whatever the level, so a gain change leaves the map as it is. This is the
+     scaling of the official code (``librosa.amplitude_to_db`` / ``power_to_db`` with ``ref=np.max``,
+     ``top_db=80``), except that the reference here is the maximum of the map being made (one segment's,
+     see :func:`segment_map`), not of a whole window or clip. A silent map (maximum at -100 dB) is all
+     zeros, where librosa would call every bin 0 dB.
+   - ``"absolute"``: dB re 1.0, floored at -80 dB, ``/ 80 + 1``: silence is 0, -80 dB..0 dB spans [0, 1]
+     and louder bins go above 1 (a full-scale sine reaches about 1.6 in the ``"stft"`` map with
+     ``n_fft = 1024``); the level of the sound stays in the map. Not what the official code does; the
+     maps of tpos-live before the choice existed, so a config that names no floor gets it for ``"stft"``
+     (:data:`LEGACY_FLOOR`).
+3. **Resize** (``"stft"`` only): the frequency axis alone is resized from ``n_bins`` to ``height`` rows by
+   linear interpolation with half-pixel centres (what ``cv2.resize`` with ``INTER_LINEAR`` does along
+   that axis, no anti-aliasing; :func:`resize_matrix`), after the floor. The time axis is not resized:
+   one column per frame. A ``"mel"`` map has its ``n_mels`` rows and is not resized.
 
 Frames are taken *inside* the audio (no centre padding): frame ``t`` covers samples
 ``[t * hop, t * hop + n_fft)``. So a segment of :func:`segment_samples` samples gives exactly
-``segment_frames`` frames computed from that segment alone, and the STFT map of a segment that starts
-at a multiple of ``hop_length`` equals the matching columns of the whole file's map (:func:`segment_map`).
+``segment_frames`` frames computed from that segment alone. With the absolute floor, the ``"stft"`` map of a
+segment that starts at a multiple of ``hop_length`` equals the matching columns of the whole file's map
+(:func:`segment_map`); with the relative floor each segment has its own reference.
 """
 
 from __future__ import annotations
@@ -28,9 +44,17 @@ from typing import Literal
 
 import numpy as np
 
+from tpos_live.names import SPECTROGRAM_FLOORS
+
 AMPLITUDE_FLOOR = 1e-5  # amin of the "stft" map: 20 * log10(1e-5) = -100 dB, below the -80 dB floor
 POWER_FLOOR = 1e-10  # amin of the "mel" map (librosa's power_to_db default)
+SILENCE_DB = -100.0  # what both amins give: the decibels of silence
 TOP_DB = 80.0
+Floor = Literal["relative", "absolute"]
+FLOORS: tuple[str, ...] = SPECTROGRAM_FLOORS
+# The floor of a config that names none: what each map did before the choice existed, so that an encoder
+# checkpoint written then loads with the maps it was trained on.
+LEGACY_FLOOR: dict[str, str] = {"stft": "absolute", "mel": "relative"}
 _FRAMES_PER_CHUNK = 2048  # bounds the memory of the frame matrix for long files
 # Slaney's mel scale: 200/3 Hz per mel below 1 kHz, then 27 mels per factor 6.4 in frequency.
 _MEL_HZ_PER_MEL = 200.0 / 3.0
@@ -41,7 +65,12 @@ _MEL_LOG_STEP = math.log(6.4) / 27.0
 
 @dataclass(frozen=True)
 class SpectrogramConfig:
-    """Which map, at which resolution; ``segments`` of ``segment_frames`` columns make one encoder window."""
+    """Which map, at which resolution; ``segments`` of ``segment_frames`` columns make one encoder window.
+
+    ``floor`` is the dB reference of the map (module docstring): ``"relative"`` (the official scaling,
+    what ``train-encoder`` uses unless told otherwise) or ``"absolute"``. Left None, it becomes the
+    kind's :data:`LEGACY_FLOOR`, which is what a saved config without the field was made with.
+    """
 
     kind: Literal["stft", "mel"]
     sample_rate: int = 44100
@@ -51,10 +80,15 @@ class SpectrogramConfig:
     height: int = 128
     segment_frames: int = 153
     segments: int = 5
+    floor: Floor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("stft", "mel"):
             raise ValueError(f"kind must be 'stft' or 'mel', got {self.kind!r}")
+        if self.floor is None:
+            object.__setattr__(self, "floor", LEGACY_FLOOR[self.kind])
+        if self.floor not in FLOORS:
+            raise ValueError(f"floor must be one of {', '.join(FLOORS)}, got {self.floor!r}")
         if self.sample_rate < 1000:
             raise ValueError(f"sample_rate must be at least 1000 Hz, got {self.sample_rate}")
         if self.n_fft < 16:
@@ -92,34 +126,62 @@ def frame_count(n_samples: int, cfg: SpectrogramConfig) -> int:
 def spectrogram(mono: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     """The ``cfg.kind`` map of a mono signal at ``cfg.sample_rate``: ``(height, frames)`` float32.
 
-    Needs at least ``n_fft`` samples. For ``"mel"`` the dB reference is the maximum of this map, so
-    the map of a part differs from the columns of the whole by that reference; ``"stft"`` columns
-    depend on their own frame only.
+    Needs at least ``n_fft`` samples. With the relative floor the dB reference is the maximum of this
+    map, so the map of a part differs from the columns of the whole by that reference; with the absolute
+    floor every column depends on its own frame only.
     """
+    values = decibels_to_map(frame_decibels(mono, cfg), cfg)
+    if cfg.kind == "stft":
+        values = _cached_resize(cfg.n_bins, cfg.height) @ values
+    return values.astype(np.float32)
+
+
+def frame_decibels(mono: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+    """Step 1 of the module docstring: ``(n_bins, frames)`` amplitude dB (``"stft"``) or ``(n_mels, frames)``
+    power dB (``"mel"``), re 1.0, not floored, float64. Needs at least ``n_fft`` samples."""
     mono = _check_mono(mono)
     if len(mono) < cfg.n_fft:
         raise ValueError(f"need at least n_fft={cfg.n_fft} samples for one frame, got {len(mono)}")
     magnitude = _stft_magnitude(mono, cfg.n_fft, cfg.hop_length)
     if cfg.kind == "stft":
-        return _stft_map(magnitude, cfg)
-    return _mel_map(magnitude, cfg)
+        return 20.0 * np.log10(np.maximum(magnitude, AMPLITUDE_FLOOR))
+    mel_power = _cached_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels) @ (magnitude**2)
+    return 10.0 * np.log10(np.maximum(mel_power, POWER_FLOOR))
+
+
+def decibels_to_map(decibels: np.ndarray, cfg: SpectrogramConfig, peak: float | None = None) -> np.ndarray:
+    """Step 2 of the module docstring: dB from :func:`frame_decibels` floored and scaled by ``cfg.floor``.
+
+    ``peak`` is the relative floor's reference, by default the maximum of ``decibels`` (give it when
+    ``decibels`` holds only some rows of a map). A relative map whose peak is silence is all zeros.
+    """
+    if cfg.floor == "absolute":
+        reference = 0.0
+    else:
+        reference = float(np.max(decibels)) if peak is None else peak
+        if reference <= SILENCE_DB:
+            # librosa (ref=np.max) would call every bin 0 dB; a silent segment must look silent, since
+            # windows are padded with silence.
+            return np.zeros(decibels.shape)
+    return np.maximum(decibels - reference, -TOP_DB) / TOP_DB + 1.0
 
 
 def segment_map(mono_segment: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     """The map of one encoder segment, ``(height, segment_frames)`` float32, from its audio alone.
 
-    ``mono_segment`` must hold exactly :func:`segment_samples` samples. For ``"stft"``, the segment
-    starting at sample ``s`` (a multiple of ``hop_length``) gives exactly the columns
+    ``mono_segment`` must hold exactly :func:`segment_samples` samples. With the absolute floor, the
+    ``"stft"`` segment starting at sample ``s`` (a multiple of ``hop_length``) gives exactly the columns
     ``s // hop_length + [0, segment_frames)`` of ``spectrogram(whole)``.
 
-    Where this differs from the official TPoS code, and why: the official inference computes the map
-    of a whole ~8.9 s window (centre-padded librosa STFT, resized on both axes to 128 x 768), crops it
-    at a *random* offset and cuts it into 5 segments, so its numbers depend on the window and on the
-    draw; its training mel maps take their dB reference from each 10 s clip. Here every segment is
-    computed from its own samples on a fixed grid, with an absolute -80 dB floor ("stft") or the
-    segment's own maximum as reference ("mel"). That makes the result deterministic, makes a streaming
-    window give the same maps as a whole file, and lets the map (and the CNN feature) of a segment be
-    computed once and reused by every window that contains it.
+    Where this differs from the official TPoS code, and why: as the design notes (section 2) record it, the
+    official inference computes the map of a whole ~8.9 s window (centre-padded librosa STFT, dB re the
+    window's maximum, resized on both axes to 128 x 768), crops it at a *random* offset and cuts it into 5
+    segments, so its numbers depend on the window and on the draw; its training mel maps take their dB
+    reference from each 10 s clip. Here every segment is computed from its own samples on a fixed grid,
+    and the relative floor's reference is the segment's own maximum. That makes the result deterministic,
+    makes a streaming window give the same maps as a whole file, and lets the map (and the CNN feature) of
+    a segment be computed once and reused by every window that contains it. The cost: a relative map does
+    not show how loud a segment is next to the other segments of its window (the absolute floor does).
     """
     mono_segment = _check_mono(mono_segment)
     expected = segment_samples(cfg)
@@ -216,20 +278,3 @@ def _cached_resize(n_in: int, n_out: int) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _cached_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return mel_filterbank(sample_rate, n_fft, n_mels)
-
-
-def _stft_map(magnitude: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
-    decibels = 20.0 * np.log10(np.maximum(magnitude, AMPLITUDE_FLOOR))
-    scaled = np.maximum(decibels, -TOP_DB) / TOP_DB + 1.0
-    return (_cached_resize(cfg.n_bins, cfg.height) @ scaled).astype(np.float32)
-
-
-def _mel_map(magnitude: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
-    mel_power = _cached_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels) @ (magnitude**2)
-    peak = mel_power.max()
-    if peak <= POWER_FLOOR:
-        # Silence. librosa's power_to_db(ref=np.max) would call every bin 0 dB (the loudest value, 1 here);
-        # a silent segment must look silent, since windows are padded with silence.
-        return np.zeros(mel_power.shape, dtype=np.float32)
-    decibels = 10.0 * np.log10(np.maximum(mel_power, POWER_FLOOR) / peak)
-    return (np.maximum(decibels, -TOP_DB) / TOP_DB + 1.0).astype(np.float32)

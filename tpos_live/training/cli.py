@@ -6,8 +6,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tpos_live.errors import UserError
+from tpos_live.names import SPECTROGRAM_FLOORS, TEXT_TARGETS
+
+if TYPE_CHECKING:
+    from tpos_live.training.distributed import Processes
 
 TRAIN_EPILOG = """\
 examples:
@@ -15,12 +20,15 @@ examples:
   tpos-live train-encoder vggsound.csv --audio-dir clips/ -o runs/vgg --balanced
   tpos-live train-encoder ESC-50/ -o runs/esc --prompt "the sound of {label}" --model sd-turbo
   tpos-live train-encoder sounds/ -o runs/mine --resume --epochs 80
+  torchrun --nproc-per-node 4 -m tpos_live train-encoder vggsound.csv -o runs/vgg   # 4 GPUs, one model
   tpos-live render song.mp3 --prompt "a beach" --encoder runs/mine/best.safetensors -o out.mp4
 
 layouts (--layout auto picks one): folders (<label>/<clip>), vggsound (its CSV; test rows validate),
 esc50 (meta/esc50.csv + audio/; --val-fold validates), prefix (Landscape: <label>_<name>.wav).
 Defaults are the official TPoS recipe: SGD 1e-3 cycling to 0.1 over 5 epochs, MAP Adam 1e-3,
-batch 50, 50 epochs. Writes last/best checkpoints, training-state.pt and metrics.jsonl."""
+batch 150, 50 epochs; InfoNCE against CLIP's projected text embeddings; maps in dB re each segment's
+maximum. Under torchrun the processes share every batch of --batch-size clips (a multiple of their number).
+Writes last/best checkpoints, training-state.pt and metrics.jsonl."""
 
 IMPORT_EPILOG = """\
 example:
@@ -85,10 +93,11 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     front.add_argument("--segment-frames", type=int, default=153, help="columns of a segment map (153)")
     front.add_argument("--segments", type=int, default=5, help="segments N of a window (5)")
+    add_floor_option(front)
     # Defaults of None take TrainConfig's (the official recipe), so that they are written in one place.
     opt = p.add_argument_group("optimisation (defaults: the official recipe)")
     opt.add_argument("--epochs", type=int, help="passes over the training clips (50)")
-    opt.add_argument("--batch-size", type=int, help="clips per step (50)")
+    opt.add_argument("--batch-size", type=int, help="clips per step, over all processes (150)")
     opt.add_argument("--lr", type=float, help="encoder SGD learning rate at the start of a cycle (1e-3)")
     opt.add_argument("--max-lr", type=float, help="learning rate at the peak of a cycle (0.1)")
     opt.add_argument("--cycle-epochs", type=int, help="epochs from --lr up to --max-lr (5)")
@@ -104,6 +113,14 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         help="the Stable Diffusion model whose text encoder gives the targets (default sd15-lcm; "
         "any name `render --model` takes)",
     )
+    run.add_argument(
+        "--text-target",
+        choices=TEXT_TARGETS,
+        default="projected",
+        help="InfoNCE target: projected (default, as the paper: CLIP's joint-space text embedding; SD "
+        "models take the projection from their CLIP on the hub) or pooled (the text encoder's pooled "
+        "output, unprojected)",
+    )
     run.add_argument("--init", help="start from this TPoS checkpoint instead of random weights")
     run.add_argument("--resume", action="store_true", help="continue the run saved in OUTPUT")
     run.add_argument("--keep-epochs", action="store_true", help="keep every epoch's checkpoint")
@@ -112,6 +129,19 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-default", action="store_true",
                    help="do not make the result the default encoder for its text family")
     p.set_defaults(run=run_train)
+
+
+def add_floor_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--spectrogram-floor``, shared by ``train-encoder`` and ``import-tpos``: recorded in the checkpoint,
+    so that render and live make the maps the encoder was trained on."""
+    parser.add_argument(
+        "--spectrogram-floor",
+        choices=SPECTROGRAM_FLOORS,
+        default="relative",
+        help="dB reference of the maps: relative (default, the official scaling: 80 dB below each "
+        "segment's maximum, so the level does not matter) or absolute (-80 dB re full scale; the maps of "
+        "encoders made before this option)",
+    )
 
 
 def add_import_command(commands: argparse._SubParsersAction) -> None:
@@ -141,6 +171,7 @@ def add_import_command(commands: argparse._SubParsersAction) -> None:
         help="map fed to the encoder: stft (default; what the official inference uses) or mel "
         "(what it was trained on: 128 bands, n_fft 2048)",
     )
+    add_floor_option(p)
     p.add_argument(
         "--text-family",
         default="clip-vit-l-14",
@@ -161,9 +192,9 @@ def run_import(args: argparse.Namespace) -> int:
 
     _refuse_overwrite(args.output, args.force)
     spectrogram = (
-        SpectrogramConfig(kind="stft")
+        SpectrogramConfig(kind="stft", floor=args.spectrogram_floor)
         if args.front_end == "stft"
-        else SpectrogramConfig(kind="mel", n_fft=2048)
+        else SpectrogramConfig(kind="mel", n_fft=2048, floor=args.spectrogram_floor)
     )
     weights, config = import_official(
         args.encoder, args.map, args.output, spectrogram=spectrogram, text_family=args.text_family
@@ -174,18 +205,29 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from tpos_live.runtime import resolve_device
+    from tpos_live.training.distributed import join_from_environment
+
+    device, _ = resolve_device(args.device, "float32")
+    processes, device = join_from_environment(device)
+    try:
+        return _train(args, device, processes)
+    finally:
+        processes.close()
+
+
+def _train(args: argparse.Namespace, device: str, processes: Processes) -> int:
     import torch
 
     from tpos_live.conditioning.tpos_encoder import TPoSConfig
-    from tpos_live.runtime import resolve_device
     from tpos_live.training.datasets import WindowDataset
     from tpos_live.training.trainer import TPoSTrainer, fit
 
-    say = _printer(args.quiet)
-    device, _ = resolve_device(args.device, "float32")
+    say = _printer(args.quiet) if processes.is_main else _silent
     config, spectrogram, template = _settings_from_args(args)
-    train, val, labels = _prepare_data(args, spectrogram, config.seed, say)
-    targets = _text_targets(args, labels, template, device, say)
+    with processes.main_first():  # rank 0 builds the cache and fetches the models; the others read them
+        train, val, labels = _prepare_data(args, spectrogram, config.seed, say, progress=processes.is_main)
+        targets = _text_targets(args, labels, template, device, say, progress=processes.is_main)
     tpos_config = TPoSConfig(
         embed_dim=targets.dim,
         segments=spectrogram.segments,
@@ -193,7 +235,7 @@ def run_train(args: argparse.Namespace) -> int:
         text_family=targets.family,
     )
     encoder, map_model = _initial_modules(args.init, tpos_config, config.seed)
-    trainer = TPoSTrainer(encoder, map_model, tpos_config, targets, config, device)
+    trainer = TPoSTrainer(encoder, map_model, tpos_config, targets, config, device, processes)
     index = {label: i for i, label in enumerate(labels)}
     train_set = WindowDataset(
         [entry for _, entry in train],
@@ -205,10 +247,11 @@ def run_train(args: argparse.Namespace) -> int:
     val_set = WindowDataset(
         [entry for _, entry in val], [index[clip.label] for clip, _ in val], spectrogram, random_crop=False
     )
+    threads = f" (threads: {torch.get_num_threads()})" if device == "cpu" else ""
+    where = f"{processes.world_size} processes on {device.split(':')[0]}" if processes.distributed else device
     say(
         f"training on {len(train_set)} clips, validating on {len(val_set)}, {len(labels)} labels, "
-        f"{targets.family} text space ({targets.dim} wide), on {device}"
-        f"{' (threads: ' + str(torch.get_num_threads()) + ')' if device == 'cpu' else ''}"
+        f"{targets.family} text space ({targets.dim} wide, {targets.text_target} targets), on {where}{threads}"
     )
     result = fit(
         trainer,
@@ -225,7 +268,8 @@ def run_train(args: argparse.Namespace) -> int:
         f"done at step {result.step}: best validation loss {result.best_val_loss:.4f} in {result.best}; "
         f"last in {result.last}"
     )
-    _make_default(result.best, args.no_default, say)
+    if processes.is_main:
+        _make_default(result.best, args.no_default, say)
     return 0
 
 
@@ -256,6 +300,7 @@ def _settings_from_args(args: argparse.Namespace):
             height=args.height,
             segment_frames=args.segment_frames,
             segments=args.segments,
+            floor=args.spectrogram_floor,
             **({"n_mels": args.height} if mel else {}),
         )
         given = {
@@ -287,7 +332,9 @@ def _settings_from_args(args: argparse.Namespace):
     return config, spectrogram, template
 
 
-def _prepare_data(args: argparse.Namespace, spectrogram, seed: int, say: Callable[[str], None]):
+def _prepare_data(
+    args: argparse.Namespace, spectrogram, seed: int, say: Callable[[str], None], *, progress: bool = True
+):
     """Find the clips, cache their spectrograms, split: ``(train, val, labels)``, clips paired with their
     cache entries."""
     from tpos_live.training.datasets import SpectrogramCache, find_clips, split_clips
@@ -300,7 +347,7 @@ def _prepare_data(args: argparse.Namespace, spectrogram, seed: int, say: Callabl
         )
     cache = SpectrogramCache(args.cache or args.output / "cache", spectrogram)
     entries, failures = cache.prepare(
-        [clip.path for clip in found.clips], workers=max(args.workers, 1), progress=not args.quiet
+        [clip.path for clip in found.clips], workers=max(args.workers, 1), progress=progress and not args.quiet
     )
     if failures:
         first_reason = next(iter(failures.values()))
@@ -319,15 +366,28 @@ def _prepare_data(args: argparse.Namespace, spectrogram, seed: int, say: Callabl
 
 
 def _text_targets(
-    args: argparse.Namespace, labels: list[str], template, device: str, say: Callable[[str], None]
+    args: argparse.Namespace,
+    labels: list[str],
+    template,
+    device: str,
+    say: Callable[[str], None],
+    *,
+    progress: bool = True,
 ):
     from tpos_live.diffusion.loading import load_stack
     from tpos_live.diffusion.models import ModelSpec
-    from tpos_live.training.trainer import text_targets
+    from tpos_live.training.targets import projected_text_encoder, text_targets
 
+    progress = progress and not args.quiet
     say(f"loading the text encoder of {args.model}")
-    stack = load_stack(ModelSpec(model=args.model, device=device, dtype="float32"), progress=not args.quiet)
-    return text_targets(stack.text_encoder, stack.tokenizer, labels, template, family=stack.text_family)
+    stack = load_stack(ModelSpec(model=args.model, device=device, dtype="float32"), progress=progress)
+    projection = None
+    if args.text_target == "projected":
+        projection = projected_text_encoder(args.model, stack.text_family, progress=progress).to(device)
+        say(f"InfoNCE targets: projected text embeddings of {projection.name_or_path}")
+    return text_targets(
+        stack.text_encoder, stack.tokenizer, labels, template, family=stack.text_family, projection=projection
+    )
 
 
 def _initial_modules(init: str | None, tpos_config, seed: int):
@@ -357,6 +417,10 @@ def _refuse_overwrite(output: Path, force: bool) -> None:
     existing = [path for path in checkpoint_paths(output) if path.exists()]
     if existing and not force:
         raise UserError(f"'{existing[0]}' exists: choose another --output or pass --force to overwrite it")
+
+
+def _silent(_message: str) -> None:
+    pass
 
 
 def _printer(quiet: bool) -> Callable[[str], None]:

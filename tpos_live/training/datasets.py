@@ -18,7 +18,9 @@ Spectrograms are computed once per clip and kept in a cache folder (:class:`Spec
 training item is a window of N segments cut from a clip's cached frames at a random column (the
 official code crops at random too), or at the centre for validation; its segment maps equal what
 :func:`tpos_live.audio.spectrogram.segment_map` gives for the same samples, so the encoder trains on
-exactly the maps it sees at inference (up to the float16 rounding of the cache).
+exactly the maps it sees at inference (up to the float16 rounding of the cache), with the floor its
+config names (a relative floor takes each segment's own maximum as reference, as the inference front end
+does).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -41,15 +44,16 @@ from tqdm import tqdm
 
 from tpos_live.audio.decode import decode_audio
 from tpos_live.audio.spectrogram import (
-    POWER_FLOOR,
-    TOP_DB,
+    SILENCE_DB,
     SpectrogramConfig,
-    _stft_magnitude,  # the inference front end's own STFT, so that cached maps match it exactly
-    mel_filterbank,
+    decibels_to_map,
+    frame_decibels,
+    resize_matrix,
     spectrogram,
 )
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_atomically, write_text_atomically
+from tpos_live.training.distributed import Processes
 
 Layout = Literal["auto", "folders", "vggsound", "esc50", "prefix"]
 LAYOUTS: tuple[str, ...] = ("auto", "folders", "vggsound", "esc50", "prefix")
@@ -71,7 +75,6 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 ESC50_HEADER = ("filename", "fold", "target", "category")
-MEL_SILENCE_DB = 10.0 * float(np.log10(POWER_FLOOR))  # -100 dB: the mel frames of silence
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 FINGERPRINT_CHUNK = 1 << 20  # bytes read from each end of a file to fingerprint it
 
@@ -294,45 +297,66 @@ def split_clips(
 
 
 def clip_frames(mono: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
-    """``(height, frames)`` float32: what windows of a clip are cut from.
+    """``(rows, frames)`` float32: what windows of a clip are cut from (:func:`window_maps`).
 
-    ``"stft"``: the map itself (its columns depend on their own frame only). ``"mel"``: mel power in dB
-    re 1, unfloored; a window's segments take their own maximum as reference (:func:`window_maps`), as
-    the inference front end does. A clip shorter than one FFT frame is padded with silence.
+    - ``"stft"``, absolute floor: the map itself (its columns depend on their own frame only);
+    - ``"stft"``, relative floor: the amplitude dB (re 1, not floored) of the bins the frequency resize
+      reads (:func:`resized_bins`: 256 of the 513 when they become 128 rows), then one row more holding
+      each frame's maximum over all bins, from which a segment takes its reference;
+    - ``"mel"``: mel power dB re 1, not floored; each segment is floored as its config says.
+
+    A clip shorter than one FFT frame is padded with silence.
     """
     mono = np.asarray(mono, dtype=np.float64)
     if len(mono) < config.n_fft:
         mono = np.concatenate([mono, np.zeros(config.n_fft - len(mono))])
-    if config.kind == "stft":
+    if _cached_as_map(config):
         return spectrogram(mono, config)
-    power = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels) @ (
-        _stft_magnitude(mono, config.n_fft, config.hop_length) ** 2
-    )
-    return (10.0 * np.log10(np.maximum(power, POWER_FLOOR))).astype(np.float32)
+    decibels = frame_decibels(mono, config)
+    if config.kind == "stft":
+        bins, _ = _bin_resize(config.n_bins, config.height)
+        decibels = np.vstack([decibels[bins], decibels.max(axis=0)])
+    return decibels.astype(np.float32)
 
 
 def window_maps(frames: np.ndarray, start: int, config: SpectrogramConfig) -> np.ndarray:
     """``(N, height, segment_frames)`` float32 segment maps of the window whose first column is ``start``
     in ``frames`` (from :func:`clip_frames`); columns before 0 or past the end are silence."""
-    height, total = frames.shape
+    rows, total = frames.shape
     width = config.segments * config.segment_frames
-    silence = MEL_SILENCE_DB if config.kind == "mel" else 0.0
-    window = np.full((height, width), silence, dtype=np.float32)
+    silence = 0.0 if _cached_as_map(config) else SILENCE_DB
+    window = np.full((rows, width), silence, dtype=np.float32)
     low, high = max(start, 0), min(start + width, total)
     if high > low:
         window[:, low - start : high - start] = frames[:, low:high]
-    segments = window.reshape(height, config.segments, config.segment_frames).transpose(1, 0, 2)
-    if config.kind == "mel":
-        segments = _mel_segment_maps(segments)
+    segments = window.reshape(rows, config.segments, config.segment_frames).transpose(1, 0, 2)
+    if not _cached_as_map(config):
+        segments = np.stack([_segment_map(decibels, config) for decibels in segments])
     return np.ascontiguousarray(segments, dtype=np.float32)
 
 
-def _mel_segment_maps(decibels: np.ndarray) -> np.ndarray:
-    # Each segment in dB re its own maximum, floored TOP_DB below it; a silent segment is all zeros
-    # (the same rules as the inference front end's mel map).
-    peak = decibels.max(axis=(1, 2), keepdims=True)
-    maps = np.maximum(decibels - peak, -TOP_DB) / TOP_DB + 1.0
-    return np.where(peak <= MEL_SILENCE_DB, 0.0, maps)
+def resized_bins(config: SpectrogramConfig) -> np.ndarray:
+    """The STFT bins whose values the ``"stft"`` map's frequency resize reads (the others get weight 0)."""
+    return _bin_resize(config.n_bins, config.height)[0].copy()
+
+
+def _cached_as_map(config: SpectrogramConfig) -> bool:
+    return config.kind == "stft" and config.floor == "absolute"
+
+
+@lru_cache(maxsize=8)
+def _bin_resize(n_bins: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    matrix = resize_matrix(n_bins, height)
+    bins = np.flatnonzero(matrix.any(axis=0))
+    return bins, matrix[:, bins]
+
+
+def _segment_map(decibels: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    # One segment's rows of clip_frames -> its map, by the same steps as the inference front end.
+    if config.kind == "mel":
+        return decibels_to_map(decibels, config)
+    _, resize = _bin_resize(config.n_bins, config.height)
+    return resize @ decibels_to_map(decibels[:-1], config, peak=float(decibels[-1].max()))
 
 
 class SpectrogramCache:
@@ -349,6 +373,10 @@ class SpectrogramCache:
         fields = {"cache_format": CACHE_FORMAT, **asdict(config)}
         for per_window in ("segment_frames", "segments"):  # windows are cut later: not part of the frames
             fields.pop(per_window)
+        if config.kind == "mel" or config.floor == "absolute":
+            # What these entries hold does not depend on the floor (and entries made before the floor
+            # existed keep their names).
+            fields.pop("floor")
         self.config_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def prepare(
@@ -491,12 +519,25 @@ class EpochBatchSampler(Sampler[list[int]]):
     (distinct labels while the batch has room for them, i.e. without replacement within a batch), then
     one random clip of each drawn label, so rare classes are seen as often as common ones.
     The order depends only on ``(seed, epoch)``; ``set_epoch(epoch, skip)`` leaves out the first
-    ``skip`` batches (resuming within an epoch).
+    ``skip`` batches (resuming within an epoch). With several ``processes`` each gets its contiguous
+    share of every (global) batch, so the global batches stay those of one process.
     """
 
-    def __init__(self, labels: Sequence[int], batch_size: int, *, balanced: bool, seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    def __init__(
+        self,
+        labels: Sequence[int],
+        batch_size: int,
+        *,
+        balanced: bool,
+        seed: int = 0,
+        processes: Processes | None = None,
+    ) -> None:
+        self.processes = processes or Processes()
+        if batch_size < 1 or batch_size % self.processes.world_size:
+            raise ValueError(
+                f"batch_size must be a positive multiple of the {self.processes.world_size} processes, "
+                f"got {batch_size}"
+            )
         self.labels = np.asarray(labels, dtype=np.int64)
         self.batch_size = batch_size
         self.balanced = balanced
@@ -518,9 +559,11 @@ class EpochBatchSampler(Sampler[list[int]]):
         return self.batches_per_epoch - self.skip
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.epoch_batches(self.epoch)[self.skip :]
+        for batch in self.epoch_batches(self.epoch)[self.skip :]:
+            yield self.processes.share(batch)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches."""
         rng = np.random.default_rng((self.seed, epoch))
         if not self.balanced:
             order = rng.permutation(len(self.labels))
@@ -534,3 +577,11 @@ class EpochBatchSampler(Sampler[list[int]]):
             classes = np.concatenate([rng.permutation(len(self.members)) for _ in range(repeats)])
             batches.append([int(rng.choice(self.members[c])) for c in classes[: self.batch_size]])
         return batches
+
+
+def evaluation_batches(count: int, batch_size: int, processes: Processes | None = None) -> list[list[int]]:
+    """Items ``0..count-1`` in order, in batches of ``batch_size`` (the last may be shorter); with several
+    processes, batch ``j`` is process ``j % N``'s, so its ``i``-th batch is batch ``i * N + rank``."""
+    processes = processes or Processes()
+    batches = [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+    return batches[processes.rank :: processes.world_size]

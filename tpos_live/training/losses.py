@@ -1,7 +1,8 @@
 """Training losses of the TPoS audio encoder (paper section 3.2, equations (1)-(5)) and SpecAugment.
 
-With s_N the last LSTM output, o = sum_n alpha_n s_n the attention-pooled vector, t the pooled (EOS)
-text embedding of the clip's label, s'_N the last output for a SpecAugment view of the same clip and
+With s_N the last LSTM output, o = sum_n alpha_n s_n the attention-pooled vector, t the text embedding
+of the clip's label (CLIP's projected embedding by default, or the pooled output: see
+:mod:`tpos_live.training.targets`), s'_N the last output for a SpecAugment view of the same clip and
 c_t the text encoder's token outputs after the start token::
 
     L = [ nce(s_N, t) + 0.6 * nce(s_N, s'_N) ] + nce(o, t) + mse(MAP(o), c_t)
@@ -64,12 +65,20 @@ def spec_augment(maps: torch.Tensor, config: SpecAugmentConfig, generator: torch
     """
     if maps.ndim != 4:
         raise ValueError(f"expected maps of shape (B, N, H, W), got {tuple(maps.shape)}")
-    batch, segments, height, width = maps.shape
+    masked = spec_augment_masks(tuple(maps.shape), config, generator)
+    return maps.masked_fill(masked.to(maps.device), config.fill)
+
+
+def spec_augment_masks(
+    shape: tuple[int, ...], config: SpecAugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """``(B, N, H, W)`` bool: where segment maps of ``shape`` get masked (True), drawn in the order of
+    :func:`spec_augment` (a process takes the rows of its share from the masks of the global batch)."""
+    batch, segments, height, width = shape
     rows = batch * segments
     freq = _bands(rows, height, config.freq_masks, int(config.max_freq_fraction * height), generator)
     time = _bands(rows, width, config.time_masks, int(config.max_time_fraction * width), generator)
-    masked = (freq[:, :, None] | time[:, None, :]).reshape(batch, segments, height, width)
-    return maps.masked_fill(masked.to(maps.device), config.fill)
+    return (freq[:, :, None] | time[:, None, :]).reshape(batch, segments, height, width)
 
 
 def _bands(rows: int, size: int, count: int, max_width: int, generator: torch.Generator) -> torch.Tensor:
@@ -117,7 +126,7 @@ def tpos_loss(
     output: EncoderOutput,
     augmented: EncoderOutput,
     map_tokens: torch.Tensor,
-    text_pooled: torch.Tensor,
+    text: torch.Tensor,
     text_tokens: torch.Tensor,
     *,
     temperature: float = TEMPERATURE,
@@ -125,17 +134,21 @@ def tpos_loss(
 ) -> LossTerms:
     """Equation (5) for a batch.
 
+    The InfoNCE terms are over the B clips of ``output``, ``augmented`` and ``text``; the MSE is the mean
+    over the clips of ``map_tokens`` and ``text_tokens``, which may be a share of them (a process's part
+    of a global batch, :mod:`tpos_live.training.distributed`).
+
     Args:
         output: the encoder's output for the original maps.
         augmented: its output for the SpecAugment view of the same maps.
-        map_tokens: ``(B, 76, D)`` MAP(o) for the original maps.
-        text_pooled: ``(B, D)`` pooled (EOS) text embedding of each clip's label.
-        text_tokens: ``(B, 76, D)`` text encoder outputs of each clip's label, start token excluded.
+        map_tokens: ``(b, 76, D)`` MAP(o) for the original maps.
+        text: ``(B, D)`` text embedding of each clip's label (the contrastive target).
+        text_tokens: ``(b, 76, D)`` text encoder outputs of each clip's label, start token excluded.
     """
     pooled = attention_pooled(output)
-    text_last = info_nce(output.last, text_pooled, temperature)
+    text_last = info_nce(output.last, text, temperature)
     augment = info_nce(output.last, augmented.last, temperature)
-    text_attended = info_nce(pooled, text_pooled, temperature)
+    text_attended = info_nce(pooled, text, temperature)
     map_loss = F.mse_loss(map_tokens.float(), text_tokens.float())
     total = text_last + augment_weight * augment + text_attended + map_loss
     return LossTerms(text_last, augment, text_attended, map_loss, total)

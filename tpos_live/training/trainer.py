@@ -6,7 +6,7 @@ public copy) where it says what it does:
 - encoder: SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, under ``CyclicLR(base_lr=1e-3, max_lr=0.1,
   step_size_up=5, mode="triangular")`` stepped once per epoch (so the momentum cycles 0.9 -> 0.8 too,
   torch's default ``cycle_momentum``); MAP: Adam, lr 1e-3, constant;
-- 50 epochs, batch 50, seed 42, full batches only; MAP trained on o (not N * alpha * s);
+- 50 epochs, batch 150, seed 42, full batches only; MAP trained on o (not N * alpha * s);
 - checkpoint whenever the validation loss reaches a new minimum.
 
 Our choices where the official code gives no answer or has defects (design notes section 2): the losses
@@ -14,14 +14,20 @@ of :mod:`tpos_live.training.losses` (logit scale 1 / 0.07, augmented view contra
 a held-out split of the training clips unless the data set fixes one (official: VGGSound's test list);
 the backbone starts from random weights (official: timm's ImageNet ResNet-18, which cannot be fetched
 here; ``--init`` starts from any of our checkpoints instead); mixed precision (bfloat16 where the GPU
-has it, else float16 with loss scaling) on CUDA only.
+has it, else float16 with loss scaling) on CUDA only; MAP's dropout masks from a generator of the run's
+own (seeded, saved, resumed).
+
+Under torchrun (:mod:`tpos_live.training.distributed`) N processes train one model with
+DistributedDataParallel and compute what one process computes on the same global batch of
+``batch_size`` clips; validation is shared out by batches; rank 0 writes the files below.
 
 Files in the output folder::
 
     last.safetensors/.json   our checkpoint format (``save_tpos``), written after every epoch
     best.safetensors/.json   the checkpoint of the lowest validation loss so far
     epoch-NNN.*              every epoch's checkpoint, when asked to keep them
-    training-state.pt        weights, optimiser, scheduler and RNG states, position: for resuming
+    training-state.pt        weights, optimiser, scheduler and RNG states, global step: for resuming
+                             (with any number of processes)
     metrics.jsonl            one JSON object per epoch: loss terms, retrieval, learning rate, time
 
 ``training-state.pt`` holds tensors and plain containers only and is read with
@@ -36,30 +42,36 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tpos_live.audio.spectrogram import SpectrogramConfig
 from tpos_live.conditioning.checkpoint import save_tpos
-from tpos_live.conditioning.tpos_encoder import MappingModule, TPoSAudioEncoder, TPoSConfig
+from tpos_live.conditioning.tpos_encoder import EncoderOutput, MappingModule, TPoSAudioEncoder, TPoSConfig
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_atomically
-from tpos_live.training.datasets import EpochBatchSampler, PromptTemplate, WindowDataset
+from tpos_live.training.datasets import EpochBatchSampler, WindowDataset, evaluation_batches
+from tpos_live.training.distributed import GlobalBatchDropout, Processes, use_global_batch_norm
 from tpos_live.training.losses import (
     AUGMENT_WEIGHT,
     TEMPERATURE,
     TERM_NAMES,
+    LossTerms,
     SpecAugmentConfig,
     attention_pooled,
     retrieval_accuracy,
-    spec_augment,
+    spec_augment_masks,
     tpos_loss,
 )
+from tpos_live.training.targets import TextTargets
 
 STATE_FORMAT = "tpos-live-training-state"
 STATE_VERSION = 1
@@ -67,6 +79,8 @@ STATE_FILE = "training-state.pt"
 METRICS_FILE = "metrics.jsonl"
 # Settings a resumed run may change; any other difference would make it a different run.
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps"})
+# What a state written before a setting existed was trained with.
+LEGACY_TEXT_TARGET = "pooled"
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over the training clips.
-        batch_size: clips per step (the InfoNCE negatives are the rest of the batch).
+        batch_size: clips per step, over all processes (the InfoNCE negatives are the rest of the batch).
         lr, max_lr, cycle_epochs: the encoder's CyclicLR: from ``lr`` up to ``max_lr`` over
             ``cycle_epochs`` epochs and back down, triangular, stepped once per epoch.
         momentum, weight_decay: the encoder's SGD.
@@ -91,7 +105,7 @@ class TrainConfig:
     """
 
     epochs: int = 50
-    batch_size: int = 50
+    batch_size: int = 150
     lr: float = 1e-3
     max_lr: float = 0.1
     cycle_epochs: int = 5
@@ -122,70 +136,29 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be None or positive, got {self.grad_clip}")
 
 
-@dataclass(frozen=True)
-class TextTargets:
-    """What the encoder is aligned to, per label: from the diffusion model's own text encoder.
+class _Trained(nn.Module):
+    """Encoder and MAP as one module with one forward per step (what DistributedDataParallel expects):
+    the original maps, their SpecAugment view, and MAP of the original's pooled vector."""
 
-    Attributes:
-        labels: the class labels, in label-index order.
-        texts: the prompt made from each label.
-        pooled: ``(C, D)`` pooled (EOS token) embedding, the contrastive target.
-        tokens: ``(C, 76, D)`` token outputs after the start token, MAP's target.
-        family: the text encoder's family (``ModelStack.text_family``).
-    """
+    def __init__(self, encoder: TPoSAudioEncoder, map_model: MappingModule) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.map_model = map_model
 
-    labels: tuple[str, ...]
-    texts: tuple[str, ...]
-    pooled: torch.Tensor
-    tokens: torch.Tensor
-    family: str
-
-    @property
-    def dim(self) -> int:
-        return int(self.pooled.shape[-1])
-
-
-@torch.no_grad()
-def text_targets(
-    text_encoder: torch.nn.Module,
-    tokenizer: Any,
-    labels: Sequence[str],
-    template: PromptTemplate,
-    *,
-    family: str,
-    batch_size: int = 64,
-) -> TextTargets:
-    """Encode every label's prompt with the diffusion model's text encoder (as the renderer encodes
-    prompts: padded to 77 tokens). Raises UserError when its pooled and token widths differ."""
-    texts = [template(label) for label in labels]
-    device = next(text_encoder.parameters()).device
-    pooled, tokens = [], []
-    for start in range(0, len(texts), batch_size):
-        ids = tokenizer(
-            texts[start : start + batch_size],
-            padding="max_length",
-            truncation=True,
-            max_length=tokenizer.model_max_length,
-            return_tensors="pt",
-        ).input_ids
-        output = text_encoder(ids.to(device))
-        pooled.append(output.pooler_output.float().cpu())
-        tokens.append(output.last_hidden_state[:, 1:].float().cpu())
-    targets = TextTargets(tuple(labels), tuple(texts), torch.cat(pooled), torch.cat(tokens), family)
-    if targets.tokens.shape[1:] != (76, targets.dim):
-        raise UserError(
-            f"the text encoder ({family}) gives pooled vectors of width {targets.dim} and token outputs of "
-            f"shape {tuple(targets.tokens.shape[1:])}; TPoS needs 77 tokens of the pooled width: "
-            "use a Stable Diffusion 1.x or 2.x model"
-        )
-    return targets
+    def forward(
+        self, maps: torch.Tensor, augmented: torch.Tensor
+    ) -> tuple[EncoderOutput, EncoderOutput, torch.Tensor]:
+        output = self.encoder(maps)
+        return output, self.encoder(augmented), self.map_model(attention_pooled(output))
 
 
 class TPoSTrainer:
     """One encoder + MAP under training: steps, evaluation, and the state that resumes it.
 
     ``step`` counts optimiser steps in all, ``epoch`` the completed epochs, ``batch_in_epoch`` the
-    batches done of the current one.
+    batches done of the current one. With several ``processes`` (torchrun) each step takes this
+    process's share of the global batch, and the losses are those of the global batch (see
+    :mod:`tpos_live.training.distributed`).
     """
 
     def __init__(
@@ -196,11 +169,19 @@ class TPoSTrainer:
         targets: TextTargets,
         config: TrainConfig,
         device: str | torch.device = "cpu",
+        processes: Processes | None = None,
     ) -> None:
         if targets.dim != tpos_config.embed_dim or encoder.embed_dim != tpos_config.embed_dim:
             raise ValueError(
                 f"text targets ({targets.dim}), encoder ({encoder.embed_dim}) and config "
                 f"({tpos_config.embed_dim}) must have one width"
+            )
+        self.processes = processes or Processes()
+        if config.batch_size % self.processes.world_size:
+            raise UserError(
+                f"the batch of {config.batch_size} clips does not split evenly over "
+                f"{self.processes.world_size} processes: choose a --batch-size that is a multiple of "
+                f"{self.processes.world_size}"
             )
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device)
@@ -208,8 +189,19 @@ class TPoSTrainer:
         self.tpos_config = tpos_config
         self.targets = targets
         self.config = config
-        self.text_pooled = targets.pooled.to(self.device)
+        self.text_contrastive = targets.contrastive.to(self.device)
         self.text_tokens = targets.tokens.to(self.device)
+        self.augment_generator = torch.Generator().manual_seed(config.seed)
+        self.dropout_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.map_model.drop = GlobalBatchDropout(map_model.drop.p, self.processes, self.dropout_generator)
+        self.trained: nn.Module = _Trained(self.encoder, self.map_model)
+        if self.processes.distributed:
+            use_global_batch_norm(self.encoder)
+            self.trained = DistributedDataParallel(
+                self.trained,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                gradient_as_bucket_view=True,  # MAP's 1.8 GB of gradients live in the buckets, not twice
+            )
         self.optimizer = torch.optim.SGD(
             encoder.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
@@ -227,7 +219,6 @@ class TPoSTrainer:
         if config.amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.augment_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -246,29 +237,32 @@ class TPoSTrainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _losses(self, maps: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
-        augmented = spec_augment(maps, self.config.spec_augment, generator)
+    def _augmented(self, maps: torch.Tensor, generator: torch.Generator, global_rows: int) -> torch.Tensor:
+        """The SpecAugment view of ``maps``, this process's rows of a batch of ``global_rows``."""
+        masks = spec_augment_masks((global_rows, *maps.shape[1:]), self.config.spec_augment, generator)
+        rows = self.processes.rows(len(maps)) if global_rows != len(maps) else slice(None)
+        return maps.masked_fill(masks[rows], self.config.spec_augment.fill)
+
+    def train_step(self, maps: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One optimiser step on this process's share of a global batch: ``maps (b, N, H, W)``, ``labels
+        (b,)`` label indices. Returns the global batch's loss terms (the same in every process)."""
+        self.trained.train()
+        world = self.processes.world_size
+        augmented = self._augmented(maps, self.augment_generator, len(maps) * world)
         maps, augmented, labels = (t.to(self.device, non_blocking=True) for t in (maps, augmented, labels))
         with self._autocast():
-            output = self.encoder(maps)
-            output_augmented = self.encoder(augmented)
-            tokens = self.map_model(attention_pooled(output))
+            output, output_augmented, tokens = self.trained(maps, augmented)
+        # InfoNCE over the global batch; MAP's MSE over this share (DDP's average makes it global).
+        gather = self.processes.gather_rows
         terms = tpos_loss(
-            output,
-            output_augmented,
+            EncoderOutput(*map(gather, output)),
+            EncoderOutput(*map(gather, output_augmented)),
             tokens,
-            self.text_pooled[labels],
+            self.text_contrastive[self.processes.gather_labels(labels)],
             self.text_tokens[labels],
             temperature=self.config.temperature,
             augment_weight=self.config.augment_weight,
         )
-        return terms, output
-
-    def train_step(self, maps: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """One optimiser step on a batch: ``maps (B, N, H, W)``, ``labels (B,)`` label indices."""
-        self.encoder.train()
-        self.map_model.train()
-        terms, _ = self._losses(maps, labels, self.augment_generator)
         # Zeroed in place: freeing and reallocating MAP's 1.8 GB of gradients every step costs more
         # than the step's arithmetic on a CPU (page faults).
         self.optimizer.zero_grad(set_to_none=False)
@@ -284,7 +278,18 @@ class TPoSTrainer:
         self.scaler.update()
         self.step += 1
         self.batch_in_epoch += 1
-        return terms.as_floats()
+        return self._global_terms(terms)
+
+    def _global_terms(self, terms: LossTerms) -> dict[str, float]:
+        values = terms.as_floats()
+        if self.processes.distributed:
+            share = torch.tensor(values["map"], dtype=torch.float64, device=self.device)
+            values["map"] = float(self.processes.sum(share)) / self.processes.world_size
+            values["total"] = (
+                values["text_last"] + self.config.augment_weight * values["augment"] + values["text_pooled"]
+                + values["map"]
+            )
+        return values
 
     def end_epoch(self) -> None:
         """The schedule moves once per epoch, as in the official recipe."""
@@ -294,35 +299,58 @@ class TPoSTrainer:
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
-        """Mean loss terms over ``loader`` (eval mode; the augmented view's masks come from a fixed
-        seed, so the figure compares across epochs) and audio-to-text retrieval over the label texts:
-        ``top1``/``top5`` from s_N, ``top1_pooled``/``top5_pooled`` from o."""
+        """Mean loss terms over the batches of ``loader`` (eval mode; batch ``j``'s SpecAugment masks come
+        from seed ``(seed + 1) * 1_000_003 + j``, so the figure compares across epochs) and audio-to-text
+        retrieval over the label texts: ``top1``/``top5`` from s_N, ``top1_pooled``/``top5_pooled`` from o.
+
+        With several processes each gives its own batches of :func:`evaluation_batches` (its ``i``-th
+        being batch ``i * N + rank``) and the sums are shared, so every process returns the figures one
+        process gets from all the batches."""
         self.encoder.eval()
         self.map_model.eval()
-        generator = torch.Generator().manual_seed(self.config.seed + 1)
-        sums = dict.fromkeys((*TERM_NAMES, "total"), 0.0)
-        lasts, pooled, all_labels, count = [], [], [], 0
-        for maps, labels in loader:
-            terms, output = self._losses(maps, labels, generator)
-            for name, value in terms.as_floats().items():
-                sums[name] += value * len(labels)
-            count += len(labels)
-            lasts.append(output.last.float().cpu())
-            pooled.append(attention_pooled(output).float().cpu())
-            all_labels.append(labels)
+        names = (*TERM_NAMES, "total")
+        kinds = [f"top{k}{suffix}" for suffix in ("", "_pooled") for k in (1, 5)]
+        sums = torch.zeros(len(names) + len(kinds) + 1, dtype=torch.float64)
+        for i, (maps, labels) in enumerate(loader):
+            batch_number = i * self.processes.world_size + self.processes.rank
+            generator = torch.Generator().manual_seed((self.config.seed + 1) * 1_000_003 + batch_number)
+            augmented = self._augmented(maps, generator, len(maps))
+            maps, augmented, labels = (t.to(self.device) for t in (maps, augmented, labels))
+            with self._autocast():
+                output, output_augmented = self.encoder(maps), self.encoder(augmented)
+                tokens = self.map_model(attention_pooled(output))
+            terms = tpos_loss(
+                output,
+                output_augmented,
+                tokens,
+                self.text_contrastive[labels],
+                self.text_tokens[labels],
+                temperature=self.config.temperature,
+                augment_weight=self.config.augment_weight,
+            )
+            count = len(labels)
+            values = terms.as_floats()
+            hits = [
+                accuracy * count
+                for vectors in (output.last, attention_pooled(output))
+                for accuracy in retrieval_accuracy(vectors.float().cpu(), self.targets.contrastive, labels.cpu())
+                .values()
+            ]
+            sums += torch.tensor([*(values[name] * count for name in names), *hits, count], dtype=torch.float64)
+        sums = self.processes.sum(sums.to(self.device)).cpu()
+        count = float(sums[-1])
         if count == 0:
             raise ValueError("evaluate() needs at least one batch")
-        metrics = {name: total / count for name, total in sums.items()}
-        labels = torch.cat(all_labels)
-        for suffix, vectors in (("", lasts), ("_pooled", pooled)):
-            accuracy = retrieval_accuracy(torch.cat(vectors), self.targets.pooled, labels)
-            metrics.update({f"top{k}{suffix}": value for k, value in accuracy.items()})
+        metrics = {name: float(total) / count for name, total in zip(names, sums, strict=False)}
+        for kind, total in zip(kinds, sums[len(names) : -1], strict=True):
+            metrics[kind] = round(float(total)) / count
         return metrics
 
     # --- state -----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs, as tensors and plain containers."""
+        """Everything a resumed run needs, as tensors and plain containers; nothing in it depends on the
+        number of processes (a run resumes with any)."""
         return {
             "format": STATE_FORMAT,
             "format_version": STATE_VERSION,
@@ -337,12 +365,13 @@ class TPoSTrainer:
             "batch_in_epoch": self.batch_in_epoch,
             "best_val_loss": self.best_val_loss,
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "augment_rng": self.augment_generator.get_state(),
+            "dropout_rng": self.dropout_generator.get_state(),
             "train_config": dataclasses.asdict(self.config),
             "tpos_config": dataclasses.asdict(self.tpos_config),
             "labels": list(self.targets.labels),
             "texts": list(self.targets.texts),
+            "text_target": self.targets.text_target,
         }
 
     def load_state_dict(self, state: dict[str, Any], source: str = "training state") -> None:
@@ -358,9 +387,9 @@ class TPoSTrainer:
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.best_val_loss = float(state["best_val_loss"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.augment_generator.set_state(state["augment_rng"])
+        if "dropout_rng" in state:  # a state from before MAP's dropout had a generator of its own keeps the seed
+            self.dropout_generator.set_state(state["dropout_rng"])
 
     def _check_same_run(self, state: dict[str, Any], source: str) -> None:
         if state.get("format") != STATE_FORMAT or state.get("format_version") != STATE_VERSION:
@@ -370,7 +399,13 @@ class TPoSTrainer:
                 f"{source} was trained on other labels or prompts ({len(state['labels'])} labels): resume "
                 "with the same data and --prompt, or start a new run in another folder"
             )
-        if state["tpos_config"] != dataclasses.asdict(self.tpos_config):
+        text_target = state.get("text_target", LEGACY_TEXT_TARGET)
+        if text_target != self.targets.text_target:
+            raise UserError(
+                f"{source} was trained with --text-target {text_target}, now {self.targets.text_target}: "
+                f"resume with --text-target {text_target}, or start a new run in another folder"
+            )
+        if _tpos_config_of(state["tpos_config"]) != self.tpos_config:
             raise UserError(
                 f"{source} is of an encoder with another size, front end or text encoder: resume with the "
                 "same --model and front-end options, or start a new run in another folder"
@@ -398,6 +433,16 @@ class TPoSTrainer:
         if not isinstance(state, dict):
             raise UserError(f"training state '{path}' is not a {STATE_FORMAT} file")
         self.load_state_dict(state, f"training state '{path}'")
+
+
+def _tpos_config_of(saved: dict[str, Any]) -> TPoSConfig | None:
+    """The TPoSConfig a state recorded (its front end completed as :class:`SpectrogramConfig` completes
+    a config written before a field existed), or None when it is not one."""
+    try:
+        spectrogram = SpectrogramConfig(**saved["spectrogram"])
+        return TPoSConfig(**{**saved, "spectrogram": spectrogram})
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -430,16 +475,20 @@ def fit(
     keep_epochs: bool = False,
     say: Callable[[str], None] = print,
     progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train until ``config.epochs`` epochs (or ``max_steps`` steps) are done; evaluate, checkpoint
     and write a metrics line after every epoch, and when ``max_steps`` stops one part-way.
 
     ``resume`` continues the run saved in ``output_dir`` from its step; without it, a folder that
-    already holds a run is refused (UserError).
+    already holds a run is refused (UserError). ``on_step(step, terms)`` hears every step's loss terms.
+    With several processes every one calls this alike; rank 0 alone prints and writes.
     """
     output_dir = Path(output_dir)
     state_path = output_dir / STATE_FILE
-    config = trainer.config
+    config, processes = trainer.config, trainer.processes
+    if not processes.is_main:
+        say, progress = _silent, False
     if resume:
         if not state_path.is_file():
             raise UserError(f"there is no training run to resume in '{output_dir}' (no {STATE_FILE})")
@@ -453,20 +502,21 @@ def fit(
     if len(val_set) == 0:
         raise UserError("no validation clips: raise --val-fraction or give a data set with a test split")
     sampler = EpochBatchSampler(
-        train_set.labels, config.batch_size, balanced=config.balanced, seed=config.seed
+        train_set.labels, config.batch_size, balanced=config.balanced, seed=config.seed, processes=processes
     )
     if sampler.batches_per_epoch == 0:
         raise UserError(
             f"batch size {config.batch_size} is larger than the {len(train_set)} training clips: "
             "lower --batch-size"
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
+    processes.barrier()  # every process has read the state before rank 0 writes a new one
+    if processes.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     # Loaders get generators of their own: by default each new iterator draws a seed from the global
-    # RNG, which would make dropout after a resume differ from an uninterrupted run.
+    # RNG, which would make a resumed run differ from an uninterrupted one.
     val_loader = DataLoader(
         val_set,
-        batch_size=config.batch_size,
-        shuffle=False,
+        batch_sampler=evaluation_batches(len(val_set), config.batch_size, processes),
         num_workers=workers,
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -483,7 +533,7 @@ def fit(
             generator=torch.Generator().manual_seed(config.seed + epoch),
         )
         lr = trainer.lr
-        train_means = _train_epoch(trainer, loader, f"epoch {epoch + 1}/{config.epochs}", progress)
+        train_means = _train_epoch(trainer, loader, f"epoch {epoch + 1}/{config.epochs}", progress, on_step)
         complete = trainer.batch_in_epoch == sampler.batches_per_epoch
         if complete:
             trainer.end_epoch()
@@ -501,9 +551,11 @@ def fit(
             "best": is_best,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        _save_epoch(trainer, output_dir, epoch + 1, is_best, keep_epochs)
-        with (output_dir / METRICS_FILE).open("a") as file:
-            file.write(json.dumps(metrics) + "\n")
+        if processes.is_main:
+            _save_epoch(trainer, output_dir, epoch + 1, is_best, keep_epochs)
+            with (output_dir / METRICS_FILE).open("a") as file:
+                file.write(json.dumps(metrics) + "\n")
+        processes.barrier()
         say(
             f"epoch {epoch + 1}{'' if complete else ' (part)'}: step {trainer.step}, train loss "
             f"{train_means.get('total', math.nan):.4f}, val loss {val['total']:.4f}, "
@@ -513,14 +565,24 @@ def fit(
     return FitResult(output_dir, trainer.step, trainer.epoch, trainer.best_val_loss, metrics)
 
 
+def _silent(_message: str) -> None:
+    pass
+
+
 def _train_epoch(
-    trainer: TPoSTrainer, loader: DataLoader, description: str, progress: bool
+    trainer: TPoSTrainer,
+    loader: DataLoader,
+    description: str,
+    progress: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
 ) -> dict[str, float]:
     sums: dict[str, float] = {}
     batches = 0
     with tqdm(loader, desc=description, unit="step", disable=not progress, leave=False) as bar:
         for maps, labels in bar:
             terms = trainer.train_step(maps, labels)
+            if on_step is not None:
+                on_step(trainer.step, terms)
             batches += 1
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from tpos_live.cli.train import add_import_command
 from tpos_live.conditioning.checkpoint import load_tpos
 from tpos_live.conditioning.official import (
     convert_official,
@@ -25,7 +26,6 @@ from tpos_live.conditioning.official import (
 )
 from tpos_live.conditioning.resnet import ResNet18
 from tpos_live.errors import UserError
-from tpos_live.training.cli import add_import_command
 
 DIM = 32
 SEGMENTS = 5

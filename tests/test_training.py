@@ -21,11 +21,11 @@ import pytest
 import torch
 
 from tpos_live.audio.spectrogram import SpectrogramConfig, segment_map, segment_samples
+from tpos_live.cli.train import add_train_command
 from tpos_live.conditioning.base import TextSpace
 from tpos_live.conditioning.checkpoint import load_tpos
 from tpos_live.conditioning.tpos_encoder import EncoderOutput, TPoSConfig, build_tpos_modules
 from tpos_live.errors import UserError
-from tpos_live.training.cli import add_train_command
 from tpos_live.training.datasets import (
     EpochBatchSampler,
     LabelledClip,
@@ -56,7 +56,7 @@ SPEC = SpectrogramConfig(
     kind="stft", sample_rate=SR, n_fft=256, hop_length=128, height=32, segment_frames=16, floor="relative"
 )
 FRONT_END_ARGS = [
-    "--sample-rate",
+    "--front-end-rate",
     "8000",
     "--n-fft",
     "256",
@@ -555,11 +555,11 @@ def test_train_encoder_command(tmp_path, sound_folders, projected_model) -> None
         "0.01",
         "--max-lr",
         "0.01",
-        "--device",
+        "--compute-device",
         "cpu",
         "-q",
     ]
-    prompt = ["--prompt", "the sound of {label}"]
+    prompt = ["--label-prompt", "the sound of {label}"]
     assert run_train(sound_folders, "-o", out, *options, *prompt, "--epochs", "1", "--max-steps", "2") == 0
     assert (out / STATE_FILE).is_file() and (out / "cache").is_dir()
     provider = load_tpos(out / "best.safetensors")
@@ -586,7 +586,7 @@ def test_train_encoder_command(tmp_path, sound_folders, projected_model) -> None
     with pytest.raises(UserError, match="no CLIP is known for its family 'tiny'"):
         run_train(sound_folders, "-o", tmp_path / "no-projection", *options, *prompt, "--model", "tiny")
     with pytest.raises(UserError, match="must contain"):
-        run_train(sound_folders, "-o", tmp_path / "other", *options, "--prompt", "no label here")
+        run_train(sound_folders, "-o", tmp_path / "other", *options, "--label-prompt", "no label here")
     init = [*prompt, *pooled, "--epochs", "1", "--max-steps", "1", "--init", out / "best.safetensors"]
     assert run_train(sound_folders, "-o", tmp_path / "fine-tune", *options, *init) == 0
     with pytest.raises(UserError, match="--init checkpoint .* use matching options"):

@@ -142,7 +142,7 @@ def frame_decibels(mono: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     mono = _check_mono(mono)
     if len(mono) < cfg.n_fft:
         raise ValueError(f"need at least n_fft={cfg.n_fft} samples for one frame, got {len(mono)}")
-    magnitude = _stft_magnitude(mono, cfg.n_fft, cfg.hop_length)
+    magnitude = stft_magnitude(mono, cfg.n_fft, cfg.hop_length)
     if cfg.kind == "stft":
         return 20.0 * np.log10(np.maximum(magnitude, AMPLITUDE_FLOOR))
     mel_power = _cached_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels) @ (magnitude**2)
@@ -259,7 +259,7 @@ def _hann(n_fft: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
 
 
-def _stft_magnitude(mono: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+def stft_magnitude(mono: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """``|STFT|``, ``(n_fft // 2 + 1, frames)`` float64, frames inside the signal only."""
     frames = np.lib.stride_tricks.sliding_window_view(mono, n_fft)[::hop_length]
     window = _hann(n_fft)

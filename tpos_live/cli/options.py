@@ -58,7 +58,7 @@ def add_scene_options(p: argparse.ArgumentParser, prompt_default: str | None = N
         scene.add_argument("--prompt", default=prompt_default, metavar="TEXT",
                            help=f"what the frames show ({prompt_default!r})")
     scene.add_argument("--negative-prompt", default="", metavar="TEXT", help="what they should not show")
-    scene.add_argument("--seed", type=int, metavar="N", help="noise seed: the same seed, the same frames (42)")
+    add_seed_option(scene, "the noise (z^T and the step noise)")
     scene.add_argument("--init-image", type=Path, metavar="IMAGE", help=init_image_help)
 
 
@@ -104,12 +104,30 @@ def scene_spec(args: argparse.Namespace) -> SceneSpec:
 # ---- models and backends ------------------------------------------------------------------------
 
 
+MODEL_NAMES_HELP = ("sd15-lcm (default), sd-turbo, tiny (random weights, for trying), a diffusers folder, a "
+                    ".safetensors checkpoint, or a Hugging Face repo id")
+
+
+def add_model_option(group, default: str | None = DEFAULT_MODEL, purpose: str = "") -> None:
+    """--model: the Stable Diffusion model (an alias, a folder, a single file or a hub id)."""
+    group.add_argument("--model", default=default, help=(purpose + ": " if purpose else "") + MODEL_NAMES_HELP)
+
+
+def add_compute_device_option(group) -> None:
+    """--compute-device: where the networks run (--device is always the sound device)."""
+    group.add_argument("--compute-device", default="auto", metavar="DEVICE",
+                       help="where the networks run: cpu, cuda, cuda:N or auto (default)")
+
+
+def add_seed_option(group, what: str) -> None:
+    """--seed: the seed of a command's randomness (the same seed, the same result)."""
+    group.add_argument("--seed", type=int, metavar="N", help=f"seed of {what}: the same seed, the same result (42)")
+
+
 def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DEFAULT_MODEL) -> None:
     """The diffusion model, its decoder, the audio conditioning, the compute device and precision."""
     models = p.add_argument_group("models")
-    models.add_argument("--model", default=model_default,
-                        help="sd15-lcm (default), sd-turbo, tiny (random weights, for trying), a diffusers "
-                             "folder, a .safetensors checkpoint, or a Hugging Face repo id")
+    add_model_option(models, model_default)
     models.add_argument("--lora", help="a LoRA to fuse (folder, .safetensors or repo id)")
     models.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (1.0)")
     models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
@@ -120,8 +138,7 @@ def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DE
                                           "encoder set by import/training, else the CLAP bank")
     models.add_argument("--concepts", type=Path, metavar="TOML",
                         help="concept bank TOML for CLAP conditioning (default: the bundled bank of 14 concepts)")
-    models.add_argument("--compute-device", default="auto", metavar="DEVICE",
-                        help="where the networks run: cpu, cuda, cuda:N or auto (default)")
+    add_compute_device_option(models)
     models.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="network precision (auto: float16 on CUDA, float32 on CPU)")
     add_backend_options(models)

@@ -47,7 +47,7 @@ def load_stack(spec: ModelSpec, progress: bool = True) -> ModelStack:
             taesd=alias.taesd if spec.taesd is None else spec.taesd,
         )
     with progress_bars(progress):
-        source = tiny_model_folder() if spec.model == TINY_ALIAS else _resolve_model(spec.model, progress)
+        source = model_source(spec.model, progress)
         if source.is_file():
             stack = load_single_file(source, progress)
         else:
@@ -63,7 +63,13 @@ def load_stack(spec: ModelSpec, progress: bool = True) -> ModelStack:
     return _place(stack, device, DTYPES[dtype])
 
 
-def _resolve_model(model: str, progress: bool) -> Path:
+def model_source(model: str, progress: bool = True) -> Path:
+    """The local folder or file a model name loads from (an alias's base model; the tiny stack's cache
+    folder; a hub id's cache snapshot, downloaded when missing and online). UserError when there is none."""
+    alias = ALIASES.get(model)
+    model = alias.model if alias is not None else model
+    if model == TINY_ALIAS:
+        return tiny_model_folder()
     path = Path(model).expanduser()
     if path.exists():
         return path

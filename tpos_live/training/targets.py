@@ -141,15 +141,9 @@ def projected_text_encoder(model: str, family: str, *, progress: bool = True) ->
 
 def _text_encoder_folder(model: str, progress: bool) -> Path | None:
     """The ``text_encoder/`` folder ``load_stack`` reads for ``model``, or None (a single-file checkpoint)."""
-    from tpos_live.diffusion import loading
-    from tpos_live.diffusion.models import ALIASES, TINY_ALIAS
-    from tpos_live.diffusion.random_stacks import tiny_model_folder
+    from tpos_live.diffusion.loading import model_source
 
-    alias = ALIASES.get(model)
-    name = alias.model if alias is not None else model
-    # loading._resolve_model is private; used as it is until the loader says where a stack came from.
-    source = tiny_model_folder() if name == TINY_ALIAS else loading._resolve_model(name, progress)
-    folder = source / "text_encoder"
+    folder = model_source(model, progress) / "text_encoder"
     return folder if folder.is_dir() else None
 
 

@@ -22,6 +22,10 @@ Run heavy measurements alone (other people measure on this machine too)::
     flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench.py --arch sd15 --size 256 \\
         --streamdiffusion-python ~/.cache/tpos-live/streamdiffusion-venv/bin/python -o bench.json
 
+``--compute-device cuda`` runs every mode (StreamDiffusion too) on the GPU, timed with CUDA events;
+``--dtype float16`` is there for it. Fast-mode figures are per frame and per batch (a batch's time
+over its frames), named apart.
+
 This file also serves as StreamDiffusion's worker (``--streamdiffusion-worker``): it then imports
 only torch, diffusers and streamdiffusion, never ``tpos_live``.
 """

@@ -71,6 +71,7 @@ class Plan:
     live_seconds: float
     live_hop: float
     offline_fps: float
+    offline_seconds: float | None  # of examples/groove.wav (None: all of its 10 s)
     parity_dtypes: tuple[str, ...]
     peak_dtypes: tuple[str, ...]
     peak_size: int | None  # None: bench_timing's default for the device
@@ -78,9 +79,9 @@ class Plan:
     @classmethod
     def for_run(cls, device: str, smoke: bool) -> Plan:
         if smoke:  # small enough for CI on a loaded 2-core machine; float16 has no fast CPU kernels
-            return cls(device, True, "tiny", 64, "float32", (1, 2), (1, 2), 1, 1, 1, 3.0, 0.1, 1.0,
+            return cls(device, True, "tiny", 64, "float32", (1, 2), (1, 2), 1, 1, 1, 3.0, 0.1, 1.0, 3.0,
                        ("bfloat16",), ("bfloat16", "float32"), 512)
-        return cls(device, False, "sd15", 512, "float16", (1, 8), (1, 2, 4, 8, 16), 20, 2, 20, 12.0, 0.025, 30.0,
+        return cls(device, False, "sd15", 512, "float16", (1, 8), (1, 2, 4, 8, 16), 20, 2, 20, 12.0, 0.025, 30.0, None,
                    ("float16", "bfloat16"), ("float16", "bfloat16", "float32"), None)
 
 
@@ -446,7 +447,7 @@ def offline(plan: Plan, device: torch.device, stack) -> dict:
     from tpos_live.session import Models
     from tpos_live.specs import SceneSpec
 
-    audio = Path(__file__).resolve().parent.parent / "examples" / "groove.wav"
+    example = Path(__file__).resolve().parent.parent / "examples" / "groove.wav"
     name = _renderer_backends(stack)[-1]
     settings = fast_settings(plan, fps=plan.offline_fps)
     backend = create_backend(name, stack, settings)
@@ -454,12 +455,26 @@ def offline(plan: Plan, device: torch.device, stack) -> dict:
     models = Models(stack, backend, settings, provider_for(stack, text_space), text_space)
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "check.mp4"
+        audio = _excerpt(example, plan.offline_seconds, Path(scratch) / "excerpt.wav")
         source = check_render_inputs(audio, output)
         report = render_track(models, source, audio, output, SceneSpec(PROMPT), say=say, progress=False)
         size = output.stat().st_size
-    return {"backend": backend.describe(), "audio": audio.name, "frames": report.frames, "fps_target": plan.offline_fps,
+    return {"backend": backend.describe(), "audio": example.name, "audio_seconds": source.duration,
+            "frames": report.frames, "fps_target": plan.offline_fps,
             "seconds": report.seconds, "fps": report.frames / report.seconds, "mp4_bytes": size,
             "includes": "audio encoding, scene preparation, rendering, PyAV encoding and muxing"}
+
+
+def _excerpt(wav: Path, seconds: float | None, path: Path) -> Path:
+    """The first ``seconds`` of ``wav`` as a WAV file at ``path`` (``wav`` itself for None)."""
+    if seconds is None:
+        return wav
+    import wave
+
+    with wave.open(str(wav), "rb") as reader, wave.open(str(path), "wb") as writer:
+        writer.setparams(reader.getparams())
+        writer.writeframes(reader.readframes(round(seconds * reader.getframerate())))
+    return path
 
 
 def tensorrt_section(plan: Plan, device: torch.device) -> dict:

@@ -22,6 +22,10 @@ Run heavy measurements alone (other people measure on this machine too)::
     flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench.py --arch sd15 --size 256 \\
         --streamdiffusion-python ~/.cache/tpos-live/streamdiffusion-venv/bin/python -o bench.json
 
+``--compute-device cuda`` runs every mode (StreamDiffusion too) on the GPU, timed with CUDA events;
+``--dtype float16`` is there for it. Fast-mode figures are per frame and per batch (a batch's time
+over its frames), named apart.
+
 This file also serves as StreamDiffusion's worker (``--streamdiffusion-worker``): it then imports
 only torch, diffusers and streamdiffusion, never ``tpos_live``.
 """
@@ -35,96 +39,22 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from bench_timing import (
+    StageClock,
+    Stopwatch,
+    frame_stats,
+    matmul_peak,
+    memory_bandwidth,
+    parse_device,
+    synchronize,
+    time_call,
+    to_uint8_frames,
+)
 
 PROMPT = "a photo of a beautiful beach with a blue sky"
 SEED = 42
-
-
-# --- timing helpers (used by both sides) -------------------------------------------------------------
-
-
-class StageClock:
-    """Wall-clock seconds per named stage, fed by module hooks or by timing calls directly."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-        self._started: dict[str, float] = {}
-
-    def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-        self.calls[stage] = self.calls.get(stage, 0) + 1
-
-    def hook(self, module, stage: str) -> list:
-        """Time every forward call of ``module`` as ``stage``; returns the hooks' removable handles."""
-        def before(*_):
-            self._started[stage] = time.perf_counter()
-
-        def after(*_):
-            self.add(stage, time.perf_counter() - self._started.pop(stage))
-
-        return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-
-    def wrap(self, function, stage: str):
-        """``function``, timed as ``stage``."""
-        def timed(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.add(stage, time.perf_counter() - started)
-
-        return timed
-
-    def reset(self) -> None:
-        self.seconds, self.calls = {}, {}
-
-
-def frame_stats(frame_seconds: list[float], clocks: list[dict[str, float]]) -> dict:
-    """fps and per-stage ms of the fastest frame measured.
-
-    The fastest, not the median: on a shared machine other processes only ever add time, so the
-    best frame is the closest to what the code costs (the median and every frame are kept too).
-    """
-    best = min(range(len(frame_seconds)), key=frame_seconds.__getitem__)
-    stages = {stage: 1000 * seconds for stage, seconds in sorted(clocks[best].items())}
-    stages["other"] = max(0.0, 1000 * frame_seconds[best] - sum(stages.values()))
-    return {
-        "frames_measured": len(frame_seconds),
-        "seconds_per_frame": frame_seconds[best],
-        "seconds_per_frame_median": statistics.median(frame_seconds),
-        "seconds_per_frame_all": frame_seconds,
-        "fps": 1.0 / frame_seconds[best],
-        "stage_ms": stages,
-    }
-
-
-def to_uint8_frames(image):
-    """What our renderer does after decoding: [-1, 1] -> uint8 (B, H, W, 3) in host memory."""
-    import torch
-
-    image = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return image.permute(0, 2, 3, 1).cpu().numpy()
-
-
-# --- peak and FLOPs ----------------------------------------------------------------------------------
-
-
-def matmul_peak(dtype_name: str, size: int = 4096, repeats: int = 8) -> dict:
-    """Best achieved TFLOP/s of a square matmul in ``dtype`` (the practical peak for that dtype)."""
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return {"dtype": dtype_name, "n": size, "seconds": best, "tflops": 2 * size**3 / best / 1e12}
 
 
 def unet_flops(unet, sample, timestep, conditions) -> tuple[int, dict[str, int]]:
@@ -155,21 +85,9 @@ def unet_blocks(unet) -> list[tuple[str, object]]:
     return blocks + [(f"up_blocks.{i}", block) for i, block in enumerate(unet.up_blocks)]
 
 
-def memory_bandwidth(gigabytes: float = 0.5, repeats: int = 5) -> float:
-    """GB/s of a streaming read (a sum over a large bfloat16 tensor): the rate weights can arrive at."""
-    import torch
-
-    data = torch.ones(int(gigabytes * 1e9) // 2, dtype=torch.bfloat16)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - started)
-    return data.numel() * 2 / best / 1e9
-
-
-def profile_unet(call, flops_by_kind: dict[str, int] | None = None) -> dict:
-    """Self CPU milliseconds of one UNet call by kind of op (convolution, matmul, attention, ...)."""
+def profile_unet(call, device) -> dict:
+    """Self milliseconds of one UNet call by kind of op (convolution, matmul, attention, ...): the
+    CPU's time on the CPU, the kernels' time on a CUDA device."""
     import torch
 
     kinds = {
@@ -179,22 +97,29 @@ def profile_unet(call, flops_by_kind: dict[str, int] | None = None) -> dict:
         "normalization": ("group_norm", "layer_norm", "native_group_norm", "native_layer_norm"),
         "layout and copies": ("copy_", "contiguous", "clone", "to_dense", "reorder", "cat"),
     }
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    cuda = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         call()
+        synchronize(device)
     totals: dict[str, float] = {}
     for event in prof.key_averages():
         name = event.key
         kind = next((k for k, words in kinds.items() if any(w in name for w in words)),
                     "elementwise and other")
-        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total / 1000
+        microseconds = event.self_device_time_total if cuda else event.self_cpu_time_total
+        totals[kind] = totals.get(kind, 0.0) + microseconds / 1000
     return {kind: round(ms, 1) for kind, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 # --- our side ----------------------------------------------------------------------------------------
 
 
-def build_stack(arch: str, dtype_name: str, weights_dir: Path | None):
-    """The random full-size stack in ``dtype``; saved to ``weights_dir`` for StreamDiffusion (once)."""
+def build_stack(arch: str, dtype_name: str, weights_dir: Path | None, device=None):
+    """The random full-size stack in ``dtype`` on ``device``; saved to ``weights_dir`` for
+    StreamDiffusion (once, from the CPU copy: the same weights whatever the device)."""
     import torch
 
     from tpos_live.diffusion.folders import save_stack
@@ -205,12 +130,15 @@ def build_stack(arch: str, dtype_name: str, weights_dir: Path | None):
         module.to(getattr(torch, dtype_name))
     if weights_dir is not None and not (weights_dir / "model_index.json").is_file():
         save_stack(stack, weights_dir)
+    if device is not None and device.type != "cpu":
+        for module in stack.modules().values():
+            module.to(device)
     return stack
 
 
-def bench_encoder(repeats: int) -> dict:
-    """One condition update of the full-size TPoS encoder: one new segment's CNN, then LSTM,
-    attention and MAP over the window (float32, as the provider runs it)."""
+def bench_encoder(repeats: int, device) -> dict:
+    """One condition update of the full-size TPoS encoder on ``device`` (the stack's, as live): one
+    new segment's CNN, then LSTM, attention and MAP over the window (float32, as the provider runs it)."""
     import numpy as np
     import torch
 
@@ -218,18 +146,18 @@ def bench_encoder(repeats: int) -> dict:
     from tpos_live.conditioning.tpos_encoder import TPoSConfig
 
     config = TPoSConfig()
-    provider = random_tpos(config, seed=0)
+    provider = random_tpos(config, seed=0, device=device)
     segment = np.random.default_rng(0).standard_normal((1, config.segment_samples)) * 0.1
-    window = torch.randn(1, config.segments, config.embed_dim)
-    times = []
+    window = torch.randn(1, config.segments, config.embed_dim, device=device)
+    watch, times = Stopwatch(device), []
     for _ in range(repeats + 1):
-        started = time.perf_counter()
+        watch.start()
         features = provider.segment_features(segment)
-        provider.window_tokens(torch.cat([window[:, 1:], features[None]], dim=1))
-        times.append(time.perf_counter() - started)
+        provider.window_tokens(torch.cat([window[:, 1:], features[None].to(device)], dim=1))
+        times.append(watch.stop())
     del provider
     return {"ms_per_update": 1000 * statistics.median(times[1:]), "update_every_seconds":
-            config.hop_samples / config.spectrogram.sample_rate, "dtype": "float32"}
+            config.hop_samples / config.spectrogram.sample_rate, "dtype": "float32", "device": str(device)}
 
 
 class TimedBackend:
@@ -243,7 +171,11 @@ class TimedBackend:
 
 
 def bench_fast(stack, args, backend_name: str, batch: int, encoder: dict) -> dict:
-    """Our renderer's fast mode, ``batch`` frames per call (slerp-filled frames of one interval)."""
+    """Our renderer's fast mode, ``batch`` frames per call (slerp-filled frames of one interval).
+
+    Each timed call renders and decodes one batch; the figures per batch and per frame (a batch's
+    time over its ``batch`` frames) are reported apart, with every stage per frame.
+    """
     import torch
 
     from tpos_live.backends.registry import create_backend
@@ -251,33 +183,38 @@ def bench_fast(stack, args, backend_name: str, batch: int, encoder: dict) -> dic
     from tpos_live.diffusion.models import fast_defaults
     from tpos_live.diffusion.renderer import TPoSRenderer
 
+    device = stack.device
     defaults = fast_defaults({"sd15": "sd15-lcm"}.get(args.arch, args.arch))
     settings = RenderSettings.for_mode("fast", width=args.size, height=args.size, batch_frames=batch,
                                        **defaults)
-    clock = StageClock()
+    clock = StageClock(device)
     backend = TimedBackend(create_backend(backend_name, stack, settings), clock)
     renderer = TPoSRenderer(stack, settings, backend=backend)
-    started = time.perf_counter()
+    watch = Stopwatch(device)
+    watch.start()
     scene = renderer.prepare_scene(PROMPT, seed=SEED)
-    prepare_seconds = time.perf_counter() - started
+    prepare_seconds = watch.stop()
     conditions = torch.randn(args.fast_frames + 1, batch, 77, stack.cross_attention_dim,
                              generator=torch.Generator().manual_seed(0))
-    frame_seconds, clocks = [], []
+    batch_seconds, clocks = [], []
     calls, items = renderer.unet_calls, renderer.unet_batch_items
+    decode_watch = Stopwatch(device)
     for index in range(args.fast_frames + 1):  # the first is a warm-up
+        synchronize(device)
         clock.reset()
-        started = time.perf_counter()
+        watch.start()
         latents = renderer.render_latents(scene, conditions[index], torch.ones(batch))
-        decode_started = time.perf_counter()
-        renderer.decode(latents)
-        ended = time.perf_counter()
+        decode_watch.start()
+        renderer.decode(latents)  # ends in the host copy, which waits for the device
+        decode_region = decode_watch.stop()
+        seconds = watch.stop()
         stages = dict(clock.seconds)
-        stages["host copy"] = (ended - decode_started) - stages["decode"]  # uint8 + to host memory
+        stages["host copy"] = max(0.0, decode_region - stages["decode"])  # uint8 + to host memory
         if index:
-            frame_seconds.append((ended - started) / batch)
-            clocks.append({k: v / batch for k, v in stages.items()})
+            batch_seconds.append(seconds)
+            clocks.append(stages)
     calls, items = renderer.unet_calls - calls, renderer.unet_batch_items - items
-    result = frame_stats(frame_seconds, clocks)
+    result = frame_stats(batch_seconds, clocks, frames_per_batch=batch)
     result.update(
         backend=backend.describe(), sampler=settings.sampler, steps=settings.steps,
         guided_from_step=renderer.first_guided, text_guidance=settings.text_guidance, decoder="taesd",
@@ -293,20 +230,20 @@ def unet_efficiency(stack, args, fast: dict, peak: dict) -> dict:
     import torch
 
     unet = stack.unet
-    dtype = unet.dtype
+    dtype, device = unet.dtype, unet.device
     latent = args.size // stack.vae_scale_factor
 
     def inputs(batch):
         generator = torch.Generator().manual_seed(1)
-        sample = torch.randn(batch, stack.latent_channels, latent, latent, generator=generator).to(dtype)
-        conditions = torch.randn(batch, 77, stack.cross_attention_dim, generator=generator).to(dtype)
-        return sample, torch.full((batch,), 500), conditions
+        sample = torch.randn(batch, stack.latent_channels, latent, latent, generator=generator)
+        conditions = torch.randn(batch, 77, stack.cross_attention_dim, generator=generator)
+        return sample.to(device, dtype), torch.full((batch,), 500, device=device), conditions.to(device, dtype)
 
     flops, block_flops = unet_flops(unet, *inputs(1))
     seconds = fast["stage_ms"]["unet"] / 1000 * fast["batch_frames"] / fast["unet_batch"]
     achieved = fast["unet_batch"] * flops / seconds / 1e12
     weight_bytes = sum(p.numel() * p.element_size() for p in unet.parameters())
-    bandwidth = memory_bandwidth()
+    bandwidth = memory_bandwidth(device)
     result = {
         "gflop_per_call_batch1": flops / 1e9, "fast_mode_unet_batch": fast["unet_batch"],
         "ms_per_call": seconds * 1000, "achieved_tflops": achieved,
@@ -321,13 +258,7 @@ def unet_efficiency(stack, args, fast: dict, peak: dict) -> dict:
         sample, t, c = inputs(batch)
         sample = sample.contiguous(memory_format=layout)
         with torch.inference_mode():
-            unet(sample, t, encoder_hidden_states=c)
-            best = float("inf")
-            for _ in range(repeats):
-                started = time.perf_counter()
-                unet(sample, t, encoder_hidden_states=c)
-                best = min(best, time.perf_counter() - started)
-        return best
+            return min(time_call(lambda: unet(sample, t, encoder_hidden_states=c), device, repeats))
 
     by_batch = {}
     for batch in args.efficiency_batches:
@@ -339,7 +270,7 @@ def unet_efficiency(stack, args, fast: dict, peak: dict) -> dict:
     sample, t, c = inputs(1)
     with torch.inference_mode():
         result["profile_ms_by_kind_batch1"] = profile_unet(
-            lambda: unet(sample.contiguous(memory_format=layout), t, encoder_hidden_states=c))
+            lambda: unet(sample.contiguous(memory_format=layout), t, encoder_hidden_states=c), device)
     # the other layout, for comparison (the module is switched back after)
     other = torch.contiguous_format if channels_last else torch.channels_last
     unet.to(memory_format=other)
@@ -357,7 +288,7 @@ def time_blocks(unet, inputs, layout, block_flops: dict[str, int]) -> dict:
     import torch
 
     sample, t, c = inputs
-    clock = StageClock()
+    clock = StageClock(unet.device)
     handles = _hooks(clock, [(block, name) for name, block in unet_blocks(unet)])
     best: dict[str, float] = {}
     try:
@@ -399,17 +330,19 @@ def bench_paper(stack, args, encoder: dict) -> dict:
         scheduler=scheduler_class.from_config(stack.scheduler_config), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    clock = StageClock()
+    clock = StageClock(stack.device)
     stages = [(stack.unet, "unet"), (stack.vae.decoder, "decode"), (stack.text_encoder, "text")]
     handles = _hooks(clock, stages)
     pipe.image_processor.postprocess = clock.wrap(pipe.image_processor.postprocess, "host copy")
     frame_seconds, clocks = [], []
+    watch = Stopwatch(stack.device)
     try:
         for index in range(args.paper_frames):
             condition = torch.randn(1, 77, stack.cross_attention_dim,
-                                    generator=torch.Generator().manual_seed(index)).to(stack.dtype)
+                                    generator=torch.Generator().manual_seed(index)).to(stack.device, stack.dtype)
+            synchronize(stack.device)
             clock.reset()
-            started = time.perf_counter()
+            watch.start()
             with torch.inference_mode():
                 pipe(PROMPT, height=args.size, width=args.size, num_inference_steps=settings.steps,
                      guidance_scale=settings.text_guidance, generator=torch.Generator().manual_seed(SEED),
@@ -417,7 +350,7 @@ def bench_paper(stack, args, encoder: dict) -> dict:
                      edit_guidance_scale=settings.audio_guidance, edit_warmup_steps=warmup,
                      edit_threshold=settings.threshold, edit_momentum_scale=settings.momentum_scale,
                      edit_mom_beta=settings.momentum_beta)
-            frame_seconds.append(time.perf_counter() - started)
+            frame_seconds.append(watch.stop())
             clocks.append(dict(clock.seconds))
     finally:
         for handle in handles:
@@ -439,7 +372,8 @@ def _hooks(clock: StageClock, modules) -> list:
 def bench_streamdiffusion(args, weights_dir: Path) -> dict:
     command = [args.streamdiffusion_python, __file__, "--streamdiffusion-worker",
                "--weights", str(weights_dir),
-               "--size", str(args.size), "--dtype", args.dtype, "--frames", str(args.fast_frames)]
+               "--size", str(args.size), "--dtype", args.dtype, "--frames", str(args.fast_frames),
+               "--compute-device", args.compute_device]
     environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(command, capture_output=True, text=True, env=environment)
     if done.returncode != 0:
@@ -449,7 +383,8 @@ def bench_streamdiffusion(args, weights_dir: Path) -> dict:
 
 
 def streamdiffusion_worker(args) -> None:
-    """StreamDiffusion 0.1.1 one-step txt2img with TAESD, on the CPU, in this process's environment."""
+    """StreamDiffusion 0.1.1 one-step txt2img with TAESD, on ``--compute-device``, in this process's
+    environment (the same timing as our side: CUDA events on a GPU)."""
     import streamdiffusion
     import torch
     from diffusers import (
@@ -465,6 +400,7 @@ def streamdiffusion_worker(args) -> None:
 
     transformers_logging.set_verbosity_error()
     dtype = getattr(torch, args.dtype)
+    device = parse_device(args.compute_device)
     weights = Path(args.weights)
     # Component by component: our saved tokenizer is tokenizer.json only (transformers 5), which the
     # fast class reads and diffusers 0.24's from_pretrained refuses for a pipeline that names the slow one.
@@ -474,27 +410,30 @@ def streamdiffusion_worker(args) -> None:
         tokenizer=CLIPTokenizerFast.from_pretrained(weights / "tokenizer"),
         unet=UNet2DConditionModel.from_pretrained(weights / "unet", torch_dtype=dtype),
         scheduler=PNDMScheduler.from_pretrained(weights / "scheduler"),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False).to(device)
     stream = StreamDiffusion(pipe, t_index_list=[0], torch_dtype=dtype, width=args.size, height=args.size,
                              cfg_type="none")
-    stream.device = torch.device("cpu")
-    stream.vae = AutoencoderTiny.from_pretrained(Path(args.weights) / "taesd", torch_dtype=dtype)
+    stream.device = device
+    stream.vae = AutoencoderTiny.from_pretrained(Path(args.weights) / "taesd", torch_dtype=dtype).to(device)
     stream.prepare(PROMPT, num_inference_steps=50, guidance_scale=0.0, seed=SEED)
-    clock = StageClock()
+    clock = StageClock(device)
     clock.hook(stream.unet, "unet")
     clock.hook(stream.vae.decoder, "decode")
     frame_seconds, clocks = [], []
+    watch, copy_watch = Stopwatch(device), Stopwatch(device)
     for index in range(args.frames + 1):
+        synchronize(device)
         clock.reset()
-        started = time.perf_counter()
+        watch.start()
         with torch.inference_mode():
             image = stream.txt2img()
-            copied = time.perf_counter()
+            copy_watch.start()
             to_uint8_frames(image)
-        ended = time.perf_counter()
+        copied = copy_watch.stop()
+        seconds = watch.stop()
         if index:
-            frame_seconds.append(ended - started)
-            clocks.append({**clock.seconds, "host copy": ended - copied})
+            frame_seconds.append(seconds)
+            clocks.append({**clock.seconds, "host copy": copied})
     import diffusers
 
     result = frame_stats(frame_seconds, clocks)
@@ -524,16 +463,17 @@ def _text_encoder(folder: Path, dtype):
 
 
 def table(report: dict) -> str:
-    """The report as a Markdown table."""
-    rows = ["| mode | fps | ms/frame | encoder ms/update | UNet ms | decode ms | host copy ms | other ms "
-            "| UNet TFLOP/s (% of peak) |", "|---|---|---|---|---|---|---|---|---|"]
+    """The report as a Markdown table (stage times are per frame: a batch's over its frames)."""
+    rows = ["| mode | fps | ms/frame | frames/batch | ms/batch | encoder ms/update | UNet ms | decode ms "
+            "| host copy ms | other ms | UNet TFLOP/s (% of peak) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode, result in report["modes"].items():
         if "skipped" in result:
-            rows.append(f"| {mode} | skipped: {result['skipped']} | | | | | | | |")
+            rows.append(f"| {mode} | skipped: {result['skipped']} | | | | | | | | | |")
             continue
         stages = result["stage_ms"]
         encoder = result.get("encoder", {}).get("ms_per_update")
         cells = [f"{result['fps']:.3g}", f"{1000 * result['seconds_per_frame']:.0f}",
+                 str(result["frames_per_batch"]), f"{1000 * result['seconds_per_batch']:.0f}",
                  f"{encoder:.0f}" if encoder is not None else "-"]
         cells += [f"{stages.get(s, 0.0):.0f}" for s in ("unet", "decode", "host copy")]
         cells.append(f"{stages['other'] + stages.get('text', 0.0):.0f}")
@@ -559,7 +499,10 @@ def main() -> None:
     parser.add_argument("--arch", default="sd15", choices=("sd15", "sd-turbo", "tiny"),
                         help="full-size architecture, random weights (tiny: a smoke test of this script)")
     parser.add_argument("--size", type=int, default=256, help="frame width and height (default 256)")
-    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    parser.add_argument("--compute-device", default="cpu", metavar="DEVICE",
+                        help="torch device for every mode, StreamDiffusion's too: cpu, cuda or cuda:N "
+                             "(default cpu; CUDA regions are timed with CUDA events)")
     parser.add_argument("--backends", nargs="+", default=["torch-bf16", "torch-compiled"],
                         help="our renderer's backends to time (default torch-bf16 torch-compiled)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4],
@@ -576,6 +519,10 @@ def main() -> None:
     parser.add_argument("--streamdiffusion-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        parse_device(args.compute_device)
+    except ValueError as error:
+        parser.error(str(error))
     if args.streamdiffusion_worker:
         streamdiffusion_worker(args)
         return
@@ -586,17 +533,18 @@ def run(args) -> None:
     import torch
 
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    device = parse_device(args.compute_device)
     weights_dir = None
     if args.streamdiffusion_python:
         weights_dir = args.weights or Path(f"~/.cache/tpos-live/bench-{args.arch}-{args.dtype}").expanduser()
     load_before = os.getloadavg()
     say("measuring the matmul peak")
-    peak = matmul_peak(args.dtype)
-    say(f"  {peak['tflops']:.2f} TFLOP/s ({args.dtype})")
+    peak = matmul_peak(args.dtype, device)
+    say(f"  {peak['tflops']:.2f} TFLOP/s ({args.dtype} on {device})")
     say(f"building the {args.arch} stack (random weights)")
-    stack = build_stack(args.arch, args.dtype, weights_dir)
+    stack = build_stack(args.arch, args.dtype, weights_dir, device)
     say("timing the audio encoder")
-    encoder = bench_encoder(repeats=3)
+    encoder = bench_encoder(repeats=3, device=device)
     modes = {}
     for backend in args.backends:
         for batch in args.batch:
@@ -604,7 +552,8 @@ def run(args) -> None:
             say(f"timing {mode}")
             modes[mode] = bench_fast(stack, args, backend, batch, encoder)
             prepared = modes[mode]["scene_prepare_seconds"]
-            say(f"  {modes[mode]['fps']:.3g} fps, scene prepared in {prepared:.0f} s")
+            say(f"  {modes[mode]['fps']:.3g} fps ({1000 * modes[mode]['seconds_per_batch']:.0f} ms per batch of "
+                f"{batch}), scene prepared in {prepared:.1f} s")
     say("UNet efficiency")
     first_fast = next(mode for mode in modes if mode.startswith("fast"))
     efficiency = unet_efficiency(stack, args, modes[first_fast], peak)
@@ -615,13 +564,15 @@ def run(args) -> None:
         modes["paper"] = bench_paper(stack, args, encoder)
         say(f"  {modes['paper']['seconds_per_frame']:.1f} s/frame")
     del stack
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # StreamDiffusion's process loads the same weights on the same GPU
     if args.streamdiffusion_python:
         say("timing StreamDiffusion")
         modes["streamdiffusion"] = bench_streamdiffusion(args, weights_dir)
     else:
         modes["streamdiffusion"] = {"skipped": "no --streamdiffusion-python given (it needs its own virtual "
                                                "environment: diffusers 0.24)"}
-    peak_after = matmul_peak(args.dtype)
+    peak_after = matmul_peak(args.dtype, device)
     # The peak is the best of the two measurements: interference only ever lowers it.
     best_peak = max(peak["tflops"], peak_after["tflops"])
     efficiency["peak_tflops"] = best_peak
@@ -637,6 +588,7 @@ def run(args) -> None:
         result["unet_fraction_of_peak"] = result["unet_tflops"] / best_peak
     report = {
         "arch": args.arch, "random_weights": True, "size": f"{args.size}x{args.size}", "dtype": args.dtype,
+        "compute_device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": _cpu_name(),
         "machine": platform.machine(), "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import torch
+from bench_timing import Stopwatch, parse_device, synchronize
 
 from tpos_live.audio.signals import SyntheticSource, demo_pattern
 from tpos_live.conditioning.checkpoint import random_tpos
@@ -34,18 +35,18 @@ from tpos_live.conditioning.tpos_encoder import TPoSConfig
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
+from tpos_live.diffusion.stack import DTYPES
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
 from tpos_live.live.stages import window_samples
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-
-def build(arch: str, dtype: str):
+def build(arch: str, dtype: str, device: torch.device):
     stack = build_tiny_stack(seed=0) if arch == "tiny" else build_random_stack(arch, seed=0)
-    if dtype != "float32":
-        for module in (stack.unet, stack.text_encoder, stack.vae, stack.taesd):
+    for module in (stack.unet, stack.text_encoder, stack.vae, stack.taesd):
+        if dtype != "float32":
             module.to(DTYPES[dtype])
+        module.to(device)
     return stack
 
 
@@ -59,18 +60,20 @@ def isolated_model_ms(stack, settings, provider, text_space, repeats: int = 3) -
     stream.push(sound[: 2 * window])  # every segment of the next windows is cached: one CNN per hop
     condition = stream.latest().condition
     times = {"encode": [], "render": [], "decode": []}
+    device = stack.device
+    watch = Stopwatch(device)
     for index in range(repeats):
-        started = time.perf_counter()
+        synchronize(device)
+        watch.start()
         start = 2 * window + index * hop
         stream.push(sound[start : start + hop], latest_only=True)
-        rendered = time.perf_counter()
+        times["encode"].append(watch.stop())
+        watch.start()
         latents = renderer.render_latents(scene, condition[None], torch.ones(1))
-        decoded = time.perf_counter()
+        times["render"].append(watch.stop())
+        watch.start()
         renderer.decode(latents)
-        done = time.perf_counter()
-        times["encode"].append(rendered - started)
-        times["render"].append(decoded - rendered)
-        times["decode"].append(done - decoded)
+        times["decode"].append(watch.stop())
     return {name: 1000 * min(values) for name, values in times.items()}
 
 
@@ -130,15 +133,22 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=24.0, help="frame-rate cap")
     parser.add_argument("--hop", type=float, default=0.25, help="encoder hop, seconds")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured run, after the first frame")
+    parser.add_argument("--compute-device", default="cpu", metavar="DEVICE",
+                        help="torch device for the models and the encoder: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("-o", "--output", help="write the JSON here too")
     args = parser.parse_args()
+    try:
+        device = parse_device(args.compute_device)
+    except ValueError as error:
+        parser.error(str(error))
 
     torch.manual_seed(0)
     started = time.perf_counter()
-    stack = build(args.arch, args.dtype)
+    stack = build(args.arch, args.dtype, device)
     settings = RenderSettings.for_mode("fast", width=args.size, height=args.size, fps=args.fps)
     text_space = TPoSRenderer(stack, settings).text_space()
-    provider = random_tpos(TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family))
+    provider = random_tpos(TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family),
+                           device=device)
     match_token_spread(provider.map_model, text_space)
     source = SyntheticSource(demo_pattern(provider.sample_rate), provider.sample_rate)
     build_seconds = time.perf_counter() - started
@@ -158,6 +168,8 @@ def main() -> None:
         "build_seconds": build_seconds, "first_frame_seconds": first_frame_seconds, "seconds": args.seconds,
         "isolated_stage_ms": alone, "isolated_model_ms": sum(alone.values()),
         **summarize(frames, snapshots, args.seconds),
+        "compute_device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }

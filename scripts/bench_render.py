@@ -1,9 +1,11 @@
 """Seconds per frame of the renderer, fast mode against paper mode, on a full-size architecture.
 
 Random weights (cost does not depend on their values); the JSON says so. Scene preparation (the
-cached text-only steps) is timed apart from the per-frame cost. Example:
+cached text-only steps) is timed apart from the per-frame cost. On a CUDA device
+(``--compute-device cuda``) each region is timed with CUDA events (see ``bench_timing.py``). Example:
 
     .venv/bin/python scripts/bench_render.py --arch sd15 --size 256 --dtypes float32 bfloat16 -o bench.json
+    python scripts/bench_render.py --arch sd15 --size 512 --compute-device cuda --dtypes float16 bfloat16
 """
 
 from __future__ import annotations
@@ -11,31 +13,32 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
+from bench_timing import Stopwatch, parse_device, synchronize
 
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.random_stacks import build_random_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from tpos_live.diffusion.stack import DTYPES
 
 
 def time_mode(stack, mode: str, size: int, frames: int) -> dict:
     settings = RenderSettings.for_mode(mode, width=size, height=size)
     renderer = TPoSRenderer(stack, settings)
-    started = time.perf_counter()
+    watch = Stopwatch(stack.device)
+    watch.start()
     scene = renderer.prepare_scene("a photo of a beautiful beach with a blue sky", seed=42)
-    prepare_seconds = time.perf_counter() - started
+    prepare_seconds = watch.stop()
     generator = torch.Generator().manual_seed(0)
     conditions = torch.randn(frames, 77, stack.cross_attention_dim, generator=generator)
     calls_before = renderer.unet_calls
     per_frame = []
     for i in range(frames):
-        started = time.perf_counter()
-        renderer.render(scene, conditions[i:i + 1], torch.ones(1))
-        per_frame.append(time.perf_counter() - started)
+        synchronize(stack.device)
+        watch.start()
+        renderer.render(scene, conditions[i:i + 1], torch.ones(1))  # ends in the frame's host copy
+        per_frame.append(watch.stop())
     return {
         "mode": mode, "sampler": settings.sampler, "steps": settings.steps, "decoder": settings.decoder,
         "guided_from_step": renderer.first_guided, "scene_prepare_seconds": prepare_seconds,
@@ -52,11 +55,19 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["fast", "paper"], choices=("fast", "paper"))
     parser.add_argument("--fast-frames", type=int, default=3)
     parser.add_argument("--paper-frames", type=int, default=1)
+    parser.add_argument("--compute-device", default="cpu", metavar="DEVICE",
+                        help="torch device: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("-o", "--output", help="write the JSON here too")
     args = parser.parse_args()
+    try:
+        device = parse_device(args.compute_device)
+    except ValueError as error:
+        parser.error(str(error))
 
     torch.manual_seed(0)
     stack = build_random_stack(args.arch, seed=0)
+    for module in stack.modules().values():
+        module.to(device)
     results = []
     for dtype in args.dtypes:
         stack.unet.to(DTYPES[dtype])
@@ -72,6 +83,8 @@ def main() -> None:
             print(json.dumps(result), flush=True)
     report = {
         "arch": args.arch, "random_weights": True, "size": args.size, "torch": torch.__version__,
+        "compute_device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "results": results,
         "fast_over_paper_speedup": {

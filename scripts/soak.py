@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pulse: the PulseAudio null sink the device tests use
@@ -300,7 +302,8 @@ def summary(args, state: dict, session, reports, osc, player) -> dict:
         "what": "live soak: tiny stack (random weights), random TPoS encoder, "
                 f"{args.size}x{args.size}, PulseAudio null-sink capture of "
                 + (str(args.file) if args.file else "the test signal"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "torch_threads": torch.get_num_threads(), "cores": os.cpu_count()},
         "settings": {"minutes": args.minutes, "preset_every_s": args.preset_every,
                      "unplug_every_min": args.unplug_every, "unplug_seconds": args.unplug_seconds,
                      "warmup_minutes": args.warmup_minutes, "baseline_minutes": args.baseline_minutes,

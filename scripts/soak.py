@@ -226,12 +226,14 @@ def soak(args, work: Path, pulse: PulseServer, report, reports) -> dict:
     osc.start()
     started = time.monotonic()
     next_preset, preset_index, next_unplug = args.preset_every, 0, 60.0 * args.unplug_every
-    last_counters, rss = dict(session.engine.stats().counters), []
+    last_counters, rss, stages = dict(session.engine.stats().counters), [], {}
     try:
         while time.monotonic() - started < 60.0 * args.minutes:
             time.sleep(1.0)
             elapsed = time.monotonic() - started
             rss.append(rss_mb())
+            for name, ms in session.engine.stats().stage_ms.items():  # each second's mean stage times
+                stages.setdefault(name, []).append(ms)
             player.keep_playing()
             if elapsed >= next_preset:
                 preset_index += 1
@@ -249,8 +251,9 @@ def soak(args, work: Path, pulse: PulseServer, report, reports) -> dict:
                     "faults": sum(counters[k] - last_counters[k] for k in FAULTS),
                     "dropped_frames": counters["dropped_frames"] - last_counters["dropped_frames"],
                     "overflows": stats.overflows, "device_losses": stats.device_losses,
-                    "input_latency_ms": stats.input_latency_ms}))
-                last_counters, rss = dict(counters), []
+                    "input_latency_ms": stats.input_latency_ms,
+                    "stage_ms": {name: round(float(np.mean(v)), 1) for name, v in stages.items()}}))
+                last_counters, rss, stages = dict(counters), [], {}
                 write_text_atomically(args.output, json.dumps(summary(args, state, session, reports, osc, player),
                                                               indent=2) + "\n")
                 row = state["minutes"][-1]

@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pulse: the PulseAudio null sink the device tests use
 
-from tests.pulse import DEVICE, PulseServer  # noqa: E402
+from tests.pulse import DEVICE, PulseServer, PulseUnavailable  # noqa: E402
 from tpos_live.audio.signals import demo_pattern  # noqa: E402
 from tpos_live.backends.spec import BackendSpec  # noqa: E402
 from tpos_live.control.spec import ControlSpec, OutputSpec  # noqa: E402
@@ -349,7 +349,11 @@ def main() -> int:
     args = p.parse_args()
     if not 0 < args.minutes <= 24 * 60 or args.unplug_every <= 0 or args.preset_every <= 0:
         p.error("--minutes must be in (0, 1440], --unplug-every and --preset-every positive")
-    result = run(args)
+    try:
+        result = run(args)
+    except PulseUnavailable as error:
+        print(f"error: the soak captures from a PulseAudio null sink, which cannot run here: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(result["verdicts"], indent=2))
     return 0 if all(v["pass"] for v in result["verdicts"].values()) else 1
 

@@ -75,7 +75,7 @@ def send_through(output: NdiOutput, source: FrameSource) -> None:
         deadline = time.monotonic() + 5
         while output.sent == sent and time.monotonic() < deadline:
             time.sleep(0.002)
-        time.sleep(1 / 15)
+        time.sleep(0.125)  # the receiver polls every 5 ms: a loaded machine may still starve it a while
 
 
 def receive(name: str, output: NdiOutput, source: FrameSource, by_address: bool, folder: Path) -> dict:

@@ -188,6 +188,33 @@ def test_the_engine_survives_unplugging_and_resumes(pulse, tiny_stack, provider,
     assert all(stage.alive is False for stage in (engine.encoder, engine.render_stage))
 
 
+def test_low_and_high_latency_capture_report_the_devices_own_input_latency(pulse, tiny_stack, provider):
+    from tpos_live.audio.source_spec import SourceSpec, open_source
+
+    latencies = {}
+    for wanted in ("high", "low"):
+        source = open_source(SourceSpec(device=DEVICE, latency=wanted), RATE, Reports())
+        assert source.config.latency == wanted and source.device_latency is None  # not open yet
+        source.start()
+        try:
+            assert wait_until(lambda: source.ring.written > RATE // 10, 5), "no audio captured"  # noqa: B023
+            latencies[wanted] = source.device_latency
+            index = source.ring.written - 1
+            # capture times count the device's latency: the sound reached it that much before the callback
+            assert source.capture_time(index) == pytest.approx(source.ring.capture_time(index) - latencies[wanted])
+        finally:
+            source.stop()
+    print(f"input latency: low {1000 * latencies['low']:.1f} ms, high {1000 * latencies['high']:.1f} ms")
+    assert 0 < latencies["low"] <= latencies["high"]
+    source = open_source(SourceSpec(device=DEVICE), RATE, Reports())  # low by default
+    with LiveEngine(tiny_stack, quick_settings(), provider, source, "a beach",
+                    live=LiveSettings(hop_seconds=0.25)) as engine:
+        assert wait_until(lambda: engine.stats().latency_ms is not None, 30)
+        stats = engine.stats()
+    assert stats.input_latency_ms == pytest.approx(1000 * source.input_latency)
+    assert stats.latency_ms >= stats.input_latency_ms and f"input {stats.input_latency_ms:.0f} ms" in stats.line()
+
+
 @pytest.mark.soak
 def test_soak_a_minute_with_steady_memory_and_latency(pulse, tiny_stack, provider, tmp_path):
     # Noise and tones in turn, so conditions keep changing: one file, played once, longer than the run.

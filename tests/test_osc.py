@@ -202,7 +202,7 @@ def test_a_port_in_use_is_a_user_error():
 
 def test_attach_controls_wires_osc_presets_quantiser_modulation_and_ndi_into_a_running_engine(
         tiny_stack, provider, tmp_path):
-    from tpos_live.control import ControlSpec, attach_controls
+    from tpos_live.control import ControlSpec, OutputSpec, attach_controls
     from tpos_live.control.ndi import ndi_available
     from tpos_live.live.presets import save_preset
 
@@ -215,7 +215,8 @@ def test_attach_controls_wires_osc_presets_quantiser_modulation_and_ndi_into_a_r
     with make_engine(tiny_stack, provider) as engine:
         engine.wait_frame(0, timeout=30)
         report = lambda level, message: said.append(message)  # noqa: E731
-        with attach_controls(engine, spec, report, ndi="tpos-live-test" if usable else None) as controls:
+        outputs = OutputSpec(ndi="tpos-live-test" if usable else None)
+        with attach_controls(engine, spec, report, outputs) as controls:
             client = SimpleUDPClient(controls.osc.host, controls.osc.port)
             client.send_message("/tpos/preset", "b")
             assert wait_until(lambda: engine.control.state().prompt == "sunset", 5)
@@ -228,4 +229,4 @@ def test_attach_controls_wires_osc_presets_quantiser_modulation_and_ndi_into_a_r
     assert any("OSC: listening on 127.0.0.1" in message for message in said)
     if not usable:
         with pytest.raises(UserError, match="cyndilib"):
-            attach_controls(None, ControlSpec(), said.append, ndi="x")
+            attach_controls(None, ControlSpec(), said.append, OutputSpec(ndi="x"))

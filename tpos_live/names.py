@@ -7,7 +7,9 @@ MODES = ("fast", "paper")
 SAMPLERS = ("lcm", "ddim", "plms")
 DECODERS = ("taesd", "vae")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # compute devices a spec may name
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # compute devices a spec may name (mps: Apple GPUs)
+DEVICE_NAMES_HELP = "cpu, cuda, cuda:N, mps (Apple GPU) or auto"
+LATENCIES = ("low", "high")  # PortAudio's suggested input latencies (audio/capture.py)
 SPECTROGRAM_FLOORS = ("relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
 TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (training/targets.py)
 

@@ -208,17 +208,19 @@ class LiveSession:
         if synthetic:
             return self.open_source(SourceSpec(kind="synthetic", channel=base.channel, gain_db=gain_db))
         return self.open_source(SourceSpec(kind="device", device=device, host_api=base.host_api,
-                                           sample_rate=base.sample_rate, channel=base.channel, gain_db=gain_db))
+                                           sample_rate=base.sample_rate, channel=base.channel, gain_db=gain_db,
+                                           latency=base.latency))
 
     # ---- life cycle -----------------------------------------------------------------------------
 
     def start(self) -> LiveSession:
-        """Start the engine, the recording (if asked for) and the controls and outputs."""
+        """Start the engine, the recording (if asked for), the controls (OSC, MIDI, tempo, Link, modulation)
+        and the video outputs (NDI, Spout, Syphon)."""
         self.engine.start()
         try:
             if self.spec.outputs.record is not None:
                 self.engine.start_recording(self.spec.outputs.record)
-            self.controls = attach_controls(self.engine, self.spec.control, self.report, ndi=self.spec.outputs.ndi)
+            self.controls = attach_controls(self.engine, self.spec.control, self.report, outputs=self.spec.outputs)
         except BaseException:
             self.engine.stop()
             raise

@@ -39,7 +39,8 @@ def open_window(spec: LiveSpec, settings: AppSettings, settings_file: Path, prob
 def start_session(spec: LiveSpec, fallback_to_test_signal: bool = False) -> LiveSession:
     """The app's session, started: the models (slow: weights), the sound source (the test signal, said
     as a warning, when a saved device cannot be opened and ``fallback_to_test_signal``), the engine, and
-    its controls and outputs (OSC, MIDI, presets, NDI). It reports into the app's message queue."""
+    its controls and outputs (OSC, MIDI, presets, tempo and Link, NDI/Spout/Syphon). It reports into the
+    app's message queue."""
     from tpos_live.app.bridge import Reports
 
     def say(message: str) -> None:

@@ -366,6 +366,8 @@ class StatusPanel(QWidget):
 
     def show_stats(self, stats: StatsSnapshot) -> None:
         latency = "-" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"
+        if stats.input_latency_ms is not None:
+            latency += f" (input {stats.input_latency_ms:.0f} ms)"
         text = (f"{stats.fps:.1f} fps · latency {latency} · dropped {stats.dropped_frames} · "
                 f"overflows {stats.overflows}")
         if stats.source_state != "running":

@@ -39,7 +39,8 @@ class CaptureConfig:
         channels: channels to open; None opens two (or one on a mono device), or up to ``channel``.
         channel: use only this input channel (0-based); None mixes the channels down.
         gain_db: input gain applied to what is read (the ring keeps the raw samples).
-        latency: PortAudio's suggested latency: "low", "high" or seconds.
+        latency: PortAudio's suggested latency: "low", "high" or seconds (the live command's
+            default is SourceSpec's "low"; the stream's actual latency becomes ``input_latency``).
         blocksize: frames per callback; 0 lets the host choose.
         buffer_seconds: how much audio the ring keeps.
         stall_seconds: no audio for this long means the device is lost.
@@ -126,6 +127,12 @@ class DeviceSource(RingSource):
     def stop(self) -> None:
         self._supervisor.stop()
         self.state = "stopped"
+
+    @property
+    def device_latency(self) -> float | None:
+        """The input latency the open stream reports, seconds (None before it opens); capture times,
+        and with them the audio-to-frame latency, already count it."""
+        return self.input_latency if self._supervisor.stream is not None else None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
         # Runs on PortAudio's thread against a deadline: count, copy, nothing else.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tpos_live.errors import UserError
+from tpos_live.names import LATENCIES
 from tpos_live.reporting import Reporter
 
 SOURCE_KINDS = ("device", "file", "synthetic")
@@ -28,6 +29,8 @@ class SourceSpec:
         channel: use only this input channel (None: mix down).
         gain_db: input gain.
         play_to, loop: with "file": also play it on this output device; start over at the end.
+        latency: with "device": PortAudio's suggested input latency, "low" or "high" (the latency the
+            device gives is the source's ``input_latency``, in the stats and the audio-to-frame latency).
     """
 
     kind: str = "device"
@@ -39,8 +42,11 @@ class SourceSpec:
     gain_db: float = 0.0
     play_to: str | None = None
     loop: bool = False
+    latency: str = "low"
 
     def __post_init__(self) -> None:
+        if self.latency not in LATENCIES:
+            raise ValueError(f"latency must be one of {LATENCIES}, got {self.latency!r}")
         if self.kind not in SOURCE_KINDS:
             raise ValueError(f"source kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
         if (self.kind == "file") != (self.file is not None):
@@ -66,7 +72,7 @@ def open_source(spec: SourceSpec, preferred_rate: int, report: Reporter):
             return SyntheticSource(demo_pattern(preferred_rate), preferred_rate, gain_db=spec.gain_db,
                                    report=report, name=SYNTHETIC_NAME)
         config = CaptureConfig(device=spec.device, host_api=spec.host_api, sample_rate=spec.sample_rate,
-                               channel=spec.channel, gain_db=spec.gain_db)
+                               channel=spec.channel, gain_db=spec.gain_db, latency=spec.latency)
     except ValueError as error:
         raise UserError(str(error)) from None
     return DeviceSource(config, preferred_rate=preferred_rate, report=report)

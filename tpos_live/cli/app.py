@@ -61,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"warning: {problem}", file=sys.stderr, flush=True)
     settings = with_arguments(settings, args)
+    spec = app_spec(args, settings)  # bad flags (e.g. --spout off Windows) fail here, before any window
     prepare_display(smoke=args.smoke is not None)
     from tpos_live.app.launch import open_window
 
-    return open_window(app_spec(args, settings), settings, settings_path(), problem, smoke_seconds=args.smoke,
+    return open_window(spec, settings, settings_path(), problem, smoke_seconds=args.smoke,
                        fallback_to_test_signal=not source_given(args))
 
 

@@ -15,7 +15,7 @@ from tpos_live.control.spec import QUANTISE_CHOICES, TEMPO_CHOICES, ControlSpec,
 from tpos_live.diffusion.models import ModelSpec
 from tpos_live.errors import UserError
 from tpos_live.live.settings import LiveSettings
-from tpos_live.names import BACKENDS, DECODERS, DTYPE_NAMES, SAMPLERS
+from tpos_live.names import BACKENDS, DECODERS, DEVICE_NAMES_HELP, DTYPE_NAMES, LATENCIES, SAMPLERS
 from tpos_live.specs import ConditioningSpec, SceneSpec
 
 DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
@@ -116,7 +116,8 @@ def add_model_option(group, default: str | None = DEFAULT_MODEL, purpose: str = 
 def add_compute_device_option(group) -> None:
     """--compute-device: where the networks run (--device is always the sound device)."""
     group.add_argument("--compute-device", default="auto", metavar="DEVICE",
-                       help="where the networks run: cpu, cuda, cuda:N or auto (default)")
+                       help=f"where the networks run: {DEVICE_NAMES_HELP} (default auto: CUDA, else MPS, else "
+                            "the CPU)")
 
 
 def add_seed_option(group, what: str) -> None:
@@ -140,7 +141,7 @@ def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DE
                         help="concept bank TOML for CLAP conditioning (default: the bundled bank of 14 concepts)")
     add_compute_device_option(models)
     models.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                        help="network precision (auto: float16 on CUDA, float32 on CPU)")
+                        help="network precision (auto: float16 on CUDA and MPS, float32 on CPU)")
     add_backend_options(models)
 
 
@@ -185,6 +186,9 @@ def add_sound_options(p: argparse.ArgumentParser, device_default: str, gain_defa
                                                    "mix all down)")
     gain_help = "input gain in dB (" + ("the saved one" if gain_default is None else f"{gain_default:g}") + ")"
     audio.add_argument("--gain", type=float, default=gain_default, dest="gain_db", help=gain_help)
+    audio.add_argument("--latency", choices=LATENCIES, default=SourceSpec.latency,
+                       help=f"the device's input latency: PortAudio's suggested low or high one "
+                            f"({SourceSpec.latency}); the stats show what the device gave")
     audio.add_argument("--play-to", help="with --file: also play it on this output device")
     audio.add_argument("--loop", action="store_true", help="with --file: start over at the end")
 
@@ -194,7 +198,7 @@ def source_spec(args: argparse.Namespace, gain_db: float | None = None) -> Sourc
     kind = "file" if args.file is not None else "synthetic" if args.synthetic else "device"
     gain = args.gain_db if args.gain_db is not None else (gain_db or 0.0)
     return checked(SourceSpec, kind, args.device, args.file, args.host_api, args.sample_rate, args.channel, gain,
-                   args.play_to, args.loop)
+                   args.play_to, args.loop, args.latency)
 
 
 def add_live_timing_options(group, crossfade_default: float | None, crossfade_help: str) -> None:
@@ -210,7 +214,7 @@ def live_settings(args: argparse.Namespace) -> LiveSettings:
 
 
 def add_control_options(p: argparse.ArgumentParser) -> None:
-    """OSC, MIDI, presets, tempo, modulation and NDI (all off by default; docs/control.md)."""
+    """OSC, MIDI, presets, tempo, Link, modulation and NDI/Spout/Syphon (all off by default; docs/control.md)."""
     group = p.add_argument_group("live control (docs/control.md)")
     group.add_argument("--osc-port", type=int, metavar="PORT", help="listen for OSC on this UDP port")
     group.add_argument("--osc-host", default="127.0.0.1", help="OSC address to listen on (127.0.0.1: this "
@@ -225,13 +229,22 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--quantise", choices=QUANTISE_CHOICES, default="off",
                        help="preset changes land on the next beat or bar (off)")
     group.add_argument("--tempo", choices=TEMPO_CHOICES, default="audio",
-                       help="the beat clock follows the sound (default) or only taps")
+                       help="the beat clock follows the sound (default), only taps, or the 24-ppqn clock and "
+                            "start/stop of --midi-port (midi-clock)")
+    group.add_argument("--link", action="store_true",
+                       help="join an Ableton Link session: its tempo and beat phase drive --quantise and the "
+                            "beat/bar modulation")
+    group.add_argument("--link-lead", action="store_true",
+                       help="with --link: push this session's tempo (--tempo audio or tap) to the Link session")
     group.add_argument("--bpm-range", type=parse_bpm_range, default=(60.0, 200.0), metavar="LOW:HIGH",
                        help="tempi the audio tempo may take (60:200); narrow it if it reads double or half")
     group.add_argument("--beats-per-bar", type=int, default=4, help="for --quantise bar (4)")
     group.add_argument("--modulate", action="append", default=[], metavar="FEATURE:KNOB:LOW:HIGH[:GAIN[:SMOOTH]]",
-                       help="drive a knob from low/mid/high/onset/loudness (repeatable)")
+                       help="drive a knob from low/mid/high/onset/loudness, or tempo-synced beat/bar "
+                            "(repeatable)")
     group.add_argument("--ndi", metavar="NAME", help="send the frames as an NDI source with this name")
+    group.add_argument("--spout", metavar="NAME", help="send the frames as a Spout sender with this name (Windows)")
+    group.add_argument("--syphon", metavar="NAME", help="send the frames as a Syphon server with this name (macOS)")
 
 
 def parse_bpm_range(text: str) -> tuple[float, float]:
@@ -247,11 +260,18 @@ def control_spec(args: argparse.Namespace) -> ControlSpec:
     return checked(ControlSpec, osc_port=args.osc_port, osc_host=args.osc_host, midi_port=args.midi_port,
                    midi_map=args.midi_map, midi_learn=learn, presets=args.presets, quantise=args.quantise,
                    tempo=args.tempo, bpm_range=args.bpm_range, beats_per_bar=args.beats_per_bar,
-                   modulate=tuple(args.modulate))
+                   modulate=tuple(args.modulate), link=args.link, link_lead=args.link_lead)
 
 
 def output_spec(args: argparse.Namespace) -> OutputSpec:
-    return OutputSpec(record=getattr(args, "record", None), ndi=args.ndi)
+    """The outputs asked for; UserError (nothing started yet) for Spout or Syphon on the wrong platform."""
+    from tpos_live.control.video_out import check_platform
+
+    spec = checked(OutputSpec, record=getattr(args, "record", None), ndi=args.ndi, spout=args.spout,
+                   syphon=args.syphon)
+    for output in spec.video_outputs():
+        check_platform(output)
+    return spec
 
 
 def add_quiet_option(p: argparse.ArgumentParser, what: str) -> None:

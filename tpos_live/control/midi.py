@@ -30,6 +30,7 @@ from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
 from tpos_live.live.knobs import KNOBS
 
+CLOCK_MESSAGES = ("clock", "start", "continue", "stop", "songpos")  # MIDI clock, for --tempo midi-clock
 TRIGGERS = ("freeze", "blackout", "reroll_seed", "tap_tempo", "preset_next", "preset_previous", "preset_recall")
 CURVES = ("linear", "exp", "log")
 KINDS = ("cc", "note")
@@ -132,12 +133,15 @@ class MidiController:
         tap: called by ``tap_tempo`` (a :class:`~tpos_live.control.tempo.TapTempo`'s ``tap``).
         report: ``report(level, message)``.
         takeover_tolerance: how close (a fraction of the range) a knob must come to count as crossing.
+        clock: receives the MIDI clock messages (a :class:`~tpos_live.control.tempo.MidiClockTempo`'s
+            ``handle``); None: they are ignored.
     """
 
     def __init__(self, control: LiveControl, mappings: Sequence[MidiMapping] = (),
                  presets: PresetBank | None = None, tap: Callable[[], object] | None = None,
-                 report: Callable[[str, str], None] | None = None, takeover_tolerance: float = 0.02) -> None:
-        self.control, self.presets, self.tap = control, presets, tap
+                 report: Callable[[str, str], None] | None = None, takeover_tolerance: float = 0.02,
+                 clock: Callable[[object], object] | None = None) -> None:
+        self.control, self.presets, self.tap, self.clock = control, presets, tap, clock
         self.report = report or (lambda level, message: None)
         self.takeover_tolerance = takeover_tolerance
         self._mappings: dict[tuple[str, int, int], MidiMapping] = {}
@@ -199,7 +203,13 @@ class MidiController:
 
     def handle(self, message) -> str:
         """Apply one mido message; returns what it did: ``"learned"``, ``"set"``, ``"waiting"`` (soft
-        takeover), ``"triggered"`` or ``"ignored"``. Never raises for a message."""
+        takeover), ``"triggered"``, ``"clock"`` (passed to the clock) or ``"ignored"``. Never raises for
+        a message."""
+        if getattr(message, "type", None) in CLOCK_MESSAGES:
+            if self.clock is None:
+                return self._ignore()
+            self.clock(message)  # 24 a beat: kept out of the mappings' lock
+            return "clock"
         with self._lock:
             event = _event(message)
             if event is None:

@@ -6,7 +6,9 @@ smoothing and a range.
     modulator.start(engine.source)          # 30 updates a second from the source's newest audio
 
 Each feature is 0..1: band levels and loudness map -60..0 dBFS linearly; the onset strength is the
-rise of the band levels since the last update (spectral flux), over its recent peak. A route sets
+rise of the band levels since the last update (spectral flux), over its recent peak. ``beat`` and
+``bar`` are tempo-synced: 1 on each beat (downbeat) of the beat clock, falling to 0 just before the next
+(so they follow taps, the sound's tempo, MIDI clock or Ableton Link); 0 without a tempo. A route sets
 ``knob = low + (high - low) * clip(gain * feature, 0, 1)``, smoothed by a one-pole filter with the
 route's time constant. (``text`` is not a target: each change of it prepares a new scene.)
 """
@@ -14,7 +16,8 @@ route's time constant. (``text`` is not a target: each change of it prepares a n
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +28,8 @@ from tpos_live.live.knobs import KNOBS
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.worker import Stage
 
-FEATURES = ("low", "mid", "high", "onset", "loudness")
+TEMPO_FEATURES = ("beat", "bar")  # from the beat clock, not the sound
+FEATURES = ("low", "mid", "high", "onset", "loudness", *TEMPO_FEATURES)
 BAND_EDGES_HZ = (250.0, 4000.0)  # low < 250 Hz <= mid < 4 kHz <= high
 FLOOR_DB = -60.0
 MODULATED_KNOBS = tuple(knob for knob in KNOBS if knob != "text")
@@ -36,7 +40,7 @@ class ModulationRoute:
     """One feature driving one knob.
 
     Attributes:
-        feature: ``low``, ``mid``, ``high``, ``onset`` or ``loudness``.
+        feature: ``low``, ``mid``, ``high``, ``onset``, ``loudness``, or tempo-synced ``beat`` / ``bar``.
         knob: a knob name (not ``text``).
         low, high: the knob value at feature 0 and at feature 1 (high < low inverts).
         gain: multiplies the feature before it is clipped to 0..1.
@@ -111,6 +115,13 @@ class AudioFeatures:
                 "loudness": loudness}
 
 
+def tempo_features(clock, t: float) -> dict[str, float]:
+    """``beat`` and ``bar`` at time ``t``: 1 on the beat (downbeat), falling to 0 (0 without a tempo)."""
+    beat = None if clock is None else clock.beat_phase(t)
+    bar = None if clock is None else clock.bar_phase(t)
+    return {"beat": 0.0 if beat is None else 1.0 - beat, "bar": 0.0 if bar is None else 1.0 - bar}
+
+
 def _level(power: float) -> float:
     """Power (1.0 = a full-scale sine) as 0..1 over -60..0 dB."""
     db = 10.0 * math.log10(max(power, 1e-12))
@@ -121,15 +132,16 @@ class Modulator(Stage):
     """Applies :class:`ModulationRoute` s to a :class:`LiveControl` from audio features.
 
     :meth:`update` takes a window of mono audio (tests and callers with their own audio); :meth:`start`
-    runs it ``rate`` times a second on a source's newest audio.
+    runs it ``rate`` times a second on a source's newest audio. ``clock`` (a
+    :class:`~tpos_live.control.tempo.BeatClock`) gives the ``beat`` and ``bar`` features, at ``now()``.
     """
 
     name = "modulation"
 
     def __init__(self, control: LiveControl, routes: Sequence[ModulationRoute], sample_rate: int,
-                 report: Reporter | None = None) -> None:
+                 report: Reporter | None = None, clock=None, now: Callable[[], float] = time.monotonic) -> None:
         super().__init__(report or ignore_report)
-        self.control, self.routes = control, list(routes)
+        self.control, self.routes, self.clock, self.now = control, list(routes), clock, now
         self.features = AudioFeatures(sample_rate)
         self.values: dict[ModulationRoute, float] = {}
         self.latest: dict[str, float] = {}
@@ -138,7 +150,7 @@ class Modulator(Stage):
 
     def update(self, mono: np.ndarray, dt: float) -> dict[str, float]:
         """Analyse ``mono`` and move every routed knob; returns the knob values set."""
-        self.latest = self.features(mono, dt)
+        self.latest = {**self.features(mono, dt), **tempo_features(self.clock, self.now())}
         applied = {}
         for route in self.routes:
             wanted = route.target(self.latest)

@@ -5,6 +5,7 @@
     tracker.feed(block, end_time)             # each audio block, mono, with the capture time of its end
     quantiser = BeatQuantiser(clock, "bar").start()
     quantiser.schedule(lambda: bank.next())   # lands on the next downbeat
+    MidiClockTempo(clock).handle(message)     # or: the beat clock from 24-ppqn MIDI clock
 
 The estimate is an onset envelope (spectral flux of a log-magnitude STFT, 5 ms hop) over the last few
 seconds, whose autocorrelation peak gives the beat period, refined to a fraction of a hop from the
@@ -322,3 +323,73 @@ class BeatQuantiser(Stage):
     def _run(self) -> None:
         while not self._stop.wait(self.resolution):
             self.poll()
+
+
+class MidiClockTempo:
+    """The beat clock from MIDI clock: 24 ``clock`` messages a beat, with ``start``, ``continue``,
+    ``stop`` and ``songpos`` (song position, in sixteenths).
+
+    Feed it every message with :meth:`handle` (the MIDI controller passes clock messages on). The tempo
+    is a least-squares fit of the last ``window`` ticks' arrival times (MIDI clock jitters by a
+    millisecond or so per tick); the bar count starts at ``start`` (its first tick is a downbeat) or
+    at the song position. Before the first ``start`` the ticks still give the tempo, counted from the
+    first tick heard.
+
+    Args:
+        clock: the beat clock to drive.
+        window: ticks in the tempo fit (48: two beats).
+        now: the monotonic clock of the BeatClock's times.
+    """
+
+    PPQN = 24
+
+    def __init__(self, clock: BeatClock, window: int = 48, now: Callable[[], float] = time.monotonic) -> None:
+        if window < 3:
+            raise ValueError(f"the tempo fit needs at least 3 ticks, got {window}")
+        self.clock, self.window, self.now = clock, window, now
+        self.playing = False
+        self.ticks = 0  # ticks since start (or the song position), the next tick's number
+        self.bpm: float | None = None
+        self._times: list[float] = []
+        self._lock = threading.Lock()
+
+    def handle(self, message, when: float | None = None) -> bool:
+        """Apply one mido message (arrived at ``when``, default now); True if it was a clock message."""
+        kind = getattr(message, "type", None)
+        when = self.now() if when is None else when
+        with self._lock:
+            if kind == "clock":
+                self._tick(when)
+            elif kind == "start":
+                self.playing, self.ticks, self._times = True, 0, []
+            elif kind == "continue":
+                self.playing = True
+            elif kind == "stop":
+                self.playing = False
+            elif kind == "songpos":
+                self.ticks, self._times = 6 * int(message.pos), []  # a sixteenth is 6 ticks
+            else:
+                return False
+        return True
+
+    def _tick(self, when: float) -> None:
+        number = self.ticks
+        self.ticks += 1
+        self._times = (self._times + [when])[-self.window:]
+        if len(self._times) < 3:
+            return
+        times = np.asarray(self._times)
+        steps = np.arange(len(times), dtype=np.float64)
+        fit = np.polyfit(steps, times, 1)
+        seconds_per_tick = float(fit[0])
+        if not seconds_per_tick > 0:
+            return
+        bpm = 60.0 / (self.PPQN * seconds_per_tick)
+        if not 20.0 <= bpm <= 400.0:
+            return
+        self.bpm = bpm
+        # the fitted time of this tick (less jitter than its arrival), and where its beat and bar began
+        fitted = float(np.polyval(fit, steps[-1]))
+        into_beat = number % self.PPQN
+        into_bar = number % (self.PPQN * self.clock.beats_per_bar)
+        self.clock.set(bpm, fitted - into_beat * seconds_per_tick, fitted - into_bar * seconds_per_tick)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tpos_live.names import DEVICE_PATTERN, DTYPE_NAMES
+from tpos_live.names import DEVICE_NAMES_HELP, DEVICE_PATTERN, DTYPE_NAMES
 
 if TYPE_CHECKING:
     from tpos_live.diffusion.stack import ModelStack
@@ -72,7 +72,7 @@ class ModelSpec:
     ``.safetensors`` checkpoint, or a hub id ("owner/name"). ``lora``: folder, ``.safetensors``
     file or hub id of a LoRA to fuse at ``lora_scale``. ``taesd``: folder or hub id of an
     AutoencoderTiny, or "none". Aliases fill ``lora`` and ``taesd`` when they are None. ``device``
-    ("cpu", "cuda", "cuda:N") and ``dtype`` may be "auto": ``load_stack`` picks them for this machine
+    ("cpu", "cuda", "cuda:N", "mps") and ``dtype`` may be "auto": ``load_stack`` picks them for this machine
     (``tpos_live.runtime.resolve_device``, which also refuses what the machine cannot do).
     """
 
@@ -95,7 +95,7 @@ class ModelSpec:
         if self.dtype not in ("auto", *DTYPE_NAMES):
             raise ValueError(f"dtype must be auto or one of {DTYPE_NAMES}, got {self.dtype!r}")
         if not re.fullmatch(DEVICE_PATTERN, self.device):
-            raise ValueError(f"unknown device {self.device!r}: use cpu, cuda, cuda:N or auto")
+            raise ValueError(f"unknown device {self.device!r}: use {DEVICE_NAMES_HELP}")
 
 
 def fast_defaults(model: str) -> dict[str, int | float]:

@@ -237,7 +237,8 @@ class LiveEngine:
     def stats(self) -> StatsSnapshot:
         """Frame rate, stage times, latency, drops and faults over the last stats window."""
         return self.statistics.snapshot(overflows=self.source.overflows, device_losses=self.source.losses,
-                                        source_state=self.source.state)
+                                        source_state=self.source.state,
+                                        input_latency=getattr(self.source, "device_latency", None))
 
     # ---- recording --------------------------------------------------------------------------------
 

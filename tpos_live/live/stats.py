@@ -35,13 +35,14 @@ class StatsSnapshot:
     """Where the engine stands. Times in milliseconds; None where nothing was measured in the window."""
 
     fps: float
-    latency_ms: float | None  # mean audio-to-frame latency over the window
+    latency_ms: float | None  # mean audio-to-frame latency over the window (the input latency included)
     latency_max_ms: float | None
     stage_ms: dict[str, float]  # mean time per stage ("encode", "render", "decode", "scene") over the window
     counters: dict[str, int] = field(default_factory=dict)
     overflows: int = 0  # audio input overflows reported by the device
     device_losses: int = 0
     source_state: str = "running"
+    input_latency_ms: float | None = None  # the capture device's own input latency (None: not a device)
 
     @property
     def frames(self) -> int:
@@ -56,6 +57,8 @@ class StatsSnapshot:
         latency = "-"
         if self.latency_ms is not None:
             latency = f"{self.latency_ms:.0f} ms (max {self.latency_max_ms:.0f})"
+        if self.input_latency_ms is not None:
+            latency += f" | input {self.input_latency_ms:.0f} ms"
         stages = " | ".join(f"{name} {ms:.0f} ms" for name, ms in self.stage_ms.items())
         parts = [f"{self.fps:5.1f} fps", f"latency {latency}"] + ([stages] if stages else []) + [
             f"dropped {self.counters.get('dropped_frames', 0)}", f"overflows {self.overflows}"]
@@ -107,9 +110,10 @@ class LiveStats:
                 raise ValueError(f"unknown counter {counter!r}: one of {COUNTERS}")
             self._counters[counter] += count
 
-    def snapshot(self, overflows: int = 0, device_losses: int = 0,
-                 source_state: str = "running") -> StatsSnapshot:
-        """Rates and means over the last window, totals since the start (the source's passed in)."""
+    def snapshot(self, overflows: int = 0, device_losses: int = 0, source_state: str = "running",
+                 input_latency: float | None = None) -> StatsSnapshot:
+        """Rates and means over the last window, totals since the start (the source's passed in, with
+        its input latency in seconds)."""
         now = self.clock()
         since = now - self.window_seconds
         with self._lock:
@@ -128,4 +132,5 @@ class LiveStats:
             latency_max_ms=1000.0 * max(latencies) if latencies else None,
             stage_ms=stages, counters=counters, overflows=overflows, device_losses=device_losses,
             source_state=source_state,
+            input_latency_ms=None if input_latency is None else 1000.0 * input_latency,
         )

@@ -10,6 +10,9 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # compute devices a spec may name
 SPECTROGRAM_FLOORS = ("relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
 TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (training/targets.py)
+# tpos-live evaluate's metrics (docs/evaluation.md); the first two need no network and are the default.
+METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd")
+DEFAULT_METRICS = ("reactivity", "flicker")
 
 BACKENDS: dict[str, str] = {
     "torch": "the model's torch modules as loaded (eager)",

@@ -194,6 +194,7 @@ class _Networks:
         import torch
 
         from tpos_live.evaluation import networks as nets
+        from tpos_live.evaluation.metrics import clip_text_features
         from tpos_live.runtime import resolve_device
 
         self.device, _ = resolve_device(spec.device, "float32")
@@ -208,7 +209,7 @@ class _Networks:
                 tokens = tokenizer([spec.prompt], padding="max_length", truncation=True, return_tensors="pt",
                                    max_length=tokenizer.model_max_length)
                 with torch.inference_mode():
-                    self.text = self.clip.get_text_features(input_ids=tokens.input_ids.to(self.device)).cpu()
+                    self.text = clip_text_features(self.clip, tokens.input_ids.to(self.device)).cpu()
         if "clip-audio" in wanted:
             self.encoder = self._load_encoder(spec, say)
         if "is" in wanted:
@@ -255,12 +256,12 @@ class _Networks:
 
     def collectors(self, every: int) -> dict[str, Any]:
         from tpos_live.evaluation import networks as nets
-        from tpos_live.evaluation.metrics import ClipFeatures, SampledFrames, videomae_features
+        from tpos_live.evaluation.metrics import ClipFeatures, SampledFrames, clip_image_features, videomae_features
 
         out: dict[str, Any] = {}
         if self.wanted & {"clip-text", "clip-audio"}:
             size = self.clip.config.vision_config.image_size
-            out["clip"] = SampledFrames(lambda x: self.clip.get_image_features(pixel_values=x), nets.CLIP, size,
+            out["clip"] = SampledFrames(lambda x: clip_image_features(self.clip, x), nets.CLIP, size,
                                         every, self.device)
         if "is" in self.wanted:
             out["is"] = SampledFrames(lambda x: self.classifier(pixel_values=x).logits.softmax(-1),

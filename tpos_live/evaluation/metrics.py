@@ -74,6 +74,17 @@ class ClipFeatures:
         return torch.cat(self._features).double().numpy()
 
 
+def clip_image_features(model, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, P) CLIP image embeddings: the vision tower's pooled output through its projection (CLIP's
+    ``encode_image``; spelled out because ``get_image_features`` changed its return type across versions)."""
+    return model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+
+
+def clip_text_features(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, P) CLIP text embeddings (``encode_text``): the end token's output through the projection."""
+    return model.text_projection(model.text_model(input_ids=input_ids).pooler_output)
+
+
 def videomae_features(model) -> Callable[[torch.Tensor], torch.Tensor]:
     """(B, T, 3, H, W) -> (B, D): the mean of VideoMAE's last hidden states (its own pooling for
     classification, without the head)."""

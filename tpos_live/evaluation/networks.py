@@ -144,7 +144,10 @@ def build_tiny_network(kind: NetworkKind, seed: int = 0):
         torch.manual_seed(seed)
         if kind is CLIP:
             tokenizer = tiny_tokenizer()
-            config = CLIPConfig(text_config={**small, "vocab_size": len(tokenizer), "max_position_embeddings": 77},
+            ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                   "pad_token_id": tokenizer.pad_token_id}
+            text = {**small, **ids, "vocab_size": len(tokenizer), "max_position_embeddings": 77}
+            config = CLIPConfig(text_config=text,
                                 vision_config={**small, "image_size": 32, "patch_size": 8},
                                 projection_dim=TINY_WIDTH)
             return CLIPModel(config).eval(), tokenizer

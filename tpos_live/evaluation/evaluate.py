@@ -37,6 +37,7 @@ class EvaluationSpec:
         metrics: names from :data:`tpos_live.names.METRICS`.
         audio: the sound the videos should follow (None: each video's own track).
         prompt: the text clip-text compares the frames with.
+        prompts: one text per video instead (the paper's "The photo of <class>" of each clip's class).
         reference_videos: a folder of real videos, fvd's reference set.
         clip_model, is_model, fvd_model: the networks (tpos_live.evaluation.networks; "tiny": random).
         encoder: clip-audio's TPoS checkpoint (None: the default for CLIP ViT-L/14; "random": untrained).
@@ -49,6 +50,7 @@ class EvaluationSpec:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     audio: Path | None = None
     prompt: str | None = None
+    prompts: tuple[str, ...] | None = None
     reference_videos: Path | None = None
     clip_model: str = "openai/clip-vit-large-patch14"
     is_model: str = "google/vit-base-patch16-224"
@@ -66,7 +68,9 @@ class EvaluationSpec:
             raise ValueError(f"unknown metric {unknown[0]!r}: choose from {', '.join(METRICS)}")
         if not self.metrics:
             raise ValueError(f"give at least one metric ({', '.join(METRICS)})")
-        if "clip-text" in self.metrics and not (self.prompt and self.prompt.strip()):
+        if self.prompts is not None and len(self.prompts) != len(self.videos):
+            raise ValueError(f"give one prompt per video: {len(self.prompts)} prompts, {len(self.videos)} videos")
+        if "clip-text" in self.metrics and not all(p and p.strip() for p in self.prompts_per_video()):
             raise ValueError("clip-text compares the frames with a prompt: give --prompt TEXT")
         if "fvd" in self.metrics and self.reference_videos is None:
             raise ValueError("fvd compares the videos with real ones: give --reference-videos DIR")
@@ -74,6 +78,9 @@ class EvaluationSpec:
             raise ValueError(f"sample_fps must be positive, got {self.sample_fps}")
         if not 0 <= self.max_lag_seconds <= 5:
             raise ValueError(f"max_lag_seconds must be in [0, 5], got {self.max_lag_seconds}")
+
+    def prompts_per_video(self) -> tuple[str | None, ...]:
+        return self.prompts if self.prompts is not None else (self.prompt,) * len(self.videos)
 
 
 @dataclass
@@ -113,7 +120,8 @@ def evaluate(spec: EvaluationSpec, say: Say = print, progress: bool = True) -> E
                                 "sound: pass --audio FILE")
     networks = _Networks(spec, say, progress) if set(spec.metrics) - {"reactivity", "flicker"} else None
     reference_features = networks.reference_features(references) if "fvd" in spec.metrics else None
-    results = [_evaluate_video(spec, info, networks, reference_features, progress) for info in infos]
+    results = [_evaluate_video(spec, info, prompt, networks, reference_features, progress)
+               for info, prompt in zip(infos, spec.prompts_per_video(), strict=True)]
     pooled = _pooled(spec, results, networks, reference_features)
     return EvaluationReport(results, pooled, networks.random if networks else [])
 
@@ -138,8 +146,8 @@ def _mono(spec: EvaluationSpec, info: VideoInfo, rate: int) -> np.ndarray:
     return decode_audio(spec.audio or info.path, sample_rate=rate, channels=1).mono()
 
 
-def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, networks, reference_features, progress: bool
-                    ) -> VideoResult:
+def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, networks, reference_features,
+                    progress: bool) -> VideoResult:
     result = VideoResult(info.path)
     signal = signals.FrameDifferences() if {"reactivity", "flicker"} & set(spec.metrics) else None
     every = max(1, round(info.fps / spec.sample_fps)) if info.fps else 1
@@ -170,7 +178,7 @@ def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, networks, reference_f
         result.metrics["flicker"] = signal.flicker()
         result.details["second_difference_mean"] = signal.second_difference_mean()
     if networks:
-        networks.score(spec, info, result, collectors, reference_features)
+        networks.score(spec, info, prompt, result, collectors, reference_features)
     return result
 
 
@@ -191,10 +199,7 @@ class _Networks:
     """The networks ``spec``'s metrics need, loaded once, and what they kept of the videos seen."""
 
     def __init__(self, spec: EvaluationSpec, say: Say, progress: bool) -> None:
-        import torch
-
         from tpos_live.evaluation import networks as nets
-        from tpos_live.evaluation.metrics import clip_text_features
         from tpos_live.runtime import resolve_device
 
         self.device, _ = resolve_device(spec.device, "float32")
@@ -203,13 +208,8 @@ class _Networks:
         self.video_features: list[np.ndarray] = []
         wanted = set(spec.metrics)
         if wanted & {"clip-text", "clip-audio"}:
-            self.clip, tokenizer = nets.load_clip(spec.clip_model, self.device, progress)
+            self.clip, self.tokenizer = nets.load_clip(spec.clip_model, self.device, progress)
             self._note(nets.network_folder(nets.CLIP, spec.clip_model, progress), spec.clip_model, say)
-            if "clip-text" in wanted:
-                tokens = tokenizer([spec.prompt], padding="max_length", truncation=True, return_tensors="pt",
-                                   max_length=tokenizer.model_max_length)
-                with torch.inference_mode():
-                    self.text = clip_text_features(self.clip, tokens.input_ids.to(self.device)).cpu()
         if "clip-audio" in wanted:
             self.encoder = self._load_encoder(spec, say)
         if "is" in wanted:
@@ -284,7 +284,18 @@ class _Networks:
                             "frames: fvd needs longer or more reference videos")
         return np.concatenate(features)
 
-    def score(self, spec: EvaluationSpec, info: VideoInfo, result: VideoResult, collectors, reference) -> None:
+    def text_features(self, prompt: str):
+        import torch
+
+        from tpos_live.evaluation.metrics import clip_text_features
+
+        tokens = self.tokenizer([prompt], padding="max_length", truncation=True, return_tensors="pt",
+                                max_length=self.tokenizer.model_max_length)
+        with torch.inference_mode():
+            return clip_text_features(self.clip, tokens.input_ids.to(self.device)).float().cpu()
+
+    def score(self, spec: EvaluationSpec, info: VideoInfo, prompt: str | None, result: VideoResult, collectors,
+              reference) -> None:
         from tpos_live.evaluation.metrics import cosine_mean, frechet_distance, inception_score, tpos_audio_embeddings
 
         if "clip" in collectors:
@@ -292,7 +303,9 @@ class _Networks:
             times = np.array(collectors["clip"].indices) / (info.fps or 1.0)
             result.details["sampled_frames"] = len(times)
             if "clip-text" in self.wanted:
-                result.metrics["clip-text"], result.details["clip-text_std"] = cosine_mean(images, self.text)
+                text = self.text_features(prompt)
+                result.metrics["clip-text"], result.details["clip-text_std"] = cosine_mean(images, text)
+                result.details["clip-text_prompt"] = prompt
             if "clip-audio" in self.wanted:
                 mono = _mono(spec, info, self.encoder.sample_rate)
                 audio = tpos_audio_embeddings(self.encoder, mono, times)

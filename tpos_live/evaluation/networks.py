@@ -183,7 +183,8 @@ def tiny_network_folder(kind: NetworkKind) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f".tiny-{name}-build-") as scratch:
         built = Path(scratch) / name
-        save_network(*build_tiny_network(kind), built)
+        model, tokenizer = build_tiny_network(kind)
+        save_network(model, built, tokenizer)
         (built / stamp.name).write_text(json.dumps({"version": _TINY_VERSION, "random_weights": True}))
         if folder.exists():
             with contextlib.suppress(FileNotFoundError):

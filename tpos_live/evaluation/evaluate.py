@@ -173,6 +173,7 @@ def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, n
             raise UserError(f"video '{info.path}': {error}") from None
         result.metrics.update(reactivity=score.value, sync_lag_ms=score.lag_ms)
         result.details["reactivity_parts"] = score.correlations
+    if signal is not None:
         result.details["mean_change"] = float(np.mean(signal.change[1:])) if count > 1 else 0.0
     if "flicker" in spec.metrics:
         result.metrics["flicker"] = signal.flicker()

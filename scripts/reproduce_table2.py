@@ -19,6 +19,7 @@ and a Landscape-fine-tuned I3D), so even then only the CLIP columns are directly
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -91,6 +92,8 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # As tpos-live's main: transformers announces optional image backends nobody here uses.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("audio_dir", type=Path, metavar="AUDIO_DIR")
     parser.add_argument("--reference-videos", type=Path, metavar="DIR", help="real videos for FVD (else n/a)")

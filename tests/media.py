@@ -109,3 +109,25 @@ def write_video_only(path: str | Path) -> Path:
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
+
+
+def write_frames_video(path: str | Path, frames, fps: int, audio: np.ndarray | None = None,
+                       sample_rate: int = 22050) -> Path:
+    """Write an mp4 of ``frames`` (uint8 RGB arrays of one even size, any iterable) at ``fps``, with
+    ``audio`` (mono float32) as its AAC track if given. Returns the path."""
+    path = Path(path)
+    frames = iter(frames)
+    first = next(frames)
+    height, width = first.shape[:2]
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=Fraction(fps), options={"preset": "ultrafast", "crf": "12"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        stream = _add_audio_stream(container, "aac", sample_rate, 1) if audio is not None else None
+        for index, rgb in enumerate([first, *frames]):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if stream is not None:
+            _encode_audio(container, stream, np.asarray(audio, np.float32)[None])
+    return path

@@ -4,8 +4,16 @@
 class UserError(Exception):
     """Bad input or a missing resource: the message says what is wrong and what to do.
 
-    The command line prints it as ``error: <message>`` and exits with status 2.
+    The command line prints it as ``error: <message>`` and exits with ``exit_code`` (2: usage).
     """
+
+    exit_code = 2
+
+
+class MissingResource(UserError):
+    """Something to fetch is neither here nor downloadable (offline, say): the message names it. Exit 1."""
+
+    exit_code = 1
 
 
 def first_line(error: BaseException) -> str:

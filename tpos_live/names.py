@@ -12,6 +12,9 @@ DEVICE_NAMES_HELP = "cpu, cuda, cuda:N, mps (Apple GPU) or auto"
 LATENCIES = ("low", "high")  # PortAudio's suggested input latencies (audio/capture.py)
 SPECTROGRAM_FLOORS = ("relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
 TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (training/targets.py)
+# tpos-live evaluate's metrics (docs/evaluation.md); the first two need no network and are the default.
+METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd")
+DEFAULT_METRICS = ("reactivity", "flicker")
 
 BACKENDS: dict[str, str] = {
     "torch": "the model's torch modules as loaded (eager)",

@@ -7,7 +7,7 @@ import os
 import sys
 
 from tpos_live import __version__
-from tpos_live.cli import app, live, render, train
+from tpos_live.cli import app, evaluate, live, render, train
 from tpos_live.errors import UserError
 
 DESCRIPTION = """\
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_train_command(commands)
     train.add_import_command(commands)
     app.add_command(commands)
+    evaluate.add_command(commands)
     return parser
 
 

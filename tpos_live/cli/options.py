@@ -53,13 +53,17 @@ def add_scene_options(p: argparse.ArgumentParser, prompt_default: str | None = N
     """--prompt (required unless given a default), --negative-prompt, --seed, --init-image."""
     scene = p.add_argument_group("scene")
     if prompt_default is None:
-        scene.add_argument("--prompt", required=True, metavar="TEXT", help="what the frames show")
+        add_prompt_option(scene, "what the frames show", required=True)
     else:
-        scene.add_argument("--prompt", default=prompt_default, metavar="TEXT",
-                           help=f"what the frames show ({prompt_default!r})")
+        add_prompt_option(scene, f"what the frames show ({prompt_default!r})", default=prompt_default)
     scene.add_argument("--negative-prompt", default="", metavar="TEXT", help="what they should not show")
     add_seed_option(scene, "the noise (z^T and the step noise)")
     scene.add_argument("--init-image", type=Path, metavar="IMAGE", help=init_image_help)
+
+
+def add_prompt_option(group, help_text: str, required: bool = False, default: str | None = None) -> None:
+    """--prompt: the text of the scene (what the frames show, or should show)."""
+    group.add_argument("--prompt", required=required, default=default, metavar="TEXT", help=help_text)
 
 
 def add_frame_options(group, fps_help: str) -> None:
@@ -133,16 +137,21 @@ def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DE
     models.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (1.0)")
     models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
     models.add_argument("--decoder", choices=DECODERS, help="fast: taesd, paper: vae")
-    models.add_argument("--encoder", help="audio conditioning: a TPoS checkpoint (.safetensors with its .json), "
-                                          "'random' (untrained TPoS), or 'clap' / 'clap:FOLDER|REPO_ID' (zero-shot "
-                                          "concept bank, default laion/clap-htsat-unfused). Default: the TPoS "
-                                          "encoder set by import/training, else the CLAP bank")
+    add_encoder_option(models, "audio conditioning: a TPoS checkpoint (.safetensors with its .json), 'random' "
+                               "(untrained TPoS), or 'clap' / 'clap:FOLDER|REPO_ID' (zero-shot concept bank, "
+                               "default laion/clap-htsat-unfused). Default: the TPoS encoder set by "
+                               "import/training, else the CLAP bank")
     models.add_argument("--concepts", type=Path, metavar="TOML",
                         help="concept bank TOML for CLAP conditioning (default: the bundled bank of 14 concepts)")
     add_compute_device_option(models)
     models.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="network precision (auto: float16 on CUDA and MPS, float32 on CPU)")
     add_backend_options(models)
+
+
+def add_encoder_option(group, help_text: str) -> None:
+    """--encoder: the audio encoder (a TPoS checkpoint, 'random', or what the command's help adds)."""
+    group.add_argument("--encoder", help=help_text)
 
 
 def add_backend_options(group) -> None:

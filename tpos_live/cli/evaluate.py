@@ -1,0 +1,78 @@
+"""``tpos-live evaluate``: score videos (does it follow the sound, does it flicker, the paper's metrics)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tpos_live.cli import options
+from tpos_live.cli.render import printer
+from tpos_live.names import DEFAULT_METRICS, METRICS
+
+EPILOG = """\
+metrics (docs/evaluation.md defines each):
+  reactivity  correlation of frame-to-frame change with the sound's loudness and onsets, at the
+              best lag within +-0.5 s (also sync_lag_ms: positive = the picture is late)
+  flicker     share of the frame-to-frame change undone by the next frame (0 smooth .. 1 flashing)
+  clip-text   CLIP ViT-L/14 cosine of frames and --prompt (the paper's CLIP t<->v)
+  clip-audio  cosine of frames (CLIP ViT-L/14) and the TPoS encoder's audio embedding (CLIP a<->v)
+  is          Inception Score of the frames (ViT-B/16 ImageNet classifier; mean +- std of 10 splits)
+  fvd         Frechet distance of VideoMAE clip features to --reference-videos (content-debiased FVD)
+
+examples:
+  tpos-live evaluate out.mp4                                   # reactivity and flicker
+  tpos-live evaluate a.mp4 b.mp4 --metrics all --prompt "a beach" --reference-videos real/ --json s.json
+  tpos-live evaluate silent.mp4 --audio song.wav --metrics reactivity"""
+
+
+def add_command(commands) -> None:
+    p = commands.add_parser("evaluate", help="score videos: reactivity, flicker, CLIP, IS, FVD",
+                            description="Score videos: how they follow their sound, how much they flicker, and "
+                                        "the paper's Table 2 metrics. Prints a table, one row per video.",
+                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("videos", type=Path, nargs="+", metavar="VIDEO", help="the videos to score")
+    p.add_argument("--audio", type=Path, metavar="FILE", help="the sound they should follow (default: each "
+                                                              "video's own track)")
+    options.add_prompt_option(p, "what the frames should show (clip-text)")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
+                   help=f"comma-separated, or 'all': {', '.join(METRICS)} (default {','.join(DEFAULT_METRICS)})")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the scores and details as JSON")
+    p.add_argument("--reference-videos", type=Path, metavar="DIR", help="real videos, fvd's reference set")
+    p.add_argument("--sample-fps", type=float, default=2.0, metavar="F",
+                   help="frames per second the image networks see (clip-text, clip-audio, is; default 2)")
+    p.add_argument("--max-lag", type=float, default=0.5, metavar="S", help="reactivity's lag window, +-S (0.5)")
+    networks = p.add_argument_group("networks ('tiny': random weights, for trying)")
+    networks.add_argument("--clip-model", default="openai/clip-vit-large-patch14", metavar="NAME",
+                          help="CLIP for clip-text and clip-audio: folder or hub id (openai/clip-vit-large-patch14)")
+    networks.add_argument("--is-model", default="google/vit-base-patch16-224", metavar="NAME",
+                          help="ImageNet classifier for is (google/vit-base-patch16-224)")
+    networks.add_argument("--fvd-model", default="MCG-NJU/videomae-base", metavar="NAME",
+                          help="VideoMAE for fvd (MCG-NJU/videomae-base)")
+    options.add_encoder_option(networks, "clip-audio's TPoS checkpoint (.safetensors with its .json) aligned to "
+                                         "CLIP ViT-L/14, or 'random' (untrained). Default: the one set by "
+                                         "import-tpos/train-encoder")
+    options.add_compute_device_option(networks)
+    options.add_quiet_option(p, "no progress bars")
+    p.set_defaults(run=run)
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    return METRICS if names == ("all",) else names
+
+
+def run(args: argparse.Namespace) -> int:
+    from tpos_live.evaluation.evaluate import EvaluationSpec, evaluate, format_table, write_json
+
+    spec = options.checked(EvaluationSpec, videos=tuple(args.videos), metrics=parse_metrics(args.metrics),
+                           audio=args.audio, prompt=args.prompt, reference_videos=args.reference_videos,
+                           clip_model=args.clip_model, is_model=args.is_model, fvd_model=args.fvd_model,
+                           encoder=args.encoder, device=args.compute_device, sample_fps=args.sample_fps,
+                           max_lag_seconds=args.max_lag)
+    say = printer(args.quiet)
+    report = evaluate(spec, say=say, progress=not args.quiet)
+    print(format_table(report))
+    if args.json is not None:
+        say(f"wrote {write_json(report, args.json)}")
+    return 0
+

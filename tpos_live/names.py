@@ -10,6 +10,8 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # compute devices a spec may name
 SPECTROGRAM_FLOORS = ("relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
 TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (training/targets.py)
+WINDOWS = ("official", "sliding")  # how a file is cut into encoder windows (conditioning/windows.py)
+IMG2IMG_PRESETS = ("official",)  # settings presets for an init image (config.IMG2IMG_PRESETS)
 
 BACKENDS: dict[str, str] = {
     "torch": "the model's torch modules as loaded (eager)",

@@ -185,6 +185,15 @@ class LiveSpec:
     outputs: OutputSpec = field(default_factory=OutputSpec)
 
 
+def _check_live_scene(scene: SceneSpec, settings: RenderSettings, report: Reporter) -> None:
+    """Refuse what only a render does (the edit prompt); say that live windows are always sliding."""
+    if scene.edit_prompt is not None:
+        raise UserError("--edit-prompt is for tpos-live render: a live session guides with the audio alone")
+    if settings.windows != "sliding" or settings.condition_scale is not None:
+        report("warning", "live uses sliding windows with the MAP input N alpha_n s_n (a window cannot hold "
+                          "sound that has not arrived): the official windows and condition scale are for render")
+
+
 class LiveSession:
     """The live engine on ``models`` with the sound, controls and outputs of ``spec``.
 
@@ -202,6 +211,7 @@ class LiveSession:
     def __init__(self, spec: LiveSpec, models: Models, report: Reporter = ignore_report,
                  fallback_source: SourceSpec | None = None) -> None:
         self.spec, self.models, self.report = spec, models, report
+        _check_live_scene(spec.scene, models.settings, report)
         source = self._first_source(spec.source, fallback_source)
         self.engine = LiveEngine(models.stack, models.settings, models.provider, source, spec.scene.prompt,
                                  spec.scene.negative_prompt, live=spec.live, init_image=spec.scene.init_image,

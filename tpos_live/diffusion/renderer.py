@@ -139,7 +139,7 @@ class TPoSRenderer:
         batch = conditions.shape[0]
         guided = _AudioGuidedModel if scene.edit is None else _JointGuidedModel
         model = guided(self, scene, conditions.to(self.stack.device, self.stack.unet.dtype),
-                                  audio_scales.to(self.stack.device, torch.float32))
+                       audio_scales.to(self.stack.device, torch.float32))
         x = scene.z_delta.expand(batch, -1, -1, -1)
         history = tuple(h.expand(batch, -1, -1, -1) for h in scene.history)
         latents, _ = self._sample(model, x, scene.step_noise, self.first_guided, len(self.schedule), history)

@@ -22,6 +22,7 @@ class Alias:
     taesd: str | None
     default_steps: int
     default_guidance: float
+    default_sampler: str | None = None  # None: the mode's (fast: lcm)
 
 
 # Text guidance g of equation (6) is at least 1 (tpos_live.config.MIN_TEXT_GUIDANCE): for the distilled
@@ -49,6 +50,7 @@ ALIASES: dict[str, Alias] = {
         taesd="madebyollin/taesd",
         default_steps=50,
         default_guidance=7.5,
+        default_sampler="plms",  # not distilled: LCM's few steps do not suit it
     ),
 }
 FAST_DEFAULT_MODEL = "sd15-lcm"
@@ -93,8 +95,9 @@ class ModelSpec:
             raise ValueError(f"unknown device {self.device!r}: use cpu, cuda, cuda:N or auto")
 
 
-def fast_defaults(model: str) -> dict[str, int | float]:
-    """Steps and text guidance that suit a model named by alias, known before loading it.
+def fast_defaults(model: str) -> dict[str, int | float | str]:
+    """Steps, text guidance (and sampler, when LCM's does not suit it) of a model named by alias, known
+    before loading it.
 
     Other names give {}: their defaults are known once loaded (``ModelStack.default_steps`` /
     ``default_guidance``).
@@ -106,7 +109,10 @@ def fast_defaults(model: str) -> dict[str, int | float]:
     alias = ALIASES.get(model)
     if alias is None:
         return {}
-    return {"steps": alias.default_steps, "text_guidance": alias.default_guidance}
+    defaults: dict[str, int | float | str] = {"steps": alias.default_steps, "text_guidance": alias.default_guidance}
+    if alias.default_sampler is not None:
+        defaults["sampler"] = alias.default_sampler
+    return defaults
 
 
 def suggested_sampling(stack: ModelStack, lora: str | None) -> tuple[int, float]:

@@ -269,7 +269,8 @@ def test_paper_mode_renders_with_the_official_windows_and_options(tmp_path, caps
                  "--img2img-preset", "official", "--steps", "8", "--edit-prompt", "rain"]) == 0
     assert_valid_video(out, 0.5)
     err = capsys.readouterr().err
-    assert "paper mode (ddim, 8 steps" in err and "official windows" in err  # the preset's sampler, our steps
+    assert "paper mode (ddim, 8 steps" in err  # the preset's sampler, the steps given
+    assert "encoder windows: official" in err and "MAP input 20 * alpha_n" in err
 
 
 def test_render_help_lists_the_paper_options(capsys):

@@ -83,7 +83,7 @@ def render_track(models: Models, source: Audio, audio: Path, output: Path, scene
     # 3. Render in batches, writing frames and their audio as they are made.
     say(f"rendering {len(times)} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
         f"{settings.mode} mode ({settings.sampler}, {settings.steps} steps, guided from step "
-        f"{renderer.first_guided}, {settings.windows} windows)")
+        f"{renderer.first_guided})")
     writer = VideoWriter(output, settings.fps, settings.width, settings.height,
                          audio_sample_rate=source.sample_rate, audio_channels=source.channels,
                          frames_dir=frames_dir)

@@ -28,6 +28,9 @@ from tpos_live.conditioning.base import ConditionProvider, ConditionTrack, TextS
 from tpos_live.conditioning.tpos_encoder import TPoSProvider
 from tpos_live.names import WINDOWS
 
+_WINDOW_WORDS = {"official": "consecutive windows of N segments, as the official txt2img",
+                 "sliding": "a window ending at each segment, as live"}
+
 
 def condition_track(provider: ConditionProvider, mono: np.ndarray, text_space: TextSpace,
                     windows: str = "sliding", condition_scale: float | None = None,
@@ -44,6 +47,8 @@ def condition_track(provider: ConditionProvider, mono: np.ndarray, text_space: T
             say(f"warning: {provider.name} has no TPoS windows of segments: its own windows are used "
                 f"(the official windows and the condition scale are for a TPoS encoder)")
         return provider.encode(mono, text_space)
+    x = "N" if condition_scale is None else f"{condition_scale:g}"
+    say(f"encoder windows: {windows} ({_WINDOW_WORDS[windows]}), MAP input {x} * alpha_n * s_n")
     if windows == "sliding":
         return provider.encode(mono, text_space, condition_scale=condition_scale)
     return official_windows(provider, mono, text_space, condition_scale)

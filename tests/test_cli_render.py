@@ -210,3 +210,72 @@ def test_unavailable_backend_is_an_error_or_a_named_fallback(tmp_path, capsys):
     code, out = render(tmp_path, audio, "--backend", "tensorrt", "--allow-fallback")
     assert code == 0 and out.exists()
     assert "using 'torch' instead" in capsys.readouterr().err
+
+
+# ---- the prompt always counts; paper mode is the paper (issue 13) ----------------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], ["--guidance", "1"], ["--guidance", "4"],
+                                   ["--mode", "paper", "--steps", "6", "--delta", "800"]],
+                         ids=["default", "g=1", "g=4", "paper"])
+def test_two_prompts_give_different_frames(tmp_path, extra):
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    car = render_frames(tmp_path / "car", audio, *extra, "--prompt", "a red car")
+    forest = render_frames(tmp_path / "forest", audio, *extra, "--prompt", "a green forest")
+    assert np.abs(car - forest).mean() > 1.0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--guidance", "0"], "text guidance must be at least 1"),
+    (["--guidance", "0.5"], "prompt alone"),
+    (["--strength", "0.5"], "--init-image"),
+    (["--img2img-preset", "official"], "--init-image"),
+    (["--edit-prompt", " "], "edit prompt is empty"),
+])
+def test_bad_paper_options_are_one_line_errors(tmp_path, capsys, extra, message):
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    code, out = render(tmp_path, audio, *extra)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err
+    assert not out.exists()
+
+
+def test_paper_mode_uses_sd14_and_names_it_when_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    out = tmp_path / "p.mp4"
+    assert main(["render", str(audio), "--mode", "paper", "--prompt", "x", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "paper mode: model sd14 (CompVis/stable-diffusion-v1-4)" in err[0]
+    assert err[-1].startswith("error: ") and "stable-diffusion-v1-4" in err[-1] and "lcm" not in err[-1].lower()
+    assert not out.exists()
+    # a distilled model named explicitly: allowed, with a warning that says what paper mode expects
+    assert main(["render", str(audio), "--mode", "paper", "--model", "sd15-lcm", "--prompt", "x", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "warning: paper mode on sd15-lcm, which is LCM-distilled" in err and "sd14" in err
+
+
+def test_paper_mode_renders_with_the_official_windows_and_options(tmp_path, capsys):
+    from PIL import Image
+
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    image = tmp_path / "init.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(image)
+    out = tmp_path / "out.mp4"
+    loud = [flag for flag in QUICK if flag != "--quiet"]  # to read what it says it runs
+    assert main(["render", str(audio), "-o", str(out), *loud, "--mode", "paper", "--init-image", str(image),
+                 "--img2img-preset", "official", "--steps", "8", "--edit-prompt", "rain"]) == 0
+    assert_valid_video(out, 0.5)
+    err = capsys.readouterr().err
+    assert "paper mode (ddim, 8 steps" in err  # the preset's sampler, the steps given
+    assert "encoder windows: official" in err and "MAP input 20 * alpha_n" in err
+
+
+def test_render_help_lists_the_paper_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["render", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--strength", "--windows", "--edit-prompt", "--edit-scale", "--img2img-preset", "sd14"):
+        assert flag in text

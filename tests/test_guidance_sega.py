@@ -1,6 +1,6 @@
 """Audio semantic guidance against diffusers' SemanticStableDiffusionPipeline (SEGA) on the tiny stack.
 
-Configured the same way - DDIM, one editing concept given as embeddings, the same z^T - our renderer
+Configured the same way - DDIM, editing concepts given as embeddings, the same z^T - our renderer
 (which caches z^delta and the first guided step's text/null predictions) must give SEGA's latents.
 SEGA builds momentum during its warm-up, the official TPoS code does not (we follow the latter, see
 tpos_live/diffusion/guidance.py), so the comparison uses either no warm-up or no momentum.
@@ -45,6 +45,28 @@ def test_guidance_reproduces_sega(tiny_stack, warmup, momentum_scale):
     # and the audio guidance actually did something
     unguided = renderer.render_latents(scene, condition, torch.zeros(1))
     assert (ours - unguided).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("warmup, momentum_scale", [(0, 0.3), (3, 0.0)])
+def test_edit_prompt_is_sega_with_two_concepts(tiny_stack, warmup, momentum_scale):
+    """--edit-prompt: the audio condition and the edit prompt's encoding are SEGA's two editing concepts
+    (each scaled and masked, summed with weights 1, momentum on the sum)."""
+    settings = RenderSettings.for_mode("paper", width=64, height=64, sampler="ddim", steps=STEPS,
+                                       delta_step=warmup, momentum_scale=momentum_scale, decoder="vae",
+                                       edit_scale=4.0)
+    renderer = TPoSRenderer(tiny_stack, settings)
+    scene = renderer.prepare_scene("a red house by the sea", seed=3, edit_prompt="snow falling at night")
+    condition = renderer.encode_prompt("waves crashing loud") + 0.5 * torch.randn(
+        1, 77, tiny_stack.cross_attention_dim, generator=torch.Generator().manual_seed(5))
+    ours = renderer.render_latents(scene, condition, torch.ones(1))
+    concepts = torch.cat([condition, renderer.encode_prompt("snow falling at night")])
+    theirs = sega_latents(tiny_stack, scene, concepts, warmup, momentum_scale, settings.momentum_beta,
+                          settings.threshold, [settings.audio_guidance, settings.edit_scale], settings.text_guidance)
+    torch.testing.assert_close(ours, theirs.float(), rtol=1e-4, atol=1e-4)
+    # the edit concept counts: without it (audio alone) the latents differ
+    audio_only = renderer.render_latents(renderer.prepare_scene("a red house by the sea", seed=3), condition,
+                                         torch.ones(1))
+    assert (ours - audio_only).abs().max() > 1e-3
 
 
 def test_warmup_momentum_is_where_we_follow_the_official_code(tiny_stack):

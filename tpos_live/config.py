@@ -1,8 +1,9 @@
 """Render settings: one frozen dataclass, one home for the defaults of both modes.
 
 ``fast`` is the real-time recipe (few-step sampler, one guided step, TAESD decode, loudness
-envelope on). ``paper`` reproduces the official TPoS settings (design notes §2): 50 PLMS steps,
-text guidance 7.5, s_e 7, threshold 0.8, param_t 900, momentum 0.3 / 0.6, full VAE, no envelope.
+envelope on, sliding encoder windows). ``paper`` reproduces the official TPoS settings (design notes
+§2): 50 PLMS steps, text guidance 7.5, s_e 7, threshold 0.8, param_t 900, momentum 0.3 / 0.6, full VAE,
+no envelope, the official windows. :data:`IMG2IMG_PRESETS` holds the official img2img settings.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from tpos_live import names
 from tpos_live.diffusion.guidance import GuidanceParams
-from tpos_live.names import DECODERS, MODES, SAMPLERS
+from tpos_live.names import DECODERS, MODES, SAMPLERS, WINDOWS
+
+# g = 1 is the text branch alone (diffusers' guidance_scale <= 1: no classifier-free guidance). Below 1,
+# equation (6) swaps part of the prompt's prediction for the null prompt's, and g = 0 drops the prompt
+# (every prompt gave the same frames), so it is refused. One home: the live text knob starts here too.
+MIN_TEXT_GUIDANCE = 1.0
+DELTA_FIELDS = ("delta_timestep", "delta_step")
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,14 @@ class RenderSettings:
 
     Guidance starts at ``delta_timestep`` (a DDPM timestep: steps with t < delta are guided, like
     the official ``param_t``) or at ``delta_step`` (a step index); exactly one of them is set.
+
+    ``windows``: how a file is cut into encoder windows (``tpos_live.conditioning.windows``):
+    ``"official"`` (consecutive windows of N segments, N conditions each, as the official ``txt2img.py``)
+    or ``"sliding"`` (one window per hop, ending at each segment: the live path's only choice).
+    ``condition_scale``: the MAP input is ``condition_scale * alpha_n * s_n`` (None: N, the paper's
+    k = 1; the official img2img uses 20). ``strength``: with an init image, noise it to the timestep of
+    this strength (as diffusers' and the official img2img: the last ``int(steps * strength)`` steps run);
+    None noises it to delta. ``edit_scale``: the scale of the ``--edit-prompt`` concept.
     """
 
     mode: str = "fast"
@@ -41,6 +57,10 @@ class RenderSettings:
     release_seconds: float = 0.25
     decoder: str = "taesd"
     batch_frames: int = 1
+    windows: str = "sliding"
+    condition_scale: float | None = None
+    strength: float | None = None
+    edit_scale: float = 5.0  # SEGA's default edit guidance scale
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
@@ -63,6 +83,16 @@ class RenderSettings:
         _check(0.0 <= self.envelope_depth <= 1.0, f"envelope depth must be in [0, 1], got {self.envelope_depth}")
         _check(self.attack_seconds > 0 and self.release_seconds > 0, "attack and release must be > 0 seconds")
         _check(1 <= self.batch_frames <= 64, f"batch frames must be in 1..64, got {self.batch_frames}")
+        _check(self.text_guidance >= MIN_TEXT_GUIDANCE,
+               f"text guidance must be at least {MIN_TEXT_GUIDANCE:g}, got {self.text_guidance:g}: 1 is the prompt "
+               f"alone (no classifier-free guidance, what distilled models use), and below 1 the null prompt "
+               f"replaces the prompt (0 would ignore it)")
+        _check(self.windows in WINDOWS, f"windows must be one of {WINDOWS}, got {self.windows!r}")
+        if self.condition_scale is not None:
+            _check(0 < self.condition_scale <= 100, f"condition scale must be in (0, 100], got {self.condition_scale}")
+        if self.strength is not None:
+            _check(0 < self.strength <= 1, f"strength must be in (0, 1], got {self.strength}")
+        _check(0 <= self.edit_scale <= 100, f"edit scale must be in 0..100, got {self.edit_scale}")
         _ = self.guidance  # GuidanceParams validates threshold, momentum and scales
 
     @property
@@ -102,5 +132,29 @@ FAST_PRESET = RenderSettings()
 PAPER_PRESET = RenderSettings(
     mode="paper", sampler="plms", steps=50, text_guidance=7.5, audio_guidance=7.0, threshold=0.8,
     momentum_scale=0.3, momentum_beta=0.6, delta_timestep=900, delta_step=None, envelope_depth=0.0,
-    decoder="vae",
+    decoder="vae", windows="official",
 )
+
+# The official img2img script's settings (design notes §2), applied over the mode's: DDIM, text guidance
+# 1.5, s_e 10 (the official DDIM step halves it, so 5 here gives its edit), threshold 0.95, param_t 950,
+# MAP input x20, strength 0.75. Its momentum is never carried from one step to the next: v starts at 0
+# in every step, so edit' = edit + sigma_m * 0, which is momentum scale 0. Departure: it samples the VAE
+# posterior of the init image; we take its mode (deterministic frames).
+IMG2IMG_PRESETS: dict[str, dict[str, Any]] = {
+    "official": dict(sampler="ddim", steps=50, text_guidance=1.5, audio_guidance=10.0 / 2, threshold=0.95,
+                     delta_timestep=950, condition_scale=20.0, momentum_scale=0.0, strength=0.75),
+}
+assert set(IMG2IMG_PRESETS) == set(names.IMG2IMG_PRESETS)  # the choices the command line offers
+
+
+def layered(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Settings overrides, later layers winning; a layer that sets either delta replaces both of the
+    earlier layers' deltas (a step index and a timestep cannot both hold)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        given = {k: v for k, v in layer.items() if v is not None}
+        if any(name in given for name in DELTA_FIELDS):
+            for name in DELTA_FIELDS:
+                merged.pop(name, None)
+        merged.update(given)
+    return merged

@@ -15,6 +15,8 @@ TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (tra
 # tpos-live evaluate's metrics (docs/evaluation.md); the first two need no network and are the default.
 METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd")
 DEFAULT_METRICS = ("reactivity", "flicker")
+WINDOWS = ("official", "sliding")  # how a file is cut into encoder windows (conditioning/windows.py)
+IMG2IMG_PRESETS = ("official",)  # settings presets for an init image (config.IMG2IMG_PRESETS)
 
 BACKENDS: dict[str, str] = {
     "torch": "the model's torch modules as loaded (eager)",

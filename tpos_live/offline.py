@@ -20,6 +20,7 @@ import torch
 from tpos_live.audio.decode import Audio, decode_audio
 from tpos_live.audio.envelope import loudness_envelope
 from tpos_live.conditioning.interpolate import conditions_at
+from tpos_live.conditioning.windows import condition_track
 from tpos_live.config import RenderSettings
 from tpos_live.video.writer import VideoWriter, check_output_path
 
@@ -70,13 +71,14 @@ def render_track(models: Models, source: Audio, audio: Path, output: Path, scene
 
     # 1. Audio to a condition track, then one condition and one guidance scale per frame.
     mono = decode_audio(audio, sample_rate=provider.sample_rate, channels=1).mono()
-    track = provider.encode(mono, models.text_space)
+    track = condition_track(provider, mono, models.text_space, settings.windows, settings.condition_scale, say)
     times = frame_times(source.duration, settings.fps)
     conditions, _ = conditions_at(track, times)
     scales = envelope_scales(mono, provider.sample_rate, times, settings)
 
     # 2. The scene: z^T, prompt encodings and z^delta, once for the whole video.
-    prepared = renderer.prepare_scene(scene.prompt, scene.negative_prompt, init_image=scene.init_image)
+    prepared = renderer.prepare_scene(scene.prompt, scene.negative_prompt, init_image=scene.init_image,
+                                      edit_prompt=scene.edit_prompt)
 
     # 3. Render in batches, writing frames and their audio as they are made.
     say(f"rendering {len(times)} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "

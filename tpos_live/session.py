@@ -29,11 +29,11 @@ from tpos_live.backends.registry import create_backend
 from tpos_live.backends.spec import BackendSpec
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.providers import load_provider
-from tpos_live.config import RenderSettings
+from tpos_live.config import IMG2IMG_PRESETS, RenderSettings, layered
 from tpos_live.control import Controls, attach_controls
 from tpos_live.control.spec import ControlSpec, OutputSpec
 from tpos_live.diffusion.loading import load_stack
-from tpos_live.diffusion.models import ModelSpec, fast_defaults
+from tpos_live.diffusion.models import ALIASES, ModelSpec, distillation, fast_defaults
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
@@ -52,12 +52,12 @@ __all__ = [
 
 def render_settings(scene: SceneSpec, model: ModelSpec) -> RenderSettings:
     """The settings of ``scene`` for ``model``: the mode's preset, the model's fast-mode steps and
-    guidance, then what the user gave. UserError (one line) for values out of range."""
-    given = scene.given()
-    if scene.mode == "fast":
-        given = {**fast_defaults(model.model), **given}
+    guidance, the img2img preset, then what the user gave. UserError (one line) for values out of range."""
+    layers = [fast_defaults(model.model)] if scene.mode == "fast" else []
+    if scene.img2img_preset is not None:
+        layers.append(IMG2IMG_PRESETS[scene.img2img_preset])
     try:
-        return RenderSettings.for_mode(scene.mode, **given)
+        return RenderSettings.for_mode(scene.mode, **layered(*layers, scene.given()))
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -92,6 +92,7 @@ def load_models(model: ModelSpec, backend: BackendSpec, conditioning: Conditioni
     4. the audio conditioning, refusing one whose width does not fit the model.
     """
     settings = render_settings(scene, model)
+    model = _paper_model(model, scene, settings, say)
     stack = load_stack(model, progress=progress)
     say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
     runs = make_backend(backend, stack, settings, say)
@@ -102,6 +103,24 @@ def load_models(model: ModelSpec, backend: BackendSpec, conditioning: Conditioni
     if stack.random_weights:
         say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
     return Models(stack, runs, settings, provider, text_space)
+
+
+def _paper_model(model: ModelSpec, scene: SceneSpec, settings: RenderSettings, say: Say) -> ModelSpec:
+    """Say which model paper mode runs, warning when it is a distilled one (only a model the user
+    named can be: paper mode's default is plain SD v1.4); with the full VAE, an alias's TAESD is not
+    fetched."""
+    if scene.mode == "paper":
+        alias = ALIASES.get(model.model)
+        base = f"{model.model} ({alias.model})" if alias is not None else model.model
+        say(f"paper mode: model {base}" + (f" + LoRA {model.lora}" if model.lora else ""))
+        distilled = distillation(model.model, model.lora)
+        if distilled is not None:
+            say(f"warning: paper mode on {model.model}, which is {distilled}: the paper's {settings.steps} "
+                f"{settings.sampler.upper()} steps at g {settings.text_guidance:g} are made for plain SD "
+                f"(paper mode's default, sd14 = CompVis/stable-diffusion-v1-4)")
+    if settings.decoder == "vae" and model.taesd is None and model.model in ALIASES:
+        model = replace(model, taesd="none")
+    return model
 
 
 def make_backend(spec: BackendSpec, stack: ModelStack, settings: RenderSettings, say: Say = print) -> Backend:
@@ -166,6 +185,15 @@ class LiveSpec:
     outputs: OutputSpec = field(default_factory=OutputSpec)
 
 
+def _check_live_scene(scene: SceneSpec, settings: RenderSettings, report: Reporter) -> None:
+    """Refuse what only a render does (the edit prompt); say that live windows are always sliding."""
+    if scene.edit_prompt is not None:
+        raise UserError("--edit-prompt is for tpos-live render: a live session guides with the audio alone")
+    if settings.windows != "sliding" or settings.condition_scale is not None:
+        report("warning", "live uses sliding windows with the MAP input N alpha_n s_n (a window cannot hold "
+                          "sound that has not arrived): the official windows and condition scale are for render")
+
+
 class LiveSession:
     """The live engine on ``models`` with the sound, controls and outputs of ``spec``.
 
@@ -183,6 +211,7 @@ class LiveSession:
     def __init__(self, spec: LiveSpec, models: Models, report: Reporter = ignore_report,
                  fallback_source: SourceSpec | None = None) -> None:
         self.spec, self.models, self.report = spec, models, report
+        _check_live_scene(spec.scene, models.settings, report)
         source = self._first_source(spec.source, fallback_source)
         self.engine = LiveEngine(models.stack, models.settings, models.provider, source, spec.scene.prompt,
                                  spec.scene.negative_prompt, live=spec.live, init_image=spec.scene.init_image,

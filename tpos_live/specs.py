@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tpos_live.names import MODES
+from tpos_live.names import IMG2IMG_PRESETS, MODES
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class SceneSpec:
         mode: ``"fast"`` or ``"paper"`` (the presets of :class:`~tpos_live.config.RenderSettings`).
         overrides: the :class:`~tpos_live.config.RenderSettings` fields the user gave (None: not given);
             the rest come from the mode and, in fast mode, from the model (its steps and guidance).
+        edit_prompt: a text edit concept beside the audio's (the paper's joint text + audio
+            conditioning): its encoding is guided like the audio condition, masked and summed as SEGA
+            sums concepts, at the settings' ``edit_scale``.
+        img2img_preset: settings for an init image (``"official"``: the official img2img script's, see
+            :data:`tpos_live.config.IMG2IMG_PRESETS`), between the mode's and ``overrides``.
     """
 
     prompt: str
@@ -44,10 +49,18 @@ class SceneSpec:
     init_image: Path | None = None
     mode: str = "fast"
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    edit_prompt: str | None = None
+    img2img_preset: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.edit_prompt is not None and not self.edit_prompt.strip():
+            raise ValueError("the edit prompt is empty: give a text, or leave it out")
+        if self.img2img_preset is not None and self.img2img_preset not in IMG2IMG_PRESETS:
+            raise ValueError(f"img2img preset must be one of {IMG2IMG_PRESETS}, got {self.img2img_preset!r}")
+        if self.init_image is None and (self.img2img_preset is not None or self.given().get("strength") is not None):
+            raise ValueError("--strength and --img2img-preset are for an init image: give --init-image too")
 
     def given(self) -> dict[str, Any]:
         """The overrides that were given."""

@@ -67,8 +67,9 @@ _MEL_LOG_STEP = math.log(6.4) / 27.0
 class SpectrogramConfig:
     """Which map, at which resolution; ``segments`` of ``segment_frames`` columns make one encoder window.
 
-    ``floor`` is the dB reference of the map (module docstring): ``"relative"`` (the official scaling,
-    what ``train-encoder`` uses unless told otherwise) or ``"absolute"``. Left None, it becomes the
+    ``floor`` is the dB reference of the map (module docstring): ``"relative"`` (the official dB scaling,
+    with the segment's own maximum as reference where the official code takes the window's; what
+    ``train-encoder`` uses unless told otherwise) or ``"absolute"``. Left None, it becomes the
     kind's :data:`LEGACY_FLOOR`, which is what a saved config without the field was made with.
     """
 

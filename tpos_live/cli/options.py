@@ -12,20 +12,29 @@ from pathlib import Path
 from tpos_live.audio.source_spec import SourceSpec
 from tpos_live.backends.spec import BackendSpec
 from tpos_live.control.spec import QUANTISE_CHOICES, TEMPO_CHOICES, ControlSpec, OutputSpec
-from tpos_live.diffusion.models import ModelSpec
+from tpos_live.diffusion.models import FAST_DEFAULT_MODEL, PAPER_DEFAULT_MODEL, ModelSpec, default_model
 from tpos_live.errors import UserError
 from tpos_live.live.settings import LiveSettings
-from tpos_live.names import BACKENDS, DECODERS, DEVICE_NAMES_HELP, DTYPE_NAMES, LATENCIES, SAMPLERS
+from tpos_live.names import (
+    BACKENDS,
+    DECODERS,
+    DEVICE_NAMES_HELP,
+    DTYPE_NAMES,
+    IMG2IMG_PRESETS,
+    LATENCIES,
+    SAMPLERS,
+    WINDOWS,
+)
 from tpos_live.specs import ConditioningSpec, SceneSpec
 
 DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
-DEFAULT_MODEL = "sd15-lcm"
+DEFAULT_MODEL = FAST_DEFAULT_MODEL
 
 # The RenderSettings fields the sampling and frame flags fill (dest = field name).
 RENDER_SETTING_FLAGS = (
     "seed", "fps", "steps", "sampler", "text_guidance", "audio_guidance", "threshold", "momentum_scale",
     "momentum_beta", "delta_timestep", "delta_step", "envelope_depth", "attack_seconds", "release_seconds",
-    "decoder", "batch_frames",
+    "decoder", "batch_frames", "windows", "condition_scale", "strength", "edit_scale",
 )
 
 
@@ -80,7 +89,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     sampling.add_argument("--steps", type=int, metavar="N", help="denoising steps (fast: the model's, paper: 50)")
     sampling.add_argument("--sampler", choices=SAMPLERS, help="fast: lcm, paper: plms")
     sampling.add_argument("--guidance", type=float, dest="text_guidance", metavar="G",
-                          help="text guidance scale g (fast: the model's, 1 for LCM; paper: 7.5)")
+                          help="text guidance scale g, at least 1 (1: the prompt alone, no classifier-free "
+                               "guidance; fast: the model's, 1 for LCM and sd-turbo; paper: 7.5)")
     sampling.add_argument("--audio-guidance", type=float, metavar="GS", help="audio guidance scale g_s (default 7)")
     sampling.add_argument("--threshold", type=float, metavar="Q", help="guidance quantile threshold q in [0, 1) (0.8)")
     sampling.add_argument("--momentum", type=float, dest="momentum_scale", metavar="M", help="momentum scale (0.3)")
@@ -98,18 +108,41 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                           help="envelope release, s (0.25)")
 
 
+def add_paper_options(p: argparse.ArgumentParser) -> None:
+    """The official procedure's choices: windows, condition scale, init strength and preset, text edit."""
+    paper = p.add_argument_group("the paper's procedure")
+    paper.add_argument("--windows", choices=WINDOWS,
+                       help="official: consecutive windows of N segments, each giving its N segments' conditions "
+                            "(the official txt2img); sliding: a window ending at each segment, its newest "
+                            "segment's condition (as live). Paper: official, fast: sliding")
+    paper.add_argument("--condition-scale", type=float, metavar="X",
+                       help="MAP input X * alpha_n * s_n (default N = 5, the paper; official img2img: 20)")
+    paper.add_argument("--strength", type=float, metavar="S",
+                       help="with --init-image: noise it to the timestep of strength S in (0, 1] (the last "
+                            "int(steps * S) steps run, as img2img), whatever delta is (default: noised to delta)")
+    paper.add_argument("--img2img-preset", choices=IMG2IMG_PRESETS,
+                       help="with --init-image: the official img2img settings (DDIM, g 1.5, s_e 10 halved, "
+                            "threshold 0.95, t<950, condition x20, no momentum carried, strength 0.75)")
+    paper.add_argument("--edit-prompt", metavar="TEXT",
+                       help="a text concept guided beside the audio (the paper's joint text + audio "
+                            "conditioning: a second SEGA edit, masked and summed)")
+    paper.add_argument("--edit-scale", type=float, metavar="S", help="guidance scale of --edit-prompt (5)")
+
+
 def scene_spec(args: argparse.Namespace) -> SceneSpec:
-    overrides = {name: getattr(args, name) for name in RENDER_SETTING_FLAGS}
+    overrides = {name: getattr(args, name, None) for name in RENDER_SETTING_FLAGS}
     if args.size is not None:
         overrides.update(width=args.size[0], height=args.size[1])
-    return checked(SceneSpec, args.prompt, args.negative_prompt, args.init_image, args.mode, overrides)
+    return checked(SceneSpec, args.prompt, args.negative_prompt, args.init_image, args.mode, overrides,
+                   getattr(args, "edit_prompt", None), getattr(args, "img2img_preset", None))
 
 
 # ---- models and backends ------------------------------------------------------------------------
 
 
-MODEL_NAMES_HELP = ("sd15-lcm (default), sd-turbo, tiny (random weights, for trying), a diffusers folder, a "
-                    ".safetensors checkpoint, or a Hugging Face repo id")
+MODEL_NAMES_HELP = (f"{FAST_DEFAULT_MODEL} (default; SD 1.5 + LCM LoRA), {PAPER_DEFAULT_MODEL} (paper mode's default: "
+                    "CompVis/stable-diffusion-v1-4, the official code's), sd-turbo, tiny (random weights, for "
+                    "trying), a diffusers folder, a .safetensors checkpoint, or a Hugging Face repo id")
 
 
 def add_model_option(group, default: str | None = DEFAULT_MODEL, purpose: str = "") -> None:
@@ -166,7 +199,9 @@ def add_backend_options(group) -> None:
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
-    return checked(ModelSpec, model=args.model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
+    """The model flags' spec; no --model: the mode's default model (:func:`default_model`)."""
+    model = args.model or default_model(getattr(args, "mode", "fast"))
+    return checked(ModelSpec, model=model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
                    device=args.compute_device, dtype=args.dtype)
 
 

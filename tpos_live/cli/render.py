@@ -15,10 +15,14 @@ examples:
   tpos-live render song.wav --model tiny --prompt "x" -o test.mp4      # no weights needed (random)
   tpos-live render song.wav --mode paper --encoder tpos.safetensors -o paper.mp4
 
+  tpos-live render song.wav --mode paper --init-image a.png --img2img-preset official -o img2img.mp4
+
 modes:
-  fast   few-step sampler (LCM), one guided step, TAESD decoder, loudness envelope on
-  paper  the official TPoS recipe: 50 PLMS steps, guidance 7.5, s_e 7, threshold 0.8,
-         delta t<900, momentum 0.3/0.6, full VAE, no envelope
+  fast   sd15-lcm, few-step sampler (LCM), one guided step, TAESD decoder, loudness
+         envelope on, sliding windows
+  paper  the official TPoS recipe on plain SD v1.4 (sd14): 50 PLMS steps, guidance 7.5,
+         s_e 7, threshold 0.8, delta t<900, momentum 0.3/0.6, full VAE, no envelope,
+         official windows
 Options left unset take the mode's (and the model's) defaults."""
 
 
@@ -35,7 +39,8 @@ def add_command(commands) -> None:
     options.add_frame_options(video, fps_help="frames per second (default 24)")
     video.add_argument("--frames", type=Path, metavar="DIR", help="also write every frame as a PNG here")
     options.add_sampling_options(p)
-    options.add_model_options(p)
+    options.add_paper_options(p)
+    options.add_model_options(p, model_default=None)
     options.add_quiet_option(p, "no progress bar")
     p.set_defaults(run=run)
 

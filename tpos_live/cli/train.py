@@ -140,9 +140,9 @@ def add_floor_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
         "--spectrogram-floor",
         choices=SPECTROGRAM_FLOORS,
         default="relative",
-        help="dB reference of the maps: relative (default, the official scaling: 80 dB below each "
-        "segment's maximum, so the level does not matter) or absolute (-80 dB re full scale; the maps of "
-        "encoders made before this option)",
+        help="dB reference of the maps: relative (default: floored 80 dB below each segment's maximum, "
+        "so the level does not matter; the official scaling, which takes the whole window's maximum) or "
+        "absolute (-80 dB re full scale; the maps of encoders made before this option)",
     )
 
 

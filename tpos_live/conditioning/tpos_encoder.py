@@ -187,10 +187,11 @@ class MappingModule(nn.Module):
         return x.reshape(x.shape[0], self.map_tokens, self.embed_dim)
 
 
-def condition_vectors(output: EncoderOutput) -> torch.Tensor:
-    """``(B, N, D)``: N * alpha_n * s_n, the MAP input that makes segment n's condition (k = 1)."""
-    segments = output.weights.shape[1]
-    return segments * output.weights.unsqueeze(-1) * output.sequence
+def condition_vectors(output: EncoderOutput, scale: float | None = None) -> torch.Tensor:
+    """``(B, N, D)``: N * alpha_n * s_n, the MAP input that makes segment n's condition (k = 1); with
+    ``scale``, scale * alpha_n * s_n (the official img2img uses 20)."""
+    factor = output.weights.shape[1] if scale is None else scale
+    return factor * output.weights.unsqueeze(-1) * output.sequence
 
 
 def build_tpos_modules(config: TPoSConfig) -> tuple[TPoSAudioEncoder, MappingModule]:
@@ -208,7 +209,8 @@ class TPoSProvider:
     audio before sample 0 and after the end is silence. Windows run while their newest segment starts
     inside the audio. Window j gives one condition, its newest segment's MAP(N * alpha_N * s_N), at the
     centre of that segment, ``(e_j - L / 2) / sr``, with weight alpha_N. Each distinct segment's CNN
-    feature is computed once, in batches.
+    feature is computed once, in batches. These are the sliding windows, which live needs; the official
+    code's windows are :func:`tpos_live.conditioning.windows.official_windows`.
     """
 
     def __init__(
@@ -260,15 +262,18 @@ class TPoSProvider:
         return torch.cat(chunks)
 
     @torch.inference_mode()
-    def window_tokens(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def window_tokens(self, features: torch.Tensor,
+                      condition_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, D)`` features of B windows -> the newest segment's MAP tokens ``(B, 76, D)`` and its
-        attention weight alpha_N ``(B,)``."""
+        attention weight alpha_N ``(B,)`` (``condition_scale``: see :func:`condition_vectors`)."""
         output = self.encoder.temporal(features.to(self.device))
-        newest = condition_vectors(output)[:, -1]
+        newest = condition_vectors(output, condition_scale)[:, -1]
         return self.map_model(newest), output.weights[:, -1]
 
-    def encode(self, mono: np.ndarray, text_space: TextSpace) -> ConditionTrack:
-        """Encode a whole mono signal at ``sample_rate`` (see the class docstring for the grid)."""
+    def encode(self, mono: np.ndarray, text_space: TextSpace,
+               condition_scale: float | None = None) -> ConditionTrack:
+        """Encode a whole mono signal at ``sample_rate`` (see the class docstring for the grid; for the
+        official windows, :func:`tpos_live.conditioning.windows.official_windows`)."""
         self.check_compatible(text_space)
         audio = checked_mono(mono)
         length = self.config.segment_samples
@@ -279,7 +284,7 @@ class TPoSProvider:
         features = self._features_at(audio, unique_keys)
         window_features = features[torch.from_numpy(index.reshape(keys.shape)).to(features.device)]
         batches = [
-            self.window_tokens(window_features[start : start + self.batch_size])
+            self.window_tokens(window_features[start : start + self.batch_size], condition_scale)
             for start in range(0, len(window_features), self.batch_size)
         ]
         tokens = torch.cat([batch_tokens for batch_tokens, _ in batches])

@@ -23,7 +23,7 @@ import torch
 class GuidanceParams:
     """The knobs of equations (6) and (7)."""
 
-    text_scale: float  # g: classifier-free guidance of the prompt (0 or 1 for few-step models)
+    text_scale: float  # g: classifier-free guidance of the prompt (1: the text branch alone; >= 1, config.py)
     audio_scale: float  # g_s: strength of the audio semantic guidance
     threshold: float  # q: quantile below which edit entries are dropped
     momentum_scale: float  # sigma_m
@@ -67,6 +67,32 @@ def audio_guided(
     """
     scales = audio_scales.to(eps_audio.dtype)[:, None, None, None]
     edit = quantile_mask((eps_audio - eps_null) * scales, params.threshold)
+    if momentum is None:
+        momentum = torch.zeros_like(edit)
+    edit = edit + params.momentum_scale * momentum
+    momentum = params.momentum_beta * momentum + (1 - params.momentum_beta) * edit
+    return text_guided(eps_null, eps_text, params.text_scale) + edit, momentum
+
+
+def joint_guided(
+    eps_null: torch.Tensor,
+    eps_text: torch.Tensor,
+    eps_audio: torch.Tensor,
+    eps_edit: torch.Tensor,
+    audio_scales: torch.Tensor,
+    edit_scale: float,
+    params: GuidanceParams,
+    momentum: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`audio_guided` with a second edit concept, the paper's joint text + audio conditioning.
+
+    ``eps_edit`` is the prediction for the edit prompt's encoding. Each concept's edit is scaled and
+    masked on its own (same threshold q), the two are summed (SEGA's concept sum with weights 1), and
+    momentum acts on the sum, as in diffusers' SemanticStableDiffusionPipeline with two concepts.
+    """
+    scales = audio_scales.to(eps_audio.dtype)[:, None, None, None]
+    edit = (quantile_mask((eps_audio - eps_null) * scales, params.threshold)
+            + quantile_mask((eps_edit - eps_null) * edit_scale, params.threshold))
     if momentum is None:
         momentum = torch.zeros_like(edit)
     edit = edit + params.momentum_scale * momentum

@@ -22,8 +22,12 @@ class Alias:
     taesd: str | None
     default_steps: int
     default_guidance: float
+    default_sampler: str | None = None  # None: the mode's (fast: lcm)
 
 
+# Text guidance g of equation (6) is at least 1 (tpos_live.config.MIN_TEXT_GUIDANCE): for the distilled
+# models, whose own pipelines run without classifier-free guidance (diffusers' guidance_scale 0 or 1), g = 1
+# is that: the text branch alone, eps(z, c_text). The null branch is still computed for the audio edit.
 ALIASES: dict[str, Alias] = {
     "sd15-lcm": Alias(
         model="stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -37,27 +41,20 @@ ALIASES: dict[str, Alias] = {
         lora=None,
         taesd="madebyollin/taesd",
         default_steps=1,
-        default_guidance=0.0,
-    ),
-}
-
-
-ALIASES: dict[str, Alias] = {
-    "sd15-lcm": Alias(
-        model="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        lora="latent-consistency/lcm-lora-sdv1-5",
-        taesd="madebyollin/taesd",
-        default_steps=4,
         default_guidance=1.0,
     ),
-    "sd-turbo": Alias(
-        model="stabilityai/sd-turbo",
+    # The official TPoS code's model: plain SD v1.4 (no distillation), paper mode's default.
+    "sd14": Alias(
+        model="CompVis/stable-diffusion-v1-4",
         lora=None,
         taesd="madebyollin/taesd",
-        default_steps=1,
-        default_guidance=0.0,
+        default_steps=50,
+        default_guidance=7.5,
+        default_sampler="plms",  # not distilled: LCM's few steps do not suit it
     ),
 }
+FAST_DEFAULT_MODEL = "sd15-lcm"
+PAPER_DEFAULT_MODEL = "sd14"
 
 
 TINY_ALIAS = "tiny"
@@ -68,7 +65,7 @@ TINY_DEFAULTS = (4, 1.0)  # steps, text guidance: the tiny stack stands in for s
 class ModelSpec:
     """What to load.
 
-    ``model``: an alias ("sd15-lcm", "sd-turbo", "tiny"), a diffusers folder, a single-file
+    ``model``: an alias ("sd15-lcm", "sd-turbo", "sd14", "tiny"), a diffusers folder, a single-file
     ``.safetensors`` checkpoint, or a hub id ("owner/name"). ``lora``: folder, ``.safetensors``
     file or hub id of a LoRA to fuse at ``lora_scale``. ``taesd``: folder or hub id of an
     AutoencoderTiny, or "none". Aliases fill ``lora`` and ``taesd`` when they are None. ``device``
@@ -98,8 +95,9 @@ class ModelSpec:
             raise ValueError(f"unknown device {self.device!r}: use {DEVICE_NAMES_HELP}")
 
 
-def fast_defaults(model: str) -> dict[str, int | float]:
-    """Steps and text guidance that suit a model named by alias, known before loading it.
+def fast_defaults(model: str) -> dict[str, int | float | str]:
+    """Steps, text guidance (and sampler, when LCM's does not suit it) of a model named by alias, known
+    before loading it.
 
     Other names give {}: their defaults are known once loaded (``ModelStack.default_steps`` /
     ``default_guidance``).
@@ -111,7 +109,10 @@ def fast_defaults(model: str) -> dict[str, int | float]:
     alias = ALIASES.get(model)
     if alias is None:
         return {}
-    return {"steps": alias.default_steps, "text_guidance": alias.default_guidance}
+    defaults: dict[str, int | float | str] = {"steps": alias.default_steps, "text_guidance": alias.default_guidance}
+    if alias.default_sampler is not None:
+        defaults["sampler"] = alias.default_sampler
+    return defaults
 
 
 def suggested_sampling(stack: ModelStack, lora: str | None) -> tuple[int, float]:
@@ -121,5 +122,27 @@ def suggested_sampling(stack: ModelStack, lora: str | None) -> tuple[int, float]
     if "lcm" in (lora or "").lower() or stack.scheduler_config.get("_class_name") == "LCMScheduler":
         return 4, 1.0  # latent consistency: few steps, guidance distilled in
     if "turbo" in stack.name.lower():
-        return 1, 0.0  # adversarial distillation: one step, no classifier-free guidance
+        return 1, 1.0  # adversarial distillation: one step, the text branch alone (no classifier-free guidance)
     return 50, 7.5  # plain SD, as in the paper
+
+
+def default_model(mode: str) -> str:
+    """The model a mode uses when none is named: paper mode the official code's SD v1.4, fast mode
+    SD 1.5 with the LCM LoRA."""
+    return PAPER_DEFAULT_MODEL if mode == "paper" else FAST_DEFAULT_MODEL
+
+
+def distillation(model: str, lora: str | None = None) -> str | None:
+    """How the model named ``model`` (with ``lora``) is distilled, as far as its name tells, or None.
+
+    Used to warn when paper mode (50 PLMS steps at g = 7.5, made for plain SD) runs on a few-step model.
+    """
+    alias = ALIASES.get(model)
+    if alias is not None:
+        model, lora = alias.model, alias.lora if lora is None else lora
+    names = f"{model} {lora or ''}".lower()
+    if "lcm" in names:
+        return "LCM-distilled (latent consistency)"
+    if "turbo" in names:
+        return "adversarially distilled (turbo)"
+    return None

@@ -17,7 +17,7 @@ import torch
 
 from tpos_live.conditioning.base import TextSpace
 from tpos_live.config import RenderSettings
-from tpos_live.diffusion.guidance import audio_guided, text_guided
+from tpos_live.diffusion.guidance import audio_guided, joint_guided, text_guided
 from tpos_live.diffusion.samplers import (
     Schedule,
     add_noise,
@@ -53,6 +53,8 @@ class Scene:
     history: tuple[torch.Tensor, ...]  # PLMS history at the first guided step
     eps_null_first: torch.Tensor  # eps(z^delta, c_null) at the first guided step
     eps_text_first: torch.Tensor  # eps(z^delta, c_text) at the first guided step
+    edit: torch.Tensor | None = None  # the edit prompt's encoding (1, 77, D): a second edit concept
+    eps_edit_first: torch.Tensor | None = None  # eps(z^delta, edit) at the first guided step
 
 
 class TPoSRenderer:
@@ -80,7 +82,8 @@ class TPoSRenderer:
         self.stack = stack
         self.settings = settings
         self.schedule: Schedule = make_schedule(stack.scheduler_config, settings.sampler, settings.steps)
-        self.first_guided = self._first_guided_step()
+        self.init_step = self._init_step()
+        self.first_guided = max(self._first_guided_step(), self.init_step or 0)
         self.unet_calls = 0
         self.unet_batch_items = 0
 
@@ -102,21 +105,30 @@ class TPoSRenderer:
 
     @torch.inference_mode()
     def prepare_scene(self, prompt: str, negative_prompt: str = "", seed: int | None = None,
-                      init_image: str | Path | None = None) -> Scene:
-        """Encode the prompts, draw z^T and the step noise, and run the text-only steps once."""
+                      init_image: str | Path | None = None, edit_prompt: str | None = None) -> Scene:
+        """Encode the prompts, draw z^T and the step noise, and run the text-only steps once.
+
+        An init image is noised to the settings' strength (its step, :attr:`init_step`), else to delta.
+        ``edit_prompt``: a text concept guided beside the audio (:func:`joint_guided`).
+        """
         seed = self.settings.seed if seed is None else seed
         text, null = self.encode_prompt(prompt), self.encode_prompt(negative_prompt)
         z_t, step_noise = self._draw_noise(seed)
         z_start, start = z_t, 0
         if init_image is not None:
-            z_start, start = self._noised_init_image(init_image, z_t), self.first_guided
+            start = self.first_guided if self.init_step is None else self.init_step
+            z_start = self._noised_init_image(init_image, z_t, start)
         # With PLMS and delta_step == 1 the first step's second evaluation (at step 1) stays text-only:
         # it only shapes z^delta, which must be the same for every frame.
         text_only = _TextOnlyModel(self, text, null)
         z_delta, history = self._sample(text_only, z_start, step_noise, start, self.first_guided, ())
         eps_null, eps_text = self._first_step_predictions(z_delta, text, null)
+        edit = eps_edit = None
+        if edit_prompt is not None:
+            edit = self.encode_prompt(edit_prompt)
+            eps_edit = self.unet(z_delta, self.first_guided, edit)
         return Scene(self.trajectory, prompt, negative_prompt, seed, text, null, z_start, step_noise, z_delta, history,
-                     eps_null, eps_text)
+                     eps_null, eps_text, edit, eps_edit)
 
     @torch.inference_mode()
     def render_latents(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> torch.Tensor:
@@ -125,8 +137,9 @@ class TPoSRenderer:
             raise ValueError(f"a scene prepared for {scene.trajectory} cannot be rendered with {self.trajectory} "
                              f"(sampler, steps, first guided step): prepare it with these settings")
         batch = conditions.shape[0]
-        model = _AudioGuidedModel(self, scene, conditions.to(self.stack.device, self.stack.unet.dtype),
-                                  audio_scales.to(self.stack.device, torch.float32))
+        guided = _AudioGuidedModel if scene.edit is None else _JointGuidedModel
+        model = guided(self, scene, conditions.to(self.stack.device, self.stack.unet.dtype),
+                       audio_scales.to(self.stack.device, torch.float32))
         x = scene.z_delta.expand(batch, -1, -1, -1)
         history = tuple(h.expand(batch, -1, -1, -1) for h in scene.history)
         latents, _ = self._sample(model, x, scene.step_noise, self.first_guided, len(self.schedule), history)
@@ -181,6 +194,19 @@ class TPoSRenderer:
                             f"{self.schedule.timesteps[0]}..{self.schedule.timesteps[-1]}): raise --delta")
         return first
 
+    def _init_step(self) -> int | None:
+        """The step an init image is noised to with ``strength`` S: the last int(steps * S) steps run, as in
+        diffusers' img2img and the official script (t_enc = int(S * steps)). None without a strength."""
+        strength = self.settings.strength
+        if strength is None:
+            return None
+        steps = len(self.schedule)
+        start = steps - min(int(steps * strength), steps)
+        if start >= steps:
+            raise UserError(f"strength {strength:g} with {steps} steps runs no step (int(steps * strength) = 0): "
+                            f"raise --strength or --steps")
+        return start
+
     def _first_step_predictions(self, z_delta, text, null):
         both = self.unet(torch.cat([z_delta, z_delta]), self.first_guided, torch.cat([null, text]))
         return both[:1], both[1:]
@@ -194,15 +220,16 @@ class TPoSRenderer:
         step_noise = torch.randn((len(self.schedule), *shape), generator=generator)
         return z_t.to(self.stack.device), step_noise.to(self.stack.device)
 
-    def _noised_init_image(self, path: str | Path, noise: torch.Tensor) -> torch.Tensor:
-        """The paper's visual conditioning: encode the image with the VAE and noise it to delta."""
+    def _noised_init_image(self, path: str | Path, noise: torch.Tensor, step: int) -> torch.Tensor:
+        """The paper's visual conditioning: encode the image with the VAE (the posterior's mode, where the
+        official img2img samples it: the same frames every run) and noise it to step ``step``."""
         from tpos_live.diffusion.images import load_image_tensor
 
         pixels = load_image_tensor(path, self.settings.width, self.settings.height)
         vae = self.stack.vae
         latent = vae.encode(pixels.to(self.stack.device, vae.dtype)).latent_dist.mode()
         latent = latent.float() * vae.config.scaling_factor
-        return add_noise(latent, noise, self.schedule.alphas[self.first_guided])
+        return add_noise(latent, noise, self.schedule.alphas[step])
 
 
 class _TextOnlyModel:
@@ -215,8 +242,6 @@ class _TextOnlyModel:
     def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if self.scale == 1.0:  # eps_null + 1 * (eps_text - eps_null) is eps_text: one branch suffices
             return self.renderer.unet(x, step, self.text)
-        if self.scale == 0.0:
-            return self.renderer.unet(x, step, self.null)
         null, text = self.renderer.unet(torch.cat([x, x]), step, torch.cat([self.null, self.text])).chunk(2)
         return text_guided(null, text, self.scale)
 
@@ -252,10 +277,26 @@ class _AudioGuidedModel:
     def _branches(self, x: torch.Tensor, step: int):
         batch = x.shape[0]
         null = self.scene.null.expand(batch, -1, -1)
-        if self.params.text_scale == 0.0:  # the text branch would be multiplied by zero: skip it
-            eps_null, eps_audio = self.renderer.unet(torch.cat([x, x]), step,
-                                                     torch.cat([null, self.conditions])).chunk(2)
-            return eps_null, eps_null, eps_audio
         text = self.scene.text.expand(batch, -1, -1)
         out = self.renderer.unet(torch.cat([x, x, x]), step, torch.cat([null, text, self.conditions]))
         return out.chunk(3)
+
+
+class _JointGuidedModel(_AudioGuidedModel):
+    """:class:`_AudioGuidedModel` with the scene's edit prompt as a second concept: branches
+    [null, text, audio, edit], one batched UNet call per step (the first from the scene cache but audio)."""
+
+    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        batch = x.shape[0]
+        if self.fresh:
+            self.fresh = False
+            eps_audio = self.renderer.unet(x, step, self.conditions)
+            eps_null, eps_text, eps_edit = (cached.expand(batch, -1, -1, -1) for cached in (
+                self.scene.eps_null_first, self.scene.eps_text_first, self.scene.eps_edit_first))
+        else:
+            null, text, edit = (c.expand(batch, -1, -1) for c in (self.scene.null, self.scene.text, self.scene.edit))
+            out = self.renderer.unet(torch.cat([x, x, x, x]), step, torch.cat([null, text, self.conditions, edit]))
+            eps_null, eps_text, eps_audio, eps_edit = out.chunk(4)
+        guided, self.momentum = joint_guided(eps_null, eps_text, eps_audio, eps_edit, self.audio_scales,
+                                             self.renderer.settings.edit_scale, self.params, self.momentum)
+        return guided

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tpos_live.config import FAST_PRESET
+from tpos_live.config import FAST_PRESET, MIN_TEXT_GUIDANCE
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Knob:
 
 
 GUIDANCE = (
-    Knob("text", "text_guidance", "Text guidance", 0.0, 20.0, 0.5),
+    Knob("text", "text_guidance", "Text guidance", MIN_TEXT_GUIDANCE, 20.0, 0.5),
     Knob("audio", "audio_guidance", "Audio guidance", 0.0, 30.0, 0.5),
     Knob("threshold", "threshold", "Threshold", 0.0, 0.99, 0.05),
     Knob("momentum_scale", "momentum_scale", "Momentum", 0.0, 1.0, 0.05),

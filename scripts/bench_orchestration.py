@@ -183,7 +183,7 @@ def consume(engine: LiveEngine, seconds: float, image_shape: tuple) -> list:
 def latency_ms(frames: list) -> dict:
     """Audio-to-frame latency: the age on screen of the condition mix each frame shows (the slerp's
     weighted capture time of its conditions, capture latency included), over every frame."""
-    ages = np.array([f.ready - f.audio_time for f in frames if f.audio_time is not None]) * 1000
+    ages = np.array([f.ready - f.mix_audio_time for f in frames if f.mix_audio_time is not None]) * 1000
     if not len(ages):
         return {}
     return {"mean": float(ages.mean()), "p50": float(np.percentile(ages, 50)),

@@ -100,7 +100,7 @@ class LiveEngine:
     def _make_stages(self) -> None:
         live, stats, report = self.live, self.statistics, self.report
         self.encoder = EncoderStage(self.provider, self.text_space, self.source, live.hop_seconds,
-                                    self._conditions, stats, report)
+                                    self._conditions, stats, report, device=self.stack.device)
         self.scene_stage = SceneStage(self.stack, self.backend, self.scenes, stats, report)
         # Batches go through a presenter that spaces their frames out; single frames go straight out.
         self.presenter = None
@@ -274,9 +274,9 @@ class LiveEngine:
             self._publish(frame, batch.fresh and i == 0)
 
     def _publish(self, frame: Frame, fresh: bool) -> None:
-        """Put a frame on screen; the first frame to use a new condition measures the latency."""
+        """Put a frame on screen; its latency is the age of the condition mix it shows (every frame)."""
         now = time.monotonic()
         frame = replace(frame, ready=now)
         self.frames.put(frame)
-        latency = now - frame.audio_time if fresh and frame.audio_time is not None else None
+        latency = now - frame.mix_audio_time if frame.mix_audio_time is not None else None
         self.statistics.frame(now, latency)

@@ -99,7 +99,7 @@ class StandInBackend:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         batch, _, h, w = latents.shape
         self.waits.wait("decode", self.decode_seconds * batch, batch)
-        return self._output((batch, 3, 8 * h, 8 * w), 0.5).clamp(-1, 1)
+        return self._output((batch, 3, 8 * h, 8 * w), 0.5)
 
     def describe(self) -> str:
         return (f"stand-in ({1000 * self.unet_seconds:g} ms per UNet item, {1000 * self.decode_seconds:g} ms "
@@ -108,7 +108,8 @@ class StandInBackend:
     def _output(self, shape: tuple, spread: float) -> torch.Tensor:
         out = self._outputs.get(shape)
         if out is None:
-            out = self._outputs[shape] = spread * torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            out = spread * torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            out = self._outputs[shape] = out.clamp(-1, 1)  # a UNet's eps / a decoder's image in [-1, 1]
         return out
 
 

@@ -36,8 +36,8 @@ class PendingFrames:
     def result(self) -> tuple[np.ndarray, bool]:
         """``(frames, finite)``: (B, H, W, 3) uint8 frames the caller owns, and whether the latents
         behind them were all finite."""
-        if self._convert is not None:
-            self._convert()
+        if self._convert is not None:  # the CPU: straight into an array of the caller's own
+            return self._convert(), bool(self._flag.item())
         if self._event is not None:
             self._event.synchronize()
         return self._host.numpy().copy(), bool(self._flag.item())
@@ -61,7 +61,11 @@ class FrameDownload:
         slot = self._slot((batch, height, width))
         work, frames, host, flag, host_flag, event = slot
         if not self.cuda:
-            return PendingFrames(frames, flag, None, lambda: self._convert(images, latents, work, frames, flag))
+            def convert() -> np.ndarray:
+                out = torch.empty_like(frames)
+                self._convert(images, latents, work, out, flag)
+                return out.numpy()
+            return PendingFrames(frames, flag, None, convert)
         stream = self._stream
         stream.wait_stream(torch.cuda.current_stream(self.device))  # the render's work is queued before
         with torch.cuda.stream(stream):

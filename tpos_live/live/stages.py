@@ -285,6 +285,8 @@ class RenderStage(Stage):
         self._slot = 0.0  # start of the next frame slot on the fps clock
         self._due = time.monotonic()
         self._stream = None  # the render's CUDA stream (None on the CPU)
+        self._settings_key: tuple | None = None
+        self._settings = None
         self._download = FrameDownload(self.device)
         self._rendered: queue.Queue[_Rendered] = queue.Queue(maxsize=1)  # one waiting, one being finished
         self.finisher = _Finisher(self)
@@ -352,7 +354,7 @@ class RenderStage(Stage):
     # ---- one batch ------------------------------------------------------------------------------
 
     def _render(self, state: ControlState) -> None:
-        settings = replace(state.settings, **self._scene_settings)  # the steps the scene was made for
+        settings = self._frame_settings(state)
         renderer = self.renderer
         if renderer is None or renderer.settings != settings or renderer.backend is not self.backend:
             self.renderer = TPoSRenderer(self.stack, settings, self.backend)  # a cheap object, same models
@@ -377,6 +379,15 @@ class RenderStage(Stage):
             self._hand_over(_Rendered(pending, fade, interval, fresh, newest, np.broadcast_to(mix, (batch,)),
                                       scales, loudness))
         self._pace(batch, interval)
+
+    def _frame_settings(self, state: ControlState):
+        """The control's settings with the steps the scene was made for (made anew only on a change:
+        validating a RenderSettings per frame costs more than the frame's host work should)."""
+        key = (state.settings, tuple(self._scene_settings.items()))
+        if key != self._settings_key:
+            self._settings_key = key
+            self._settings = replace(state.settings, **self._scene_settings)
+        return self._settings
 
     def _guarded_render(self, scene: Scene, conditions: torch.Tensor, scales: np.ndarray) -> PendingFrames | None:
         renderer = self.renderer

@@ -12,7 +12,8 @@
 
 Threads: the source's audio callback (copies into the ring), the encoder (one condition per hop),
 the scene preparer (z^T, prompts, z^delta, in the background, into a small cache), the renderer
-(frames at up to the target fps), a presenter when frames are rendered in batches, and a recorder
+(frames at up to the target fps) and its finisher (downloads, checks and delivers each batch while
+the next one renders), a presenter when frames are rendered in batches, and a recorder
 while recording. They hand over through latest-wins mailboxes. Everything a performer may change
 while it runs changes without stopping the frames: the knobs and the scene (:attr:`control`), the
 sound source (:meth:`set_source`) and the audio conditioning (:meth:`set_provider`). The engine

@@ -372,6 +372,8 @@ def test_frame_download_matches_the_plain_conversion_flags_nan_and_hands_out_own
     latents[1, 0, 0, 0] = float("nan")
     _, finite = download.start(-images, latents).result()
     assert not finite and np.array_equal(first, kept)  # a later download does not write into a frame handed out
+    half, finite = download.start(images.bfloat16(), latents.bfloat16().nan_to_num()).result()
+    assert finite and np.array_equal(half, to_frames(images.bfloat16()))  # a bfloat16 decoder's images
 
 
 def test_slerp_pair_matches_slerp():

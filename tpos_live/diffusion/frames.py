@@ -80,7 +80,11 @@ class FrameDownload:
 
     def _convert(self, images: torch.Tensor, latents: torch.Tensor | None, work: torch.Tensor,
                  frames: torch.Tensor, flag: torch.Tensor) -> None:
-        torch.clamp(images.permute(0, 2, 3, 1), -1.0, 1.0, out=work)  # channels-last, contiguous
+        channels_last = images.permute(0, 2, 3, 1)
+        if images.dtype == torch.float32:
+            torch.clamp(channels_last, -1.0, 1.0, out=work)  # contiguous, one pass
+        else:  # float16 / bfloat16 decoders: to float32 first (clamping in their dtype is the same)
+            work.copy_(channels_last).clamp_(-1.0, 1.0)
         work.add_(1.0).mul_(127.5).round_()
         frames.copy_(work)  # exact: integers in 0..255
         if latents is None:

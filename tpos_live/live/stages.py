@@ -464,7 +464,14 @@ class RenderStage(Stage):
 
     def _finish(self, rendered: _Rendered) -> None:
         """On the finisher thread: wait for the download, check it, fade it, deliver it."""
-        images, finite = rendered.pending.result()
+        try:
+            images, finite = rendered.pending.result()
+        except Exception as error:  # noqa: BLE001 - counted and reported like a render that raised
+            self.stats.add("render_errors")
+            self.report("error", f"finishing a frame failed ({type(error).__name__}: {error}); keeping the "
+                                 f"last frame")
+            self._stop.wait(0.05)
+            return
         if not finite:
             self.stats.add("bad_frames", len(images))
             self.report("warning", "a render gave NaN or infinite values: keeping the last good frame")

@@ -236,3 +236,72 @@ def test_run_in_batches_chunks_and_pads_for_static_runners():
     x = torch.arange(15.0).reshape(5, 3)
     assert torch.equal(run_in_batches(runner, {"x": x})["y"], x * 10)
     assert runner.batches == [2, 2, 2]
+
+
+# --- CUDA graphs -----------------------------------------------------------------------------------
+
+
+def test_cuda_graphs_without_a_gpu_say_why_or_fall_back_visibly(tiny_stack):
+    if tiny_stack.device.type == "cuda":
+        pytest.skip("the stack is on a GPU")
+    with pytest.raises(UserError, match="'torch-cuda-graphs' cannot run here: CUDA graphs need a CUDA GPU"):
+        create_backend("torch-cuda-graphs", tiny_stack, settings())
+    said = []
+    backend = create_backend("torch-cuda-graphs", tiny_stack, settings(), allow_fallback=True, say=said.append)
+    assert backend.name == "torch" and said[0].startswith("warning: backend 'torch-cuda-graphs' cannot run here")
+
+
+def test_graphed_network_keeps_static_buffers_per_shape_and_copies_outputs_out():
+    from tpos_live.backends.cuda_graphs import EagerReplayRuntime, GraphedNetwork
+
+    runtime = EagerReplayRuntime()
+    graphed = GraphedNetwork(lambda x, t: x * 2 + t[:, None], runtime)
+    first = graphed(torch.ones(2, 3), torch.tensor([1.0, 2.0]))
+    kept = first.clone()
+    second = graphed(torch.zeros(2, 3), torch.tensor([5.0, 6.0]))  # replays into the same static output
+    assert torch.equal(first, kept), "a result kept across calls (PLMS history) was overwritten by a replay"
+    assert torch.equal(second, torch.tensor([[5.0] * 3, [6.0] * 3]))
+    graphed(torch.ones(4, 3), torch.ones(4))  # another batch size: a graph of its own
+    graphed(torch.ones(2, 3), torch.ones(2))
+    assert runtime.captures == 2 and graphed.shapes == [((2, 3), (2,)), ((4, 3), (4,))]
+    assert runtime.replays == 4
+
+
+def test_graphed_torch_backend_renders_like_eager_plms_included():
+    """The renderer on a graphed backend (eager replays on the CPU) gives the eager frames, PLMS
+    history across replays included."""
+    from tpos_live.backends.cuda_graphs import EagerReplayRuntime
+
+    stack = build_tiny_stack(0)
+    plms = RenderSettings.for_mode("fast", width=64, height=64, sampler="plms", steps=4, delta_step=1)
+    eager = TPoSRenderer(stack, plms, TorchBackend(stack))
+    runtime = EagerReplayRuntime()
+    graphed = TPoSRenderer(stack, plms, TorchBackend(stack, name="torch-cuda-graphs", graphs=runtime))
+    scene = eager.prepare_scene("a forest")
+    audio = conditions(2)
+    expected = eager.render_latents(scene, audio, torch.ones(2))
+    got = graphed.render_latents(graphed.prepare_scene("a forest"), audio, torch.ones(2))
+    assert runtime.captures >= 2 and runtime.replays > runtime.captures
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert np.array_equal(graphed.decode(got), eager.decode(expected))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_graphs_match_eager_on_a_gpu(dtype):
+    if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    stack = build_tiny_stack(0)
+    for module in stack.modules().values():
+        module.to("cuda", dtype)
+    eager = TorchBackend(stack, dtype=dtype, channels_last=True)
+    backend = create_backend("torch-cuda-graphs", stack, settings())
+    for batch in (1, 2):
+        x = torch.randn(batch, 4, 16, 16, device="cuda")
+        t = torch.full((batch,), 500, device="cuda")
+        c = torch.randn(batch, 77, 32, device="cuda")
+        expected = eager.unet(x, t, c).float()
+        kept = backend.unet(x, t, c)
+        backend.unet(x + 1, t, c)  # a replay must not change the result kept
+        assert torch.allclose(kept.float(), expected, atol=2e-2, rtol=2e-2)
+        assert torch.allclose(backend.decode(x).float(), eager.decode(x).float(), atol=2e-2)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from tests.media import write_tone
 from tpos_live.audio.capture import CaptureConfig
@@ -356,3 +357,32 @@ def test_every_path_takes_a_knobs_range_from_the_one_table(name):
     assert osc.rejected == rejected + 1 and knob_value(control.state(), name) == knob.high
     mapping = MidiMapping(name, "cc", 0, 1)  # a fader's full travel spans the knob's range
     assert (mapping.value(0), mapping.value(127)) == (pytest.approx(knob.low), pytest.approx(knob.high))
+
+
+def test_frame_download_matches_the_plain_conversion_flags_nan_and_hands_out_own_arrays():
+    from tpos_live.diffusion.frames import FrameDownload, to_frames
+
+    download = FrameDownload("cpu")
+    images = torch.randn(2, 3, 8, 16, generator=torch.Generator().manual_seed(0)) * 1.5
+    latents = torch.zeros(2, 4, 1, 2)
+    first, finite = download.start(images, latents).result()
+    assert finite and first.flags["C_CONTIGUOUS"] and first.shape == (2, 8, 16, 3)
+    assert np.array_equal(first, to_frames(images))
+    kept = first.copy()
+    latents[1, 0, 0, 0] = float("nan")
+    _, finite = download.start(-images, latents).result()
+    assert not finite and np.array_equal(first, kept)  # a later download does not write into a frame handed out
+    half, finite = download.start(images.bfloat16(), latents.bfloat16().nan_to_num()).result()
+    assert finite and np.array_equal(half, to_frames(images.bfloat16()))  # a bfloat16 decoder's images
+
+
+def test_slerp_pair_matches_slerp():
+    from tpos_live.conditioning.interpolate import SlerpPair, slerp
+
+    generator = torch.Generator().manual_seed(3)
+    a, b = torch.randn(77, 32, generator=generator), torch.randn(77, 32, generator=generator)
+    t = np.array([0.0, 0.25, 0.7, 1.0])
+    expected = slerp(a.reshape(1, -1).expand(4, -1), b.reshape(1, -1).expand(4, -1), torch.from_numpy(t))
+    got = SlerpPair(a, b, a, b)(t)
+    assert torch.allclose(got.reshape(4, -1), expected, atol=1e-6)
+    assert torch.allclose(SlerpPair(a, a * 2, a, a * 2)(t)[1], a * 1.25, atol=1e-6)  # parallel: linear

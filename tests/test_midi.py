@@ -19,6 +19,7 @@ from tpos_live.control.midi import (
 )
 from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
+from tpos_live.live.knobs import FPS
 from tpos_live.live.presets import Preset
 
 
@@ -47,8 +48,8 @@ def test_a_mapped_cc_sweeps_its_range_through_its_curve():
     assert audio(control) == 12.0
     midi.handle(cc(7, 64))
     assert audio(control) == pytest.approx(2.0 + 10.0 * 64 / 127)
-    midi.handle(cc(8, 64))  # exp: the middle of the travel is well below the middle of 1..120
-    assert 1.0 < control.state().settings.fps < 20.0
+    midi.handle(cc(8, 64))  # exp: the middle of the travel is well below the middle of the fps range
+    assert 1.0 < control.state().settings.fps < 0.2 * FPS.high
     assert midi.handle(cc(9, 10)) == "ignored" and midi.handle(cc(7, 10, channel=3)) == "ignored"
     assert midi.handle(mido.Message("pitchwheel", pitch=100)) == "ignored"
     log = MidiMapping("threshold", "cc", 0, 1, curve="log")

@@ -22,6 +22,8 @@ BACKENDS: dict[str, str] = {
     "torch": "the model's torch modules as loaded (eager)",
     "torch-compiled": "torch.compile (inductor, frozen weights), compiled on the first frame of each shape",
     "torch-bf16": "bfloat16 weights in channels_last: the fast path on CPUs with AMX or AVX512-BF16",
+    "torch-cuda-graphs": "CUDA graphs of the torch networks, float16 (or bfloat16 with --dtype bfloat16) in "
+                         "channels_last, captured once per batch size: the GPU fast path without TensorRT",
     "onnxruntime": "ONNX Runtime, TAESD decoder (exported to engines/ on first use)",
     "tensorrt": "TensorRT 10+ engines on a CUDA GPU, TAESD decoder (built into engines/ on first use)",
 }

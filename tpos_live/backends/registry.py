@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tpos_live.backends.base import Backend
+from tpos_live.backends.cuda_graphs import CudaGraphRuntime
 from tpos_live.backends.engines import EngineStore
 from tpos_live.backends.onnx_backend import ORT_DTYPES, onnxruntime_backend, onnxruntime_unavailable_reason
 from tpos_live.backends.tensorrt_backend import tensorrt_backend, tensorrt_unavailable_reason
@@ -34,6 +35,12 @@ def unavailable_reason(name: str, stack: ModelStack, decoder: str = "taesd") -> 
     on_cuda = stack.device.type == "cuda"
     if name == "torch-compiled" and not on_cuda and not _cxx_compiler():
         return "torch.compile needs a C++ compiler on the CPU (apt-get install g++)"
+    if name == "torch-cuda-graphs":
+        if not on_cuda:
+            return f"CUDA graphs need a CUDA GPU and the model is on {stack.device.type} " \
+                   "(--compute-device cuda, on a machine with one)"
+        if graph_dtype(stack) == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return "this GPU has no bfloat16 support (--dtype float16)"
     if name == "torch-bf16":
         if on_cuda and not torch.cuda.is_bf16_supported():
             return "this GPU has no bfloat16 support"
@@ -84,11 +91,19 @@ def create_backend(name: str, stack: ModelStack, settings: RenderSettings, *, al
     if name == "torch-bf16":
         return TorchBackend(stack, settings.decoder, name=name, dtype=torch.bfloat16, channels_last=True,
                             keep_memory=True)
+    if name == "torch-cuda-graphs":
+        return TorchBackend(stack, settings.decoder, name=name, dtype=graph_dtype(stack), channels_last=True,
+                            graphs=CudaGraphRuntime(stack.device))
     if name == "onnxruntime":
         return onnxruntime_backend(stack, settings.width, settings.height, settings.batch_frames, store,
                                    say=say)
     return tensorrt_backend(stack, settings.width, settings.height, settings.batch_frames,
                             precision=tensorrt_precision, static=static_shapes, store=store, say=say)
+
+
+def graph_dtype(stack: ModelStack) -> torch.dtype:
+    """The dtype ``torch-cuda-graphs`` runs: the stack's when it is bfloat16, else float16."""
+    return torch.bfloat16 if stack.dtype == torch.bfloat16 else torch.float16
 
 
 def _cxx_compiler() -> str | None:

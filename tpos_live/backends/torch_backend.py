@@ -5,6 +5,10 @@ oneDNN runs bfloat16 convolutions and matmuls several times faster than float32.
 cast (not autocast: autocast would convert every weight on every call), and the UNet's and
 decoder's weights go to ``channels_last``, the layout oneDNN's convolutions prefer.
 
+``torch-cuda-graphs`` is the GPU fast path without TensorRT: float16 (or bfloat16) weights in
+``channels_last``, each network captured as a CUDA graph once per batch size and replayed per frame
+(:mod:`tpos_live.backends.cuda_graphs`). Not verified on a GPU here: no GPU was available.
+
 ``torch-compiled`` compiles both networks with inductor and weight freezing (weights become
 constants: convolutions and linears get prepacked oneDNN weights and fused epilogues); on the CPU
 it also uses ``channels_last``. Measured on the 2-core development CPU (SD 1.5 UNet, 256x256, bf16,
@@ -23,6 +27,7 @@ import sys
 import torch
 from torch import nn
 
+from tpos_live.backends.cuda_graphs import GraphedNetwork, GraphRuntime
 from tpos_live.backends.specs import DecodeModule, UNetModule
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
@@ -41,11 +46,13 @@ class TorchBackend:
         compile: wrap both networks in ``torch.compile`` with weight freezing (compiled on the first
             call of each shape: minutes for a full-size UNet on a small CPU, cached on disk after).
         keep_memory: call :func:`keep_freed_memory` (CPU only; process-wide).
+        graphs: run both networks as graphs captured once per input shape with this runtime
+            (:class:`~tpos_live.backends.cuda_graphs.CudaGraphRuntime` on a GPU; None: eager calls).
     """
 
     def __init__(self, stack: ModelStack, decoder: str = "taesd", *, name: str = "torch",
                  dtype: torch.dtype | None = None, channels_last: bool = False,
-                 compile: bool = False, keep_memory: bool = False) -> None:
+                 compile: bool = False, keep_memory: bool = False, graphs: GraphRuntime | None = None) -> None:
         if decoder not in ("taesd", "vae"):
             raise ValueError(f"decoder must be 'taesd' or 'vae', got {decoder!r}")
         autoencoder = stack.taesd if decoder == "taesd" else stack.vae
@@ -67,6 +74,10 @@ class TorchBackend:
             options = {"freezing": True}
             self._unet = torch.compile(self._unet, dynamic=False, options=options)
             self._decode = torch.compile(self._decode, dynamic=False, options=options)
+        self.graphs = graphs
+        if graphs is not None:
+            self._unet = GraphedNetwork(self._unet, graphs)
+            self._decode = GraphedNetwork(self._decode, graphs)
 
     def unet(self, sample: torch.Tensor, timestep: torch.Tensor,
              encoder_hidden_states: torch.Tensor) -> torch.Tensor:
@@ -80,7 +91,7 @@ class TorchBackend:
 
     def describe(self) -> str:
         options = (("channels_last", self.channels_last), ("torch.compile", self.compiled),
-                   ("freed memory kept", self.memory_kept))
+                   ("CUDA graphs per batch size", self.graphs is not None), ("freed memory kept", self.memory_kept))
         extras = [option for option, on in options if on]
         dtype = str(self.dtype).removeprefix("torch.")
         return f"{self.name} ({dtype} on {self.device}{''.join(', ' + e for e in extras)})"

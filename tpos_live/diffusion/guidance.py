@@ -43,8 +43,23 @@ class GuidanceParams:
 def quantile_mask(edit: torch.Tensor, threshold: float) -> torch.Tensor:
     """Zero the entries of ``edit`` (B, C, H, W) below the per-(B, C) quantile of |edit| over H x W."""
     magnitude = edit.abs().flatten(start_dim=2).float()
-    cutoff = torch.quantile(magnitude, threshold, dim=2).to(edit.dtype)
-    return torch.where(edit.abs() >= cutoff[:, :, None, None], edit, torch.zeros_like(edit))
+    cutoff = _quantile(magnitude, threshold).to(edit.dtype)
+    return torch.where(edit.abs() >= cutoff[:, :, None, None], edit, 0.0)
+
+
+def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(values, q, dim=-1)`` (linear interpolation), by selection instead of a full sort:
+    the same order statistics (``kthvalue``) at the same ranks, computed as torch does (in float32),
+    and the same interpolation, so the result is identical."""
+    n = values.shape[-1]
+    rank = float(torch.tensor(q, dtype=torch.float32) * (n - 1))
+    below = int(rank)
+    low = values.kthvalue(below + 1, dim=-1).values
+    weight = rank - below
+    if weight == 0.0:
+        return low
+    high = values.kthvalue(min(below + 2, n), dim=-1).values
+    return torch.lerp(low, high, torch.tensor(weight, dtype=values.dtype, device=values.device))
 
 
 def text_guided(eps_null: torch.Tensor, eps_text: torch.Tensor, text_scale: float) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 
 from tpos_live.conditioning.base import TextSpace
 from tpos_live.config import RenderSettings
+from tpos_live.diffusion.frames import FrameDownload
 from tpos_live.diffusion.guidance import audio_guided, joint_guided, text_guided
 from tpos_live.diffusion.samplers import (
     Schedule,
@@ -81,6 +82,11 @@ class TPoSRenderer:
         self.backend = backend
         self.stack = stack
         self.settings = settings
+        # Read once: a diffusers model's .device and .dtype walk all its modules (~ms per call per frame).
+        self.device, self.unet_dtype = stack.device, stack.unet.dtype
+        self._decoder = stack.taesd if settings.decoder == "taesd" else stack.vae
+        self._decoder_dtype = self._decoder.dtype
+        self._download: FrameDownload | None = None
         self.schedule: Schedule = make_schedule(stack.scheduler_config, settings.sampler, settings.steps)
         self.init_step = self._init_step()
         self.first_guided = max(self._first_guided_step(), self.init_step or 0)
@@ -138,24 +144,29 @@ class TPoSRenderer:
                              f"(sampler, steps, first guided step): prepare it with these settings")
         batch = conditions.shape[0]
         guided = _AudioGuidedModel if scene.edit is None else _JointGuidedModel
-        model = guided(self, scene, conditions.to(self.stack.device, self.stack.unet.dtype),
-                       audio_scales.to(self.stack.device, torch.float32))
+        model = guided(self, scene, conditions.to(self.device, self.unet_dtype),
+                       audio_scales.to(self.device, torch.float32))
         x = scene.z_delta.expand(batch, -1, -1, -1)
         history = tuple(h.expand(batch, -1, -1, -1) for h in scene.history)
         latents, _ = self._sample(model, x, scene.step_noise, self.first_guided, len(self.schedule), history)
         return latents
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents (B, C, h, w) to uint8 RGB frames (B, H, W, 3)."""
-        decoder = self.stack.taesd if self.settings.decoder == "taesd" else self.stack.vae
+    def decode_images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, h, w) to images (B, 3, H, W) in [-1, 1], on the compute device (no download)."""
+        decoder = self._decoder
         scaled = latents / decoder.config.scaling_factor
         if self.backend is not None:
-            image = self.backend.decode(scaled).float()
-        else:
-            image = decoder.decode(scaled.to(self.stack.device, decoder.dtype)).sample.float()
-        image = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return image.permute(0, 2, 3, 1).cpu().numpy()
+            return self.backend.decode(scaled)
+        return decoder.decode(scaled.to(self.device, self._decoder_dtype)).sample
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, h, w) to uint8 RGB frames (B, H, W, 3), C-contiguous (see ``diffusion/frames.py``)."""
+        if self._download is None:
+            self._download = FrameDownload(self.device)
+        frames, _ = self._download.start(self.decode_images(latents)).result()
+        return frames
 
     def render(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> np.ndarray:
         """Frames for a batch of conditions: guided steps, then decode."""
@@ -175,7 +186,7 @@ class TPoSRenderer:
         t = torch.full((x.shape[0],), self.schedule.timesteps[step], device=x.device, dtype=torch.long)
         if self.backend is not None:
             return self.backend.unet(x, t, conditions).float()
-        out = self.stack.unet(x.to(self.stack.unet.dtype), t, encoder_hidden_states=conditions).sample
+        out = self.stack.unet(x.to(self.unet_dtype), t, encoder_hidden_states=conditions).sample
         return out.float()
 
     def _sample(self, model, x, step_noise, start, stop, history):

@@ -12,7 +12,8 @@
 
 Threads: the source's audio callback (copies into the ring), the encoder (one condition per hop),
 the scene preparer (z^T, prompts, z^delta, in the background, into a small cache), the renderer
-(frames at up to the target fps), a presenter when frames are rendered in batches, and a recorder
+(frames at up to the target fps) and its finisher (downloads, checks and delivers each batch while
+the next one renders), a presenter when frames are rendered in batches, and a recorder
 while recording. They hand over through latest-wins mailboxes. Everything a performer may change
 while it runs changes without stopping the frames: the knobs and the scene (:attr:`control`), the
 sound source (:meth:`set_source`) and the audio conditioning (:meth:`set_provider`). The engine
@@ -100,7 +101,7 @@ class LiveEngine:
     def _make_stages(self) -> None:
         live, stats, report = self.live, self.statistics, self.report
         self.encoder = EncoderStage(self.provider, self.text_space, self.source, live.hop_seconds,
-                                    self._conditions, stats, report)
+                                    self._conditions, stats, report, device=self.stack.device)
         self.scene_stage = SceneStage(self.stack, self.backend, self.scenes, stats, report)
         # Batches go through a presenter that spaces their frames out; single frames go straight out.
         self.presenter = None
@@ -275,9 +276,9 @@ class LiveEngine:
             self._publish(frame, batch.fresh and i == 0)
 
     def _publish(self, frame: Frame, fresh: bool) -> None:
-        """Put a frame on screen; the first frame to use a new condition measures the latency."""
+        """Put a frame on screen; its latency is the age of the condition mix it shows (every frame)."""
         now = time.monotonic()
         frame = replace(frame, ready=now)
         self.frames.put(frame)
-        latency = now - frame.audio_time if fresh and frame.audio_time is not None else None
+        latency = now - frame.mix_audio_time if frame.mix_audio_time is not None else None
         self.statistics.frame(now, latency)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tpos_live.config import FAST_PRESET, MIN_TEXT_GUIDANCE
+from tpos_live.config import FAST_PRESET, FPS_RANGE, MIN_TEXT_GUIDANCE
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ GUIDANCE = (
 )
 """The guidance knobs (``LiveControl.set_guidance`` keywords), in the app's order."""
 
-FPS = Knob("fps", "fps", "FPS cap", 1.0, 120.0, 1.0, 1)
+FPS = Knob("fps", "fps", "FPS cap", *FPS_RANGE, 1.0, 1)  # the whole range RenderSettings accepts
 
 KNOBS: dict[str, Knob] = {knob.name: knob for knob in (*GUIDANCE, FPS)}
 GUIDANCE_KNOBS: dict[str, Knob] = {knob.name: knob for knob in GUIDANCE}

@@ -28,6 +28,7 @@ from tpos_live.diffusion.transitions import blend_scenes, can_blend
 from tpos_live.live.control import ControlState
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.stats import LiveStats
+from tpos_live.live.streams import BACKGROUND_PRIORITY, finish_work, stage_stream
 from tpos_live.reporting import Reporter
 from tpos_live.worker import Stage
 
@@ -91,10 +92,11 @@ class SceneStage(Stage):
             self._wanted = [state for state in states if state.scene_key not in self.cache]
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            state = self._urgent.take(timeout=0.05) or self._next_wanted()
-            if state is not None and state.scene_key not in self.cache:
-                self._prepare(state)
+        with stage_stream(self.stack.device, BACKGROUND_PRIORITY):  # on a GPU: beside the frames, not before
+            while not self._stop.is_set():
+                state = self._urgent.take(timeout=0.05) or self._next_wanted()
+                if state is not None and state.scene_key not in self.cache:
+                    self._prepare(state)
 
     def _next_wanted(self) -> ControlState | None:
         with self._lock:
@@ -106,6 +108,7 @@ class SceneStage(Stage):
             renderer = TPoSRenderer(self.stack, state.settings, self.backend)
             scene = renderer.prepare_scene(state.prompt, state.negative_prompt, state.settings.seed,
                                            state.init_image)
+            finish_work(self.stack.device)  # done on this stage's stream before the renderer may read it
         except Exception as error:  # noqa: BLE001 - the current scene stays on screen
             self.stats.add("scene_errors")
             self.report("error", f"preparing the scene for {state.prompt!r} failed "

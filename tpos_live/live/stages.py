@@ -12,6 +12,7 @@ through a reporter.
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -25,14 +26,16 @@ from tpos_live.audio.envelope import attack_release, frame_loudness
 from tpos_live.audio.sources import AudioSource
 from tpos_live.backends.base import Backend
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
-from tpos_live.conditioning.interpolate import slerp
+from tpos_live.conditioning.interpolate import SlerpPair
 from tpos_live.conditioning.streaming import StreamingConditioner, as_streamable
+from tpos_live.diffusion.frames import FrameDownload, PendingFrames
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.live.control import SCENE_SETTINGS, ControlState, LiveControl
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.scenes import SceneCache, SceneFade, SceneStage, start_fade
 from tpos_live.live.stats import LiveStats
+from tpos_live.live.streams import BACKGROUND_PRIORITY, RENDER_PRIORITY, adopt, finish_work, stage_stream
 from tpos_live.reporting import Reporter
 from tpos_live.video.writer import VideoWriter
 from tpos_live.worker import Stage
@@ -43,7 +46,7 @@ class LiveCondition:
     """One encoder result: the condition for the audio window that ended at ``audio_end``.
 
     Attributes:
-        condition: ``(77, D)`` float32 on the CPU, ready for the UNet.
+        condition: ``(77, D)`` float32 on the compute device, ready for the UNet.
         weight: its attention weight alpha (the magnitude TPoS gives the newest segment).
         audio_end: absolute index (in the source's ring) just past the window's newest sample.
         audio_time: monotonic time at which that newest sample was captured.
@@ -57,6 +60,11 @@ class LiveCondition:
     audio_time: float
     published: float
     index: int
+    host: torch.Tensor | None = None  # the condition on the CPU (float32), for the slerp's angle
+
+    @property
+    def on_host(self) -> torch.Tensor:
+        return self.condition if self.host is None else self.host
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,9 @@ class Frame:
         condition_index: the newest condition it used (0 for black frames).
         audio_scale: the loudness envelope's multiplier of g_s for this frame.
         loudness: the loudness envelope itself (0..1): what scaled g_s, as the app's trace shows it.
+        mix_audio_time: capture time of the condition mix it shows: the capture times of the two
+            conditions its slerp mixes, weighted as the slerp weighs them (the frame's audio-to-frame
+            latency is ``ready - mix_audio_time``; capture times include the device's input latency).
     """
 
     image: np.ndarray
@@ -80,6 +91,7 @@ class Frame:
     condition_index: int
     audio_scale: float
     loudness: float = 0.0
+    mix_audio_time: float | None = None
 
 
 def window_samples(provider: ConditionProvider) -> int:
@@ -114,9 +126,10 @@ class EncoderStage(Stage):
 
     def __init__(self, provider: ConditionProvider, text_space: TextSpace, source: AudioSource,
                  hop_seconds: float, conditions: Mailbox[LiveCondition], stats: LiveStats,
-                 report: Reporter) -> None:
+                 report: Reporter, device: torch.device | str = "cpu") -> None:
         super().__init__(report)
         self.provider, self.text_space, self.source = provider, text_space, source
+        self.device = torch.device(device)  # where the renderer wants the conditions
         self.hop_seconds = hop_seconds
         self.conditions, self.stats = conditions, stats
         _check_streams(provider)
@@ -125,8 +138,9 @@ class EncoderStage(Stage):
         self._count = 0
 
     def _run(self) -> None:
-        while not self._stop.wait(self._wait()):
-            self.encode_now()
+        with stage_stream(self.device, BACKGROUND_PRIORITY):  # on a GPU: never queued before a frame
+            while not self._stop.wait(self._wait()):
+                self.encode_now()
 
     def _wait(self) -> float:
         stream = self._stream
@@ -171,8 +185,11 @@ class EncoderStage(Stage):
         captured = stream.source.capture_time(end - 1)
         now = time.monotonic()
         self._count += 1
-        live = LiveCondition(streamed.condition.detach().float().cpu(), streamed.weight, end,
-                             now if captured is None else captured, now, self._count)
+        host = streamed.condition.detach().float().cpu()
+        condition = host.to(self.device)  # uploaded once per hop, not once per frame
+        finish_work(self.device)  # the upload is done before the renderer sees it
+        live = LiveCondition(condition, streamed.weight, end, now if captured is None else captured, now,
+                             self._count, host)
         if self.conditions.put(live):
             self.stats.add("dropped_conditions")
         self.stats.add("conditions")
@@ -226,12 +243,18 @@ class RenderStage(Stage):
     """Renders frames at up to the control's fps from the newest scene and conditions.
 
     Each frame's condition is the slerp between the two newest conditions by the time since the
-    newest arrived (over the interval between them); the loudness envelope, followed at frame rate,
-    scales g_s. When the control asks for another scene, the current one stays on screen until the
-    new one is ready (at once when it was prefetched), then the new one comes in over the control's
-    crossfade time (see :class:`~tpos_live.live.scenes.SceneFade`). A render that raises or gives
-    NaN/Inf is counted and reported; the last good frame stays. While frozen, while the audio
-    device is lost, and before the first scene and condition, nothing is rendered.
+    newest arrived (over the interval between them), mixed on the compute device; the loudness
+    envelope, followed at frame rate, scales g_s. When the control asks for another scene, the
+    current one stays on screen until the new one is ready (at once when it was prefetched), then the
+    new one comes in over the control's crossfade time (see :class:`~tpos_live.live.scenes.SceneFade`).
+    A render that raises or gives NaN/Inf is counted and reported; the last good frame stays. While
+    frozen, while the audio device is lost, and before the first scene and condition, nothing is
+    rendered.
+
+    Double buffered: this thread renders a batch and starts its download (``diffusion/frames.py``),
+    then hands it to a finisher thread that waits for the download, checks it, fades it and delivers
+    it, while this thread already renders the next batch. On a GPU it renders on a high-priority
+    CUDA stream (see ``live/streams.py``).
     """
 
     name = "render"
@@ -245,6 +268,7 @@ class RenderStage(Stage):
         self.deliver, self.stats = deliver, stats
         self.loudness_window_seconds = loudness_window_seconds
         self.follow_source(source)
+        self.device = stack.device
         self.renderer: TPoSRenderer | None = None
         self.scene: Scene | None = None
         self.scene_key: tuple | None = None
@@ -255,10 +279,25 @@ class RenderStage(Stage):
         self._scene_settings: dict = {}  # the SCENE_SETTINGS values the scene on screen was made with
         self._fade: SceneFade | None = None
         self._envelope = (0.0, time.monotonic())  # follower state and its time
+        self._mix: SlerpPair | None = None  # previous -> newest, angle computed once per condition
         self._used_condition = 0
         self._black = False
         self._slot = 0.0  # start of the next frame slot on the fps clock
         self._due = time.monotonic()
+        self._stream = None  # the render's CUDA stream (None on the CPU)
+        self._settings_key: tuple | None = None
+        self._settings = None
+        self._download = FrameDownload(self.device)
+        self._rendered: queue.Queue[_Rendered] = queue.Queue(maxsize=1)  # one waiting, one being finished
+        self.finisher = _Finisher(self)
+
+    def start(self) -> RenderStage:
+        self.finisher.start()
+        return super().start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        super().stop(timeout)
+        self.finisher.stop(timeout)
 
     def follow_source(self, source: AudioSource) -> None:
         """Read the loudness from ``source`` from the next frame on."""
@@ -266,19 +305,21 @@ class RenderStage(Stage):
         self.source = source
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._stop.wait(max(0.0, self._due - time.monotonic()))
-            if self._stop.is_set():
-                return
-            state = self.control.state()
-            self._follow_scene(state)
-            self._follow_conditions()
-            if state.blackout:
-                self._show_black(state)
-            elif state.frozen or self.source.state == "lost" or self.scene is None or self.newest is None:
-                self._stop.wait(0.01)
-            else:
-                self._render(state)
+        with stage_stream(self.device, RENDER_PRIORITY) as stream:
+            self._stream = stream
+            while not self._stop.is_set():
+                self._stop.wait(max(0.0, self._due - time.monotonic()))
+                if self._stop.is_set():
+                    return
+                state = self.control.state()
+                self._follow_scene(state)
+                self._follow_conditions()
+                if state.blackout:
+                    self._show_black(state)
+                elif state.frozen or self.source.state == "lost" or self.scene is None or self.newest is None:
+                    self._stop.wait(0.01)
+                else:
+                    self._render(state)
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -291,6 +332,7 @@ class RenderStage(Stage):
             self.scenes.request(state)
         scene = self.cache.get(key)
         if scene is not None:
+            adopt(scene, self._stream)  # prepared on the scene stage's stream, read on this one
             self._fade = start_fade(self.scene, self._fade, scene, self.last_image, state.crossfade_seconds,
                                     time.monotonic())
             self.scene, self.scene_key = scene, key
@@ -301,13 +343,18 @@ class RenderStage(Stage):
 
     def _follow_conditions(self) -> None:
         newest = self.conditions.take(timeout=0)
-        if newest is not None:
-            self.previous, self.newest = self.newest, newest
+        if newest is None:
+            return
+        adopt(newest.condition, self._stream)
+        self.previous, self.newest = self.newest, newest
+        previous = self.previous
+        self._mix = None if previous is None else SlerpPair(previous.condition, newest.condition,
+                                                            previous.on_host, newest.on_host)
 
     # ---- one batch ------------------------------------------------------------------------------
 
     def _render(self, state: ControlState) -> None:
-        settings = replace(state.settings, **self._scene_settings)  # the steps the scene was made for
+        settings = self._frame_settings(state)
         renderer = self.renderer
         if renderer is None or renderer.settings != settings or renderer.backend is not self.backend:
             self.renderer = TPoSRenderer(self.stack, settings, self.backend)  # a cheap object, same models
@@ -316,36 +363,39 @@ class RenderStage(Stage):
         if self._slot < started - interval:  # after a pause (frozen, no audio, a fault): back on the clock
             self._slot = started
         times = started + interval * np.arange(batch)
-        conditions = self._conditions_at(times)
+        conditions, fractions = self._conditions_at(times)
         loudness = self._loudness(times, settings)
         scales = 1.0 - settings.envelope_depth + settings.envelope_depth * loudness
-        newest = self.newest
-        scene = self.scene if self._fade is None else self._fade.scene_at(self.scene, times)
-        images = self._guarded_render(scene, conditions, scales)
+        newest, previous, fade = self.newest, self.previous, self._fade
+        scene = self.scene if fade is None else fade.scene_at(self.scene, times)
+        pending = self._guarded_render(scene, conditions, scales)
+        if pending is not None:
+            if fade is not None and fade.done(times):
+                self._fade = None
+            fresh = newest.index != self._used_condition
+            self._used_condition = newest.index
+            mix = newest.audio_time if previous is None else \
+                (1 - fractions) * previous.audio_time + fractions * newest.audio_time
+            self._hand_over(_Rendered(pending, fade, interval, fresh, newest, np.broadcast_to(mix, (batch,)),
+                                      scales, loudness))
         self._pace(batch, interval)
-        if images is None:
-            return
-        ready = time.monotonic()
-        images = self._crossfaded(images, ready + interval * np.arange(batch))
-        self.last_image = images[-1]
-        self._black = False
-        fresh = newest.index != self._used_condition
-        self._used_condition = newest.index
-        frames = tuple(Frame(image, ready, newest.audio_time, newest.published, newest.index, float(scale),
-                             float(level)) for image, scale, level in zip(images, scales, loudness, strict=True))
-        self.deliver(FrameBatch(frames, interval, fresh))
 
-    def _guarded_render(self, scene: Scene, conditions: torch.Tensor, scales: np.ndarray) -> np.ndarray | None:
+    def _frame_settings(self, state: ControlState):
+        """The control's settings with the steps the scene was made for (made anew only on a change:
+        validating a RenderSettings per frame costs more than the frame's host work should)."""
+        key = (state.settings, tuple(self._scene_settings.items()))
+        if key != self._settings_key:
+            self._settings_key = key
+            self._settings = replace(state.settings, **self._scene_settings)
+        return self._settings
+
+    def _guarded_render(self, scene: Scene, conditions: torch.Tensor, scales: np.ndarray) -> PendingFrames | None:
         renderer = self.renderer
         try:
             started = time.perf_counter()
             latents = renderer.render_latents(scene, conditions, torch.from_numpy(scales))
             rendered = time.perf_counter()
-            if not bool(torch.isfinite(latents).all()):
-                self.stats.add("bad_frames", len(scales))
-                self.report("warning", "a render gave NaN or infinite values: keeping the last good frame")
-                return None
-            images = renderer.decode(latents)
+            pending = self._download.start(renderer.decode_images(latents), latents)  # NaN check rides along
         except Exception as error:  # noqa: BLE001 - counted and reported; the show goes on
             self.stats.add("render_errors")
             self.report("error", f"rendering failed ({type(error).__name__}: {error}); keeping the last "
@@ -354,19 +404,26 @@ class RenderStage(Stage):
             return None
         self.stats.stage("render", rendered - started)
         self.stats.stage("decode", time.perf_counter() - rendered)
-        return images
+        return pending
 
-    def _conditions_at(self, times: np.ndarray) -> torch.Tensor:
-        """Slerp from the previous to the newest condition over the time between their arrivals."""
-        newest, previous = self.newest, self.previous
-        if previous is None:
-            return newest.condition.unsqueeze(0).expand(len(times), -1, -1)
+    def _hand_over(self, rendered: _Rendered) -> None:
+        """To the finisher; waits while it still has the previous batch waiting (double buffering)."""
+        while not self._stop.is_set():
+            try:
+                self._rendered.put(rendered, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def _conditions_at(self, times: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Slerp from the previous to the newest condition over the time between their arrivals; and
+        each frame's fraction of the way."""
+        newest, previous, mix = self.newest, self.previous, self._mix
+        if previous is None or mix is None:
+            return newest.condition.unsqueeze(0).expand(len(times), -1, -1), np.ones(len(times))
         span = max(newest.published - previous.published, 1e-3)
-        fraction = torch.from_numpy(np.clip((times - newest.published) / span, 0.0, 1.0))
-        shape = newest.condition.shape
-        mixed = slerp(previous.condition.reshape(1, -1).expand(len(times), -1),
-                      newest.condition.reshape(1, -1).expand(len(times), -1), fraction)
-        return mixed.reshape(len(times), *shape)
+        fractions = np.clip((times - newest.published) / span, 0.0, 1.0)
+        return mix(fractions), fractions
 
     def _loudness(self, times: np.ndarray, settings) -> np.ndarray:
         """The loudness envelope (0..1) at ``times``, following the newest audio with the settings'
@@ -380,15 +437,6 @@ class RenderStage(Stage):
                                   settings.release_seconds, initial=state)
         self._envelope = (float(envelope[0]), float(times[0]))  # the later frames' times are predictions
         return envelope.astype(np.float64)
-
-    def _crossfaded(self, images: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """The old picture faded over the frames (pixel fades only); ends the fade when it is over."""
-        if self._fade is None:
-            return images
-        images = self._fade.images_at(images, times)
-        if self._fade.done(times):
-            self._fade = None
-        return images
 
     def _pace(self, batch: int, interval: float) -> None:
         """Advance the frame clock by the batch's slots; slots a slow render let pass are dropped frames.
@@ -406,12 +454,80 @@ class RenderStage(Stage):
 
     def _show_black(self, state: ControlState) -> None:
         if not self._black:
+            self.finisher.drain()  # a frame rendered before the blackout must not come after it
             height, width = state.settings.height, state.settings.width
             black = np.zeros((height, width, 3), np.uint8)
             self.deliver(FrameBatch((Frame(black, time.monotonic(), None, None, 0, 0.0),), 0.0, False))
             self._black = True
             self._fade = None
         self._stop.wait(0.02)
+
+    def _finish(self, rendered: _Rendered) -> None:
+        """On the finisher thread: wait for the download, check it, fade it, deliver it."""
+        try:
+            images, finite = rendered.pending.result()
+        except Exception as error:  # noqa: BLE001 - counted and reported like a render that raised
+            self.stats.add("render_errors")
+            self.report("error", f"finishing a frame failed ({type(error).__name__}: {error}); keeping the "
+                                 f"last frame")
+            self._stop.wait(0.05)
+            return
+        if not finite:
+            self.stats.add("bad_frames", len(images))
+            self.report("warning", "a render gave NaN or infinite values: keeping the last good frame")
+            return
+        ready = time.monotonic()
+        if rendered.fade is not None:
+            images = rendered.fade.images_at(images, ready + rendered.interval * np.arange(len(images)))
+        self.last_image = images[-1]
+        self._black = False
+        newest = rendered.newest
+        frames = tuple(Frame(image, ready, newest.audio_time, newest.published, newest.index, float(scale),
+                             float(level), float(mix))
+                       for image, scale, level, mix in zip(images, rendered.scales, rendered.loudness,
+                                                           rendered.mix_audio_times, strict=True))
+        self.deliver(FrameBatch(frames, rendered.interval, rendered.fresh))
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A batch on its way from the render thread to the finisher."""
+
+    pending: PendingFrames
+    fade: SceneFade | None
+    interval: float
+    fresh: bool
+    newest: LiveCondition
+    mix_audio_times: np.ndarray
+    scales: np.ndarray
+    loudness: np.ndarray
+
+
+class _Finisher(Stage):
+    """The render stage's second thread: finishes each batch while the next one renders."""
+
+    name = "render-finisher"
+
+    def __init__(self, stage: RenderStage) -> None:
+        super().__init__(stage.report)
+        self.stage = stage
+
+    def _run(self) -> None:
+        rendered = self.stage._rendered
+        while not self._stop.is_set():
+            try:
+                item = rendered.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            try:
+                self.stage._finish(item)
+            finally:
+                rendered.task_done()
+
+    def drain(self) -> None:
+        """Wait until every batch handed over has been finished."""
+        while not self._stop.is_set() and self.stage._rendered.unfinished_tasks:
+            self._stop.wait(0.002)
 
 
 class Presenter(Stage):

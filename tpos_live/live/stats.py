@@ -35,7 +35,8 @@ class StatsSnapshot:
     """Where the engine stands. Times in milliseconds; None where nothing was measured in the window."""
 
     fps: float
-    latency_ms: float | None  # mean audio-to-frame latency over the window (the input latency included)
+    latency_ms: float | None  # mean audio-to-frame latency over the window (the age of the mix on screen,
+    # the device's input latency included)
     latency_max_ms: float | None
     stage_ms: dict[str, float]  # mean time per stage ("encode", "render", "decode", "scene") over the window
     counters: dict[str, int] = field(default_factory=dict)
@@ -91,8 +92,8 @@ class LiveStats:
         self._counters = dict.fromkeys(COUNTERS, 0)
 
     def frame(self, ready: float, latency: float | None = None) -> None:
-        """A frame was delivered at ``ready`` (monotonic); ``latency`` in seconds if it is the first to
-        use a new condition."""
+        """A frame was delivered at ``ready`` (monotonic); ``latency``: the age in seconds of the audio it
+        shows (see ``Frame.mix_audio_time``), None for frames without audio (black)."""
         with self._lock:
             self._frames.append(ready)
             self._counters["frames"] += 1

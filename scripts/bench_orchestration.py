@@ -1,0 +1,262 @@
+"""What the live pipeline costs per frame outside the models: the real live engine, stand-in models.
+
+Runs :class:`~tpos_live.live.engine.LiveEngine` as the live command does (its encoder, scene and render
+threads, latest-wins mailboxes, the per-frame slerp, the loudness envelope, the guidance arithmetic,
+the sampler step, the scene cache, the uint8 conversion, the presenter for batches) with a consumer
+that reads every frame as the output window does (copies it into its own buffer). Only the networks
+are stand-ins, injected through the backend and provider interfaces:
+
+- the UNet and the decoder (:class:`StandInBackend`) wait a fixed time per batch item and return
+  tensors of the real shapes: they wait with ``time.sleep``, which releases the GIL like a CUDA
+  synchronisation does, so the other threads run meanwhile as they would while a GPU computes;
+- the audio encoder (:class:`StandInEncoder`) waits ``--encode-ms`` per window and returns a new
+  random condition each hop.
+
+``--model-ms`` is the model time per frame (UNet + decode; fast mode: one guided UNet item and one
+decoded image per frame), split by ``--decode-share``. The stack has SD 1.5's geometry (4 latent
+channels, factor 8, 77 x 768 conditions) with toy networks that never run on the frame path.
+
+Reported: ``delivered_fps`` (frames the consumer saw per second), ``overhead_ms_per_frame`` (the
+measured frame period minus the stand-in model time per frame), the stand-ins' measured wait per
+frame, and audio-to-frame latency percentiles (the engine's own figure: see Frame in live/stages.py).
+Example (the target of issue 12: >= 200 fps and <= 2 ms overhead on the 2-core development CPU):
+
+    flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_orchestration.py --size 512 \\
+        --model-ms 4 --fps 240 --seconds 8 -o o.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from tpos_live.audio.signals import SyntheticSource, demo_pattern
+from tpos_live.conditioning.base import ConditionTrack, TextSpace
+from tpos_live.conditioning.streaming import SegmentGrid
+from tpos_live.config import RenderSettings
+from tpos_live.diffusion.architectures import ARCHITECTURES, tiny_text_config
+from tpos_live.diffusion.random_stacks import tiny_tokenizer
+from tpos_live.diffusion.stack import ModelStack
+from tpos_live.live.engine import LiveEngine
+from tpos_live.live.settings import LiveSettings
+
+RATE = 16000
+TEXT_DIM = 768  # SD 1.5's condition width: what the per-frame slerp and the UNet input carry
+
+
+class Waits:
+    """Stand-in waits, totalled per kind (thread-safe): what the model time actually was."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+        self.items: dict[str, int] = {}
+
+    def wait(self, kind: str, seconds: float, items: int) -> None:
+        started = time.perf_counter()
+        time.sleep(seconds)  # releases the GIL, as waiting on a CUDA event does
+        waited = time.perf_counter() - started
+        with self._lock:
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + waited
+            self.items[kind] = self.items.get(kind, 0) + items
+
+    def reset(self) -> None:
+        with self._lock:
+            self.seconds.clear()
+            self.items.clear()
+
+
+class StandInBackend:
+    """A :class:`~tpos_live.backends.base.Backend` of fixed cost per batch item (see the module doc).
+
+    Outputs are drawn once per shape and returned as they are: the renderer never writes into a
+    backend's output, and a GPU backend's fresh output costs the host nothing either.
+    """
+
+    name = "stand-in"
+    decoder = "taesd"
+
+    def __init__(self, unet_ms: float, decode_ms: float, waits: Waits) -> None:
+        self.unet_seconds, self.decode_seconds = unet_ms / 1000, decode_ms / 1000
+        self.waits = waits
+        self._outputs: dict[tuple, torch.Tensor] = {}
+
+    def unet(self, sample: torch.Tensor, timestep: torch.Tensor,
+             encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        self.waits.wait("unet", self.unet_seconds * sample.shape[0], sample.shape[0])
+        return self._output(tuple(sample.shape), 1.0)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        batch, _, h, w = latents.shape
+        self.waits.wait("decode", self.decode_seconds * batch, batch)
+        return self._output((batch, 3, 8 * h, 8 * w), 0.5)
+
+    def describe(self) -> str:
+        return (f"stand-in ({1000 * self.unet_seconds:g} ms per UNet item, {1000 * self.decode_seconds:g} ms "
+                f"per decoded image, sleeping)")
+
+    def _output(self, shape: tuple, spread: float) -> torch.Tensor:
+        out = self._outputs.get(shape)
+        if out is None:
+            out = spread * torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            out = self._outputs[shape] = out.clamp(-1, 1)  # a UNet's eps / a decoder's image in [-1, 1]
+        return out
+
+
+class StandInEncoder:
+    """A streamable audio provider of fixed cost per window, on a TPoS-like grid (5 segments of one hop)."""
+
+    name = "stand-in encoder"
+    random_weights = True
+    sample_rate = RATE
+    embed_dim = TEXT_DIM
+
+    def __init__(self, encode_ms: float, hop_seconds: float, waits: Waits) -> None:
+        hop = round(hop_seconds * RATE)
+        self.grid = SegmentGrid(hop, hop, 5, RATE)
+        self.encode_seconds = encode_ms / 1000
+        self.waits = waits
+        self._random = torch.Generator().manual_seed(1)
+
+    def check_compatible(self, text_space: TextSpace) -> None:
+        if text_space.dim != TEXT_DIM:
+            raise ValueError(f"the stand-in encoder makes {TEXT_DIM}-d conditions, not {text_space.dim}")
+
+    def segment_features(self, segments: np.ndarray) -> torch.Tensor:
+        return torch.zeros(len(segments), 8)
+
+    def window_conditions(self, features: torch.Tensor, text_space: TextSpace) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = features.shape[0]
+        self.waits.wait("encode", self.encode_seconds * batch, batch)
+        tokens = torch.randn(batch, 76, TEXT_DIM, generator=self._random)
+        return text_space.with_start_token(tokens), torch.full((batch,), 0.5)
+
+    def encode(self, mono: np.ndarray, text_space: TextSpace) -> ConditionTrack:
+        raise NotImplementedError("the stand-in encoder only streams (the live engine's path)")
+
+
+def geometry_stack() -> ModelStack:
+    """SD 1.5's geometry (4 latent channels, factor 8, 768-d text) with toy networks: the UNet and the
+    decoder never run (the stand-in backend answers), the text encoder runs once per scene."""
+    tiny = ARCHITECTURES["tiny"]
+    tokenizer = tiny_tokenizer()
+    text = {**tiny_text_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id),
+            "hidden_size": TEXT_DIM, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1}
+    vae = {**tiny.vae, "block_out_channels": [16, 16, 16, 16], "down_block_types": ["DownEncoderBlock2D"] * 4,
+           "up_block_types": ["UpDecoderBlock2D"] * 4, "scaling_factor": 0.18215}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        stack = ModelStack(
+            unet=UNet2DConditionModel(**{**tiny.unet, "cross_attention_dim": TEXT_DIM}),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**text)), tokenizer=tokenizer,
+            vae=AutoencoderKL(**vae), taesd=AutoencoderTiny(**{**tiny.taesd, "scaling_factor": 1.0}),
+            scheduler_config=dict(tiny.scheduler), name="SD 1.5 geometry (stand-in networks)",
+            random_weights=True, text_family="tiny", default_steps=4, default_guidance=1.0)
+    for module in stack.modules().values():
+        module.eval()
+    return stack
+
+
+def consume(engine: LiveEngine, seconds: float, image_shape: tuple) -> list:
+    """Every frame delivered for ``seconds``, each copied into one buffer as a window's upload would."""
+    shown = np.empty(image_shape, np.uint8)
+    frames, number = [], engine.frames.peek()[0]
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        newer, frame = engine.wait_frame(number, timeout=left)
+        if newer != number and frame is not None:
+            np.copyto(shown, frame.image)
+            frames.append(frame)
+            number = newer
+    return frames
+
+
+def latency_ms(frames: list) -> dict:
+    """Audio-to-frame latency: the age on screen of the condition mix each frame shows (the slerp's
+    weighted capture time of its conditions, capture latency included), over every frame."""
+    ages = np.array([f.ready - f.mix_audio_time for f in frames if f.mix_audio_time is not None]) * 1000
+    if not len(ages):
+        return {}
+    return {"mean": float(ages.mean()), "p50": float(np.percentile(ages, 50)),
+            "p90": float(np.percentile(ages, 90)), "p99": float(np.percentile(ages, 99)),
+            "max": float(ages.max()), "frames": len(ages)}
+
+
+def run(args: argparse.Namespace) -> dict:
+    waits = Waits()
+    unet_ms = args.model_ms * (1 - args.decode_share)
+    backend = StandInBackend(unet_ms, args.model_ms * args.decode_share, waits)
+    stack = geometry_stack()
+    settings = replace(RenderSettings.for_mode("fast", width=args.size, height=args.size),
+                       fps=args.fps, batch_frames=args.batch)
+    provider = StandInEncoder(args.encode_ms, args.hop, waits)
+    source = SyntheticSource(demo_pattern(RATE), RATE)
+    engine = LiveEngine(stack, settings, provider, source, "a photo of a beach", backend=backend,
+                        live=LiveSettings(hop_seconds=args.hop))
+    with engine:
+        engine.wait_frame(0, timeout=120)
+        consume(engine, args.warmup, (args.size, args.size, 3))
+        before = engine.stats().counters
+        waits.reset()
+        started = time.perf_counter()
+        frames = consume(engine, args.seconds, (args.size, args.size, 3))
+        elapsed = time.perf_counter() - started
+        after = engine.stats().counters
+    model_wait = {kind: 1000 * waits.seconds[kind] / max(len(frames), 1) for kind in waits.seconds}
+    period_ms = 1000 * elapsed / max(len(frames), 1)
+    stand_in_ms = model_wait.get("unet", 0.0) + model_wait.get("decode", 0.0)
+    return {
+        "size": args.size, "batch": args.batch, "fps_cap": args.fps, "seconds": args.seconds,
+        "model_ms": args.model_ms, "unet_ms": unet_ms, "decode_ms": args.model_ms * args.decode_share,
+        "encode_ms": args.encode_ms, "hop_seconds": args.hop,
+        "delivered_fps": len(frames) / elapsed,
+        "frames": len(frames),
+        "frame_period_ms": period_ms,
+        "overhead_ms_per_frame": period_ms - args.model_ms,
+        "stand_in_wait_ms_per_frame": model_wait,
+        "overhead_beyond_measured_waits_ms": period_ms - stand_in_ms,
+        "latency_ms": latency_ms(frames),
+        "dropped_frames": after["dropped_frames"] - before["dropped_frames"],
+        "dropped_conditions": after["dropped_conditions"] - before["dropped_conditions"],
+        "render_errors": after["render_errors"], "bad_frames": after["bad_frames"],
+        "backend": backend.describe(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(), "load_average": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=512, help="frame width and height")
+    parser.add_argument("--fps", type=float, default=240.0, help="frame-rate cap")
+    parser.add_argument("--batch", type=int, default=1, help="frames rendered per batch")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured run, after the warm-up")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds run before measuring")
+    parser.add_argument("--model-ms", type=float, default=4.0, help="stand-in model time per frame (UNet + decode)")
+    parser.add_argument("--decode-share", type=float, default=0.25, help="the decoder's part of --model-ms")
+    parser.add_argument("--encode-ms", type=float, default=5.0, help="stand-in audio encoder time per window")
+    parser.add_argument("--hop", type=float, default=0.25, help="encoder hop, seconds")
+    parser.add_argument("-o", "--output", help="write the JSON here too")
+    args = parser.parse_args()
+    if not 0.0 <= args.decode_share <= 1.0:
+        parser.error("--decode-share must be in 0..1")
+    report = run(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as out:
+            out.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -76,15 +76,19 @@ class RenderWorker:
 
     Args:
         spec: the render (its model spec already names the worker's device).
-        plan: the frame plan (the condition track and envelope), from the driver.
+        plan: ``[ObjectRef]`` of the frame plan (the condition track and envelope) the driver put.
         threads: torch threads (the driver's own count, for the same numerics).
     """
 
-    def __init__(self, spec: RenderSpec, plan: FramePlan, threads: int) -> None:
+    def __init__(self, spec: RenderSpec, plan: list, threads: int) -> None:
+        import ray
+
         from tpos_live.session import load_frame_renderer
 
         torch.set_num_threads(threads)
-        self.frames = load_frame_renderer(spec, plan, say=lambda message: None)
+        # The plan comes as [ObjectRef] and is fetched here: a restarted worker fetches it again from the
+        # driver's copy (a top-level ref argument would be resolved by Ray once, with a warning).
+        self.frames = load_frame_renderer(spec, ray.get(plan[0]), say=lambda message: None)
 
     def render(self, start: int, stop: int) -> tuple[int, int, np.ndarray]:
         """(this process's id, UNet calls made, frames ``[start, stop)``)."""
@@ -116,6 +120,11 @@ class RayFarm:
             self._init(num_cpus=spec.workers)
             self.where = f"a local Ray cluster of {spec.workers} CPUs"
         self.workers, self.gpus = self._worker_count()
+        cores = os.cpu_count() or 1
+        if self._started_here and spec.ray_address is None and not self.gpus and self.workers * self.threads > cores:
+            say(f"warning: {self.workers} workers x {self.threads} torch threads oversubscribe this machine's "
+                f"{cores} cores (slow): set OMP_NUM_THREADS={max(1, cores // self.workers)} (a render with the "
+                "same OMP_NUM_THREADS in one process gives the same frames)")
 
     def _init(self, **where: Any) -> None:
         try:
@@ -182,8 +191,8 @@ class RayFarm:
         spec = replace(self.spec, model=replace(self.spec.model, device=device))
         worker = ray.remote(RenderWorker).options(
             num_cpus=1, num_gpus=1 if self.gpus else 0, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
-        plan_ref = ray.put(plan)  # one copy in the object store, read by every worker (and by a restarted one)
-        return [worker.remote(spec, plan_ref, self.threads) for _ in range(self.workers)]
+        self._plan_ref = ray.put(plan)  # one copy, read by every worker (and a restarted one): kept while we run
+        return [worker.remote(spec, [self._plan_ref], self.threads) for _ in range(self.workers)]
 
     def _result(self, ref, worker: int):
         ray = self.ray

@@ -90,6 +90,9 @@ class RenderWorker:
         # driver's copy (a top-level ref argument would be resolved by Ray once, with a warning).
         self.frames = load_frame_renderer(spec, ray.get(plan[0]), say=lambda message: None)
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def render(self, start: int, stop: int) -> tuple[int, int, np.ndarray]:
         """(this process's id, UNet calls made, frames ``[start, stop)``)."""
         calls = self.frames.unet_calls
@@ -167,6 +170,8 @@ class RayFarm:
                 inflight[actors[worker].render.remote(*chunk)] = (worker, chunk)
 
         try:
+            for worker, actor in enumerate(actors):  # each has loaded its models when it answers
+                pids[worker] = self._result(actor.pid.remote(), worker)
             for worker in range(len(actors)):
                 for _ in range(IN_FLIGHT):
                     submit(worker)
@@ -174,7 +179,7 @@ class RayFarm:
                 [ref], _ = ray.wait(list(inflight), num_returns=1)
                 worker, chunk = inflight.pop(ref)
                 pid, calls, rendered = self._result(ref, worker)
-                if pids.setdefault(worker, pid) != pid:
+                if pids[worker] != pid:
                     self.say(f"warning: Ray worker {worker} was restarted (its process {pids[worker]} died); "
                              "its chunk was rendered again")
                     pids[worker] = pid

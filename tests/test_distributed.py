@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-import ray  # noqa: E402  (in the test extra; the [distributed] extra installs it for users)
+import ray  # (in the test extra; the [distributed] extra installs it for users)
 from media import write_tone
 
 from tpos_live.cli.main import main

@@ -189,7 +189,9 @@ def render_manifest(spec: RenderSpec, settings: RenderSettings) -> dict:
         "audio_sha256": file_digest(spec.audio),
         "settings": asdict(settings),
         "scene": {"prompt": scene.prompt, "negative_prompt": scene.negative_prompt,
-                  "init_image_sha256": file_digest(scene.init_image) if scene.init_image else None},
+                  # a missing image is the scene's error to report, later, in its own words
+                  "init_image_sha256": file_digest(scene.init_image) if scene.init_image and
+                  Path(scene.init_image).is_file() else scene.init_image},
         "model": asdict(spec.model),
         "backend": spec.backend.name,
         "conditioning": asdict(spec.conditioning),

@@ -122,7 +122,11 @@ class RayFarm:
         else:
             self._init(num_cpus=spec.workers)
             self.where = f"a local Ray cluster of {spec.workers} CPUs"
-        self.workers, self.gpus = self._worker_count()
+        try:
+            self.workers, self.gpus = self._worker_count()
+        except BaseException:
+            self.close()
+            raise
         cores = os.cpu_count() or 1
         if self._started_here and spec.ray_address is None and not self.gpus and self.workers * self.threads > cores:
             say(f"warning: {self.workers} workers x {self.threads} torch threads oversubscribe this machine's "

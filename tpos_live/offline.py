@@ -201,12 +201,13 @@ def render_track(models: Models, source: Audio, audio: Path, output: Path, scene
     say(f"rendering {plan.count} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
         f"{settings.mode} mode ({settings.sampler}, {settings.steps} steps, guided from step "
         f"{renderer.first_guided})" + (f" {farm.describe()}" if farm is not None else ""))
+    # the scene before any file is touched: a bad init image fails here (Ray workers prepare their own)
+    frames = FrameRenderer(renderer, prepare_scene(renderer, scene), plan) if farm is None else None
     with open_output(output, source, plan, settings, frames_dir, resume, manifest or {}, say, progress) as out:
         if farm is not None:
             farm.render(plan, out.todo, out.put)
             unet_calls = farm.unet_calls
         else:
-            frames = FrameRenderer(renderer, prepare_scene(renderer, scene), plan)
             for a, b in out.todo:
                 for first, batch in frames.batches(a, b):
                     out.put(first, batch)

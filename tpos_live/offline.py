@@ -124,9 +124,10 @@ class FramePlan:
         return [(a, min(a + self.batch_frames, stop)) for a in range(start, stop, self.batch_frames)]
 
 
-def plan_frames(models: Models, audio: Path, duration: float) -> FramePlan:
+def plan_frames(models: Models, audio: Path, duration: float, say: Say = print) -> FramePlan:
     """The plan of a render of ``audio`` (``duration`` seconds) with ``models``: the condition track
-    (the provider's encoding of the whole sound), the frame clock and the envelope's scales."""
+    (the provider's encoding of the whole sound: the one call that builds it), the frame clock and the
+    envelope's scales."""
     settings, provider = models.settings, models.provider
     mono = decode_audio(audio, sample_rate=provider.sample_rate, channels=1).mono()
     track = provider.encode(mono, models.text_space)
@@ -197,7 +198,7 @@ def render_track(models: Models, source: Audio, audio: Path, output: Path, scene
     """
     started = time.perf_counter()
     settings, renderer = models.settings, models.renderer()
-    plan = plan_frames(models, audio, source.duration)
+    plan = plan_frames(models, audio, source.duration, say)
     say(f"rendering {plan.count} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
         f"{settings.mode} mode ({settings.sampler}, {settings.steps} steps, guided from step "
         f"{renderer.first_guided})" + (f" {farm.describe()}" if farm is not None else ""))

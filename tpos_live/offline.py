@@ -343,7 +343,9 @@ class RenderOutput:
         self._encode_ready()
 
     def _encode_ready(self) -> None:
-        """Encode frames in order for as long as the next one is here (rendered, or in the store)."""
+        """Encode frames in order for as long as the next one is here (rendered, or in the store), then
+        the sound under them (in one piece: less work holding the GIL while the renderer needs it)."""
+        first = self._next
         while self._next < self.plan.count:
             index = self._next
             if index in self._pending:
@@ -353,8 +355,9 @@ class RenderOutput:
             else:
                 break
             self.writer.write_frame(frame)
-            self.writer.write_audio(_audio_between(self.source, index, index + 1, self.fps))
             self._next += 1
+        if self._next > first:
+            self.writer.write_audio(_audio_between(self.source, first, self._next, self.fps))
 
     def _finish(self) -> None:
         self._queue.put(None)

@@ -154,7 +154,8 @@ class RayFarm:
         return min(wanted, gpus), True
 
     def describe(self) -> str:
-        each = "one GPU each" if self.gpus else f"{self.threads} torch threads each"
+        threads = f"{self.threads} torch thread" + ("s" if self.threads > 1 else "")
+        each = "one GPU each" if self.gpus else f"{threads} each"
         return f"on Ray: {self.workers} workers on {self.where}, {each}"
 
     def render(self, plan: FramePlan, ranges: list[Range], put: Callable[[int, np.ndarray], None]) -> None:

@@ -2,30 +2,56 @@
 
 The same chain as the live engine, driven by a frame clock instead of a microphone: frame i
 shows the audio at time i / fps, so a render is the deterministic test of the live path.
+
+The unit of work is a range of frames ``[a, b)``:
+
+1. :func:`plan_frames` turns the audio into a :class:`FramePlan` once: the frame clock, the condition
+   track (one condition per encoder hop, not per frame) and g_s's loudness scale per frame;
+2. :class:`FrameRenderer` renders any range of a prepared scene, computing each batch's conditions
+   from the plan when it renders that batch (a 10-minute song never holds a condition per frame);
+3. :class:`RenderOutput` takes the rendered ranges in any order: it saves their PNGs at once (what a
+   resumed render finds again) and encodes the MP4 in frame order on a thread of its own, so the next
+   batch renders while this one encodes.
+
+One process renders all ranges in turn (:func:`render_track`); ``tpos_live.distributed`` hands them
+to Ray workers. Ranges always follow the grid of ``batch_frames`` (frame i is rendered in the batch
+``i // batch_frames`` whoever renders it), so every way of rendering gives the same frames.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import queue
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from tpos_live.audio.decode import Audio, decode_audio
 from tpos_live.audio.envelope import loudness_envelope
+from tpos_live.conditioning.base import ConditionTrack
 from tpos_live.conditioning.interpolate import conditions_at
 from tpos_live.conditioning.windows import condition_track
 from tpos_live.config import RenderSettings
+from tpos_live.errors import UserError
+from tpos_live.video.frames import FrameStore
 from tpos_live.video.writer import VideoWriter, check_output_path
 
 if TYPE_CHECKING:
+    from tpos_live.diffusion.renderer import Scene, TPoSRenderer
     from tpos_live.session import Models, SceneSpec
+
+Say = Callable[[str], None]
+Range = tuple[int, int]
+CACHE_COMPRESSION = 1  # the resume cache is deleted at the end: fast PNGs, not small ones
+WRITER_QUEUE_RANGES = 4  # rendered ranges waiting for the writer thread before the renderer waits
 
 
 @dataclass(frozen=True)
@@ -34,6 +60,7 @@ class RenderReport:
     frames: int
     seconds: float
     unet_calls: int
+    rendered: int = -1  # frames rendered by this run (the rest were found from an earlier one); -1: all
 
     @property
     def seconds_per_frame(self) -> float:
@@ -61,51 +88,309 @@ def check_render_inputs(audio: Path, output: Path) -> Audio:
     return decode_audio(audio, channels=2)
 
 
-def render_track(models: Models, source: Audio, audio: Path, output: Path, scene: SceneSpec,
-                 frames_dir: Path | None = None, say: Callable[[str], None] = print,
-                 progress: bool = True) -> RenderReport:
-    """Render the sound ``source`` (decoded from ``audio``) to ``output`` with ``models``. Nothing is left
-    at ``output`` unless it completes."""
-    started = time.perf_counter()
-    settings, provider, renderer = models.settings, models.provider, models.renderer()
+# ---- what every frame is computed from ----------------------------------------------------------
 
-    # 1. Audio to a condition track, then one condition and one guidance scale per frame.
+
+@dataclass(frozen=True)
+class FramePlan:
+    """What the frames of a render are computed from, small enough to hold and to send to workers.
+
+    Attributes:
+        times: (F,) seconds: frame i shows the sound at ``times[i]``.
+        track: the condition track of the whole sound (one condition per encoder hop).
+        scales: (F,) the loudness envelope's multiplier of g_s per frame (one float each).
+        batch_frames: frames per batch: the grid every range of frames follows.
+    """
+
+    times: np.ndarray
+    track: ConditionTrack
+    scales: np.ndarray
+    batch_frames: int
+
+    @property
+    def count(self) -> int:
+        return len(self.times)
+
+    def batch_inputs(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditions (B, 77, D) and g_s scales (B,) of frames ``[start, stop)``, computed for those
+        frame times alone."""
+        conditions, _ = conditions_at(self.track, self.times[start:stop])
+        return conditions, torch.from_numpy(self.scales[start:stop])
+
+    def batches(self, start: int = 0, stop: int | None = None) -> list[Range]:
+        """The batches of frames ``[start, stop)`` on the grid of ``batch_frames`` (``start`` on it)."""
+        stop = self.count if stop is None else stop
+        if start % self.batch_frames:
+            raise ValueError(f"range start {start} is not on the grid of {self.batch_frames}-frame batches")
+        return [(a, min(a + self.batch_frames, stop)) for a in range(start, stop, self.batch_frames)]
+
+
+def plan_frames(models: Models, audio: Path, duration: float, say: Say = print) -> FramePlan:
+    """The plan of a render of ``audio`` (``duration`` seconds) with ``models``: the condition track
+    (the provider's encoding of the whole sound: the one call that builds it), the frame clock and the
+    envelope's scales."""
+    settings, provider = models.settings, models.provider
     mono = decode_audio(audio, sample_rate=provider.sample_rate, channels=1).mono()
     track = condition_track(provider, mono, models.text_space, settings.windows, settings.condition_scale, say)
-    times = frame_times(source.duration, settings.fps)
-    conditions, _ = conditions_at(track, times)
+    times = frame_times(duration, settings.fps)
     scales = envelope_scales(mono, provider.sample_rate, times, settings)
+    return FramePlan(times, track, scales, settings.batch_frames)
 
-    # 2. The scene: z^T, prompt encodings and z^delta, once for the whole video.
-    prepared = renderer.prepare_scene(scene.prompt, scene.negative_prompt, init_image=scene.init_image,
-                                      edit_prompt=scene.edit_prompt)
 
-    # 3. Render in batches, writing frames and their audio as they are made.
-    say(f"rendering {len(times)} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
+def prepare_scene(renderer: TPoSRenderer, scene: SceneSpec) -> Scene:
+    """z^T, the step noise, the prompt encodings and z^delta of ``scene``: the same in every process
+    (everything random is drawn from the seed in the settings)."""
+    return renderer.prepare_scene(scene.prompt, scene.negative_prompt, init_image=scene.init_image,
+                                  edit_prompt=scene.edit_prompt)
+
+
+class FrameRenderer:
+    """Renders any range of frames of one planned render with one prepared scene.
+
+    Args:
+        renderer: the renderer (its settings are the render's).
+        scene: from :func:`prepare_scene`.
+        plan: from :func:`plan_frames`.
+    """
+
+    def __init__(self, renderer: TPoSRenderer, scene: Scene, plan: FramePlan) -> None:
+        self.renderer, self.scene, self.plan = renderer, scene, plan
+
+    def batches(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first frame, frames (B, H, W, 3) uint8)`` for each batch of ``[start, stop)``."""
+        for a, b in self.plan.batches(start, stop):
+            conditions, scales = self.plan.batch_inputs(a, b)
+            yield a, self.renderer.render(self.scene, conditions, scales)
+
+    def render(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` (``start`` on the batch grid) as one (stop - start, H, W, 3) array."""
+        return np.concatenate([frames for _, frames in self.batches(start, stop)])
+
+    @property
+    def unet_calls(self) -> int:
+        return self.renderer.unet_calls
+
+
+class Farm(Protocol):
+    """Renders ranges of frames somewhere else (``tpos_live.distributed.RayFarm``)."""
+
+    unet_calls: int
+
+    def describe(self) -> str: ...
+
+    def render(self, plan: FramePlan, ranges: list[Range], put: Callable[[int, np.ndarray], None]) -> None:
+        """Render every range of ``ranges`` and hand each to ``put(first frame, frames)``, in any order."""
+
+
+# ---- one render -----------------------------------------------------------------------------------
+
+
+def render_track(models: Models, source: Audio, audio: Path, output: Path, scene: SceneSpec,
+                 frames_dir: Path | None = None, say: Say = print, progress: bool = True, resume: bool = False,
+                 manifest: Mapping[str, Any] | None = None, farm: Farm | None = None) -> RenderReport:
+    """Render the sound ``source`` (decoded from ``audio``) to ``output`` with ``models``. Nothing is left
+    at ``output`` unless it completes.
+
+    Args:
+        frames_dir: also write every frame there as a PNG.
+        resume: keep the frames already rendered (in ``frames_dir``, else in the cache beside ``output``
+            that a render with ``resume`` keeps until it completes) and render only the others.
+        manifest: what the frames are rendered from (a resumed render refuses frames of another).
+        farm: render the frames there (None: in this process).
+    """
+    started = time.perf_counter()
+    settings, renderer = models.settings, models.renderer()
+    plan = plan_frames(models, audio, source.duration, say)
+    say(f"rendering {plan.count} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
         f"{settings.mode} mode ({settings.sampler}, {settings.steps} steps, guided from step "
-        f"{renderer.first_guided})")
-    writer = VideoWriter(output, settings.fps, settings.width, settings.height,
-                         audio_sample_rate=source.sample_rate, audio_channels=source.channels,
-                         frames_dir=frames_dir)
-    with writer, _progress_bar(len(times), progress) as bar:  # leaving the block finishes or discards the file
-        for start in range(0, len(times), settings.batch_frames):
-            stop = min(start + settings.batch_frames, len(times))
-            frames = renderer.render(prepared, conditions[start:stop], torch.from_numpy(scales[start:stop]))
-            for frame in frames:
-                writer.write_frame(frame)
-            writer.write_audio(_audio_between(source, start, stop, settings.fps))
-            bar.update(stop - start)
-    elapsed = time.perf_counter() - started
-    return RenderReport(output, len(times), elapsed, renderer.unet_calls)
+        f"{renderer.first_guided})" + (f" {farm.describe()}" if farm is not None else ""))
+    # the scene before any file is touched: a bad init image fails here (Ray workers prepare their own)
+    frames = FrameRenderer(renderer, prepare_scene(renderer, scene), plan) if farm is None else None
+    with open_output(output, source, plan, settings, frames_dir, resume, manifest or {}, say, progress) as out:
+        if farm is not None:
+            farm.render(plan, out.todo, out.put)
+            unet_calls = farm.unet_calls
+        else:
+            for a, b in out.todo:
+                for first, batch in frames.batches(a, b):
+                    out.put(first, batch)
+            unet_calls = frames.unet_calls
+    rendered = sum(b - a for a, b in out.todo)
+    return RenderReport(output, plan.count, time.perf_counter() - started, unet_calls, rendered)
 
 
-def _audio_between(source, first_frame: int, end_frame: int, fps: float) -> np.ndarray:
+def cache_folder(output: Path) -> Path:
+    """Where a render with ``--resume`` and no ``--frames`` keeps its frames until the MP4 is complete."""
+    return output.with_name(f".{output.name}.frames")
+
+
+def open_output(output: Path, source: Audio, plan: FramePlan, settings: RenderSettings, frames_dir: Path | None,
+                resume: bool, manifest: Mapping[str, Any], say: Say, progress: bool) -> RenderOutput:
+    """The output of a render: where its frames go and which of them an earlier run already made."""
+    store, cache = None, False
+    if frames_dir is not None:
+        store = FrameStore(frames_dir, settings.width, settings.height)
+    elif resume:
+        store, cache = FrameStore(cache_folder(output), settings.width, settings.height, CACHE_COMPRESSION), True
+        say(f"frames cached in {store.folder} for --resume (removed when the render completes)")
+    manifest = _normalised({**manifest, "frames": plan.count})
+    stored: set[int] = set()
+    if store is not None:
+        if resume:
+            stored = _frames_of_this_render(store, manifest, plan.count)
+            say(f"resuming: {len(stored)} of {plan.count} frames already rendered in {store.folder}")
+        else:  # frames of another render must not pass for this one's if this one is resumed later
+            for index in range(plan.count):
+                store.path(index).unlink(missing_ok=True)
+        store.write_manifest(manifest)
+    return RenderOutput(output, source, plan, settings, store, stored, cache, progress)
+
+
+def _normalised(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(manifest, default=str, sort_keys=True))
+
+
+def _frames_of_this_render(store: FrameStore, manifest: dict[str, Any], count: int) -> set[int]:
+    found = store.read_manifest()
+    if found is None:
+        if any(store.path(index).exists() for index in range(count)):
+            raise UserError(f"'{store.folder}' holds frames but no record of what rendered them: remove them "
+                            "or render without --resume")
+        return set()
+    if found != manifest:
+        differ = sorted(key for key in manifest.keys() | found.keys() if manifest.get(key) != found.get(key))
+        raise UserError(f"the frames in '{store.folder}' come from another render ({', '.join(differ)} differ): "
+                        "render without --resume, or give the same settings")
+    return store.valid_frames(range(count))
+
+
+class RenderOutput:
+    """The MP4 (complete or nothing), the PNGs and the progress bar of one render.
+
+    ``put(first, frames)`` takes rendered ranges in any order (a bounded queue: it waits while the writer
+    is behind). The writer thread saves each range's PNGs at once, and encodes the frames, with the sound
+    under them, in frame order, reading back the frames an earlier run left in the store. Leaving the
+    ``with`` block normally waits for the writer and finishes the file; leaving it with an error
+    discards it.
+
+    Attributes:
+        todo: the batches to render (those with a frame the store lacks), in frame order.
+    """
+
+    def __init__(self, output: Path, source: Audio, plan: FramePlan, settings: RenderSettings,
+                 store: FrameStore | None, stored: set[int], cache: bool, progress: bool) -> None:
+        self.plan, self.store, self.stored, self.cache = plan, store, stored, cache
+        self.source, self.fps = source, settings.fps
+        self.todo = [(a, b) for a, b in plan.batches() if not all(i in stored for i in range(a, b))]
+        self.writer = VideoWriter(output, settings.fps, settings.width, settings.height,
+                                  audio_sample_rate=source.sample_rate, audio_channels=source.channels)
+        self.bar = _progress_bar(plan.count, progress, initial=len(stored))
+        self._queue: queue.Queue = queue.Queue(maxsize=WRITER_QUEUE_RANGES)
+        self._pending: dict[int, np.ndarray] = {}
+        self._next = 0  # the next frame to encode
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_all, name="render-writer", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> RenderOutput:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+                self.writer.close()
+                if self.cache:
+                    self.store.remove(self.plan.count)
+            else:
+                self._stop()
+                self.writer.abort()
+        finally:
+            self.bar.close()
+
+    def put(self, first: int, frames: np.ndarray) -> None:
+        """Hand over rendered frames ``[first, first + len(frames))``."""
+        while True:
+            self._raise_writer_error()
+            try:
+                self._queue.put((first, frames), timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self.bar.update(sum(1 for i in range(first, first + len(frames)) if i not in self.stored))
+
+    # ---- the writer thread -----------------------------------------------------------------------
+
+    def _write_all(self) -> None:
+        while True:
+            item = self._queue.get()
+            if self._error is not None:
+                if item is None:
+                    return
+                continue  # keep taking, so that put() never waits on a dead writer
+            try:
+                if item is None:  # the end: what is left is in the store (all of it, if nothing was rendered)
+                    self._encode_ready()
+                    return
+                self._take(*item)
+            except BaseException as error:  # handed to the rendering thread at its next put() or at the end
+                self._error = error
+
+    def _take(self, first: int, frames: np.ndarray) -> None:
+        for offset, frame in enumerate(frames):
+            index = first + offset
+            if self.store is not None and index not in self.stored:
+                self.store.save(index, frame)
+            self._pending[index] = frame
+        self._encode_ready()
+
+    def _encode_ready(self) -> None:
+        """Encode frames in order for as long as the next one is here (rendered, or in the store), then
+        the sound under them (in one piece: less work holding the GIL while the renderer needs it)."""
+        first = self._next
+        while self._next < self.plan.count:
+            index = self._next
+            if index in self._pending:
+                frame = self._pending.pop(index)
+            elif index in self.stored:
+                frame = self.store.load(index)
+            else:
+                break
+            self.writer.write_frame(frame)
+            self._next += 1
+        if self._next > first:
+            self.writer.write_audio(_audio_between(self.source, first, self._next, self.fps))
+
+    def _finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_writer_error()
+        if self._next != self.plan.count:
+            raise RuntimeError(f"only {self._next} of {self.plan.count} frames reached the video")
+
+    def _stop(self) -> None:
+        self._error = self._error or RuntimeError("render stopped")
+        while True:  # make room for the sentinel even if the queue is full
+            try:
+                self._queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def _audio_between(source: Audio, first_frame: int, end_frame: int, fps: float) -> np.ndarray:
     lo = round(first_frame * source.sample_rate / fps)
     hi = round(end_frame * source.sample_rate / fps)
     return source.samples[:, lo:hi]
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, initial: int = 0):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="frame", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, unit="frame", disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)

@@ -19,9 +19,12 @@ it sees an argparse namespace. Each spec lives beside the code it configures and
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tpos_live.audio.source_spec import SourceSpec, open_source
 from tpos_live.backends.base import Backend
@@ -42,11 +45,15 @@ from tpos_live.live.settings import LiveSettings
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.specs import ConditioningSpec, SceneSpec
 
+if TYPE_CHECKING:
+    from tpos_live.offline import FramePlan, FrameRenderer
+
 Say = Callable[[str], None]
 
 __all__ = [
     "BackendSpec", "ConditioningSpec", "ControlSpec", "LiveSession", "LiveSpec", "ModelSpec", "Models",
-    "OutputSpec", "RenderSpec", "SceneSpec", "SourceSpec", "load_models", "render", "render_settings",
+    "OutputSpec", "RenderSpec", "SceneSpec", "SourceSpec", "load_frame_renderer", "load_models", "render",
+    "render_settings",
 ]
 
 
@@ -142,6 +149,10 @@ class RenderSpec:
         audio: the sound (any file FFmpeg decodes).
         output: the MP4 to write (nothing appears there until it is complete).
         frames_dir: also write every frame as a PNG here.
+        resume: keep the valid frames an earlier run of the same render left (in ``frames_dir``, else in
+            the cache beside ``output`` that a render with ``resume`` keeps until it completes).
+        workers: render on this many Ray workers (None: in this process; see ``tpos_live.distributed``).
+        ray_address: join the Ray cluster there (None: start a local one of ``workers`` CPUs).
     """
 
     audio: Path
@@ -151,21 +162,78 @@ class RenderSpec:
     backend: BackendSpec = field(default_factory=BackendSpec)
     conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
     frames_dir: Path | None = None
+    resume: bool = False
+    workers: int | None = None
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and not 1 <= self.workers <= 1024:
+            raise ValueError(f"workers must be in 1..1024, got {self.workers}")
+        if self.ray_address is not None and self.workers is None:
+            raise ValueError("a Ray address needs --workers N: how many workers to start on that cluster")
 
 
 def render(spec: RenderSpec, say: Say = print, progress: bool = True):
     """Render ``spec`` to its MP4; returns the :class:`~tpos_live.offline.RenderReport`.
 
-    1. check the output path and decode the audio (before any weights load);
+    1. check the output path and decode the audio (and, with workers, that Ray is there) before any
+       weights load;
     2. load the models;
-    3. render the track (``tpos_live.offline``).
+    3. render the track (``tpos_live.offline``), here or on Ray workers (``tpos_live.distributed``).
     """
     from tpos_live.offline import check_render_inputs, render_track
 
     audio = check_render_inputs(spec.audio, spec.output)
-    models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say, progress)
-    return render_track(models, audio, spec.audio, spec.output, spec.scene, frames_dir=spec.frames_dir,
-                        say=say, progress=progress)
+    with _farm(spec, say) as farm:
+        models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say, progress)
+        return render_track(models, audio, spec.audio, spec.output, spec.scene, frames_dir=spec.frames_dir,
+                            say=say, progress=progress, resume=spec.resume,
+                            manifest=render_manifest(spec, models.settings), farm=farm)
+
+
+def _farm(spec: RenderSpec, say: Say):
+    """The Ray workers of ``spec`` (connected now: a missing Ray or cluster fails before weights load),
+    or nothing to render in this process."""
+    if spec.workers is None:
+        return contextlib.nullcontext()
+    from tpos_live.distributed import RayFarm
+
+    return RayFarm(spec, say)
+
+
+def render_manifest(spec: RenderSpec, settings: RenderSettings) -> dict:
+    """What the frames of ``spec`` are made from (a resumed render keeps only frames made the same way)."""
+    scene = spec.scene
+    return {
+        "audio_sha256": file_digest(spec.audio),
+        "settings": asdict(settings),
+        "scene": {"prompt": scene.prompt, "negative_prompt": scene.negative_prompt,
+                  # a missing image is the scene's error to report, later, in its own words
+                  "init_image_sha256": file_digest(scene.init_image) if scene.init_image and
+                  Path(scene.init_image).is_file() else scene.init_image},
+        "model": asdict(spec.model),
+        "backend": spec.backend.name,
+        "conditioning": asdict(spec.conditioning),
+    }
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_frame_renderer(spec: RenderSpec, plan: FramePlan, say: Say = print, progress: bool = False) -> FrameRenderer:
+    """What a render worker renders with: the model stack and backend of ``spec`` (no audio conditioning:
+    ``plan`` holds the condition track) and the scene, prepared from the seed as every process prepares it."""
+    from tpos_live.offline import FrameRenderer, prepare_scene
+
+    settings = render_settings(spec.scene, spec.model)
+    stack = load_stack(spec.model, progress=progress)
+    renderer = TPoSRenderer(stack, settings, backend=make_backend(spec.backend, stack, settings, say))
+    return FrameRenderer(renderer, prepare_scene(renderer, spec.scene), plan)
 
 
 # ---- live ---------------------------------------------------------------------------------------

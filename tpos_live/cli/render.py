@@ -41,19 +41,38 @@ def add_command(commands) -> None:
     options.add_sampling_options(p)
     options.add_paper_options(p)
     options.add_model_options(p, model_default=None)
+    add_resume_and_workers_options(p)
     options.add_quiet_option(p, "no progress bar")
     p.set_defaults(run=run)
+
+
+def add_resume_and_workers_options(p: argparse.ArgumentParser) -> None:
+    """--resume, --workers, --ray-address (docs/distributed.md)."""
+    group = p.add_argument_group("resuming and distributing (docs/distributed.md)")
+    group.add_argument("--resume", action="store_true",
+                       help="keep the frames an earlier run of this render left (in --frames DIR, else in a cache "
+                            "beside the output that a render with --resume keeps until it completes) and render "
+                            "only the others")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="render on N Ray workers (one model each; on GPUs one GPU each): needs the "
+                            "[distributed] extra")
+    group.add_argument("--ray-address", metavar="ADDR",
+                       help="with --workers: join the Ray cluster at ADDR (host:port or 'auto') instead of "
+                            "starting a local one of N CPUs")
 
 
 def run(args: argparse.Namespace) -> int:
     from tpos_live.session import RenderSpec, render
 
-    spec = RenderSpec(audio=args.audio, output=args.output, scene=options.scene_spec(args),
-                      model=options.model_spec(args), backend=options.backend_spec(args),
-                      conditioning=options.conditioning_spec(args), frames_dir=args.frames)
+    spec = options.checked(RenderSpec, audio=args.audio, output=args.output, scene=options.scene_spec(args),
+                           model=options.model_spec(args), backend=options.backend_spec(args),
+                           conditioning=options.conditioning_spec(args), frames_dir=args.frames,
+                           resume=args.resume, workers=args.workers, ray_address=args.ray_address)
     say = printer(args.quiet)
     report = render(spec, say=say, progress=not args.quiet)
-    say(f"wrote {report.output}: {report.frames} frames in {report.seconds:.1f} s "
+    earlier = report.frames - report.rendered if report.rendered >= 0 else 0
+    found = f", {earlier} of them from an earlier run" if earlier else ""
+    say(f"wrote {report.output}: {report.frames} frames{found} in {report.seconds:.1f} s "
         f"({report.seconds_per_frame:.3f} s/frame)")
     return 0
 

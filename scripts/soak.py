@@ -41,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pulse: the PulseAudio null sink the device tests use
 
+from tests.media import write_wav  # noqa: E402
 from tests.pulse import DEVICE, PulseServer, PulseUnavailable  # noqa: E402
 from tpos_live.audio.signals import demo_pattern  # noqa: E402
 from tpos_live.backends.spec import BackendSpec  # noqa: E402
@@ -62,19 +63,6 @@ FAULTS = ("render_errors", "bad_frames", "encoder_errors", "scene_errors")
 def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 2**20
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    import av
-
-    stereo = np.stack([samples, samples]).astype(np.float32)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("pcm_f32le", rate=PLAY_RATE, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(stereo, format="fltp", layout="stereo")
-        frame.sample_rate = PLAY_RATE
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
@@ -203,7 +191,8 @@ def run(args) -> dict:
 
 
 def soak(args, work: Path, pulse: PulseServer, report, reports) -> dict:
-    sound = args.file or write_wav(work / "signal.wav", demo_pattern(PLAY_RATE)(0, 16 * PLAY_RATE)[:, 0])
+    signal = demo_pattern(PLAY_RATE)(0, 16 * PLAY_RATE)[:, 0]
+    sound = args.file or write_wav(work / "signal.wav", signal, rate=PLAY_RATE)
     for name, prompt in PRESETS:
         save_preset(Preset(name, prompt), work / "presets")
     recording = args.record or work / "soak.mp4"

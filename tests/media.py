@@ -131,3 +131,15 @@ def write_frames_video(path: str | Path, frames, fps: int, audio: np.ndarray | N
         if stream is not None:
             _encode_audio(container, stream, np.asarray(audio, np.float32)[None])
     return path
+
+
+def write_wav(path: Path, left: np.ndarray, right: np.ndarray | None = None, rate: int = 44100) -> Path:
+    """A float32 stereo WAV at ``rate``: the same sound in both channels, or ``left`` and ``right``."""
+    samples = np.stack([left, left if right is None else right]).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_f32le", rate=rate, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+        frame.sample_rate = rate
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

@@ -9,12 +9,12 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from tests.media import write_wav
 from tests.pulse import DEVICE, PulseServer, PulseUnavailable
 from tests.test_live_engine import RATE, Reports, frames_during, quick_provider, quick_settings, wait_until
 from tpos_live.audio.capture import CaptureConfig, DeviceSource
@@ -48,18 +48,6 @@ def silence_after(pulse):
 @pytest.fixture(scope="module")
 def provider(tiny_stack):
     return quick_provider(tiny_stack)
-
-
-def write_wav(path: Path, left: np.ndarray, right: np.ndarray | None = None) -> Path:
-    """A float WAV at PLAY_RATE: mono, or stereo with different channels."""
-    samples = np.stack([left, left if right is None else right]).astype(np.float32)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("pcm_f32le", rate=PLAY_RATE, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
-        frame.sample_rate = PLAY_RATE
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
 
 
 def sine(freq: float, seconds: float, amplitude: float = 0.5) -> np.ndarray:

@@ -70,10 +70,11 @@ def completion_fence(backend: Backend | None) -> Fence | None:
 
     A backend may define ``fence() -> Fence | None`` (optional: it is not part of :class:`Backend`,
     so wrappers and existing backends need nothing). None of this package's backends do, and none
-    needs to: the torch, CUDA-graph and ONNX Runtime backends queue their work on (or synchronise
-    it with) the caller's CUDA stream, and the TensorRT backend, which runs on a stream of its own,
-    makes the caller's stream wait on it before it returns; so the download's own CUDA event, recorded
-    after the render stream's work, already covers them, and on the CPU every call is synchronous.
+    needs to: the torch and CUDA-graph backends queue their work on the caller's CUDA stream, ONNX
+    Runtime's run returns when its work is done, and the TensorRT backend, which runs on a stream of
+    its own, makes the caller's stream wait on that stream before it returns (so it needs no fence
+    either); the download's own CUDA event, recorded after the render stream's work, therefore
+    covers them all, and on the CPU every call is synchronous. (Not verified on a GPU here.)
     A fence is for a backend whose completion only the host can see (the orchestration benchmark's
     virtual GPU, a remote or host-timed runtime). It is a host-side wait: on CUDA it cannot order the
     download's copy on the device, which stays the backend's job (as TensorRT's ``wait_stream``).

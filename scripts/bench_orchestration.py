@@ -6,19 +6,37 @@ the sampler step, the scene cache, the uint8 conversion, the presenter for batch
 that reads every frame as the output window does (copies it into its own buffer). Only the networks
 are stand-ins, injected through the backend and provider interfaces:
 
-- the UNet and the decoder (:class:`StandInBackend`) wait a fixed time per batch item and return
-  tensors of the real shapes: they wait with ``time.sleep``, which releases the GIL like a CUDA
-  synchronisation does, so the other threads run meanwhile as they would while a GPU computes;
-- the audio encoder (:class:`StandInEncoder`) waits ``--encode-ms`` per window and returns a new
+- the UNet and the decoder (:class:`StandInBackend`) cost a fixed time per batch item and return
+  preallocated tensors of the real shapes;
+- the audio encoder (:class:`StandInEncoder`) costs ``--encode-ms`` per window and returns a new
   random condition each hop.
+
+Where that time goes is ``--standin``:
+
+- ``async`` (the default; :class:`VirtualDevice`): how CUDA behaves. Every stand-in op (the render's
+  UNet calls and decode, the scene stage's UNet calls, the encoder) returns at once and queues its
+  cost on one virtual GPU's timeline, one op after another whichever thread queued it. The backend
+  gives a completion fence after the decode (``fence()``, see ``completion_fence`` in
+  ``tpos_live/backends/base.py``); the render stage's finisher waits on it in
+  ``PendingFrames.result()`` before converting the frames, as it waits on the download's CUDA
+  event on a GPU, so the render thread prepares the next batch while the "GPU" computes this one.
+  The encoder waits for its own op at once (the engine reads each condition on the host, a sync).
+  The render thread cannot run far ahead: one batch being finished, one waiting for the finisher,
+  one rendering, and the fps clock; the JSON's ``device.max_lag_ms`` (queue -> done) shows it.
+- ``sync`` (:class:`StandInDevice`): each op sleeps its cost on the calling thread, serial with that
+  thread's own work: a backend that blocks until its result is ready, the worst case (and what
+  this benchmark did before ``--standin`` existed). Sleeps release the GIL, so other threads run.
 
 ``--model-ms`` is the model time per frame (UNet + decode; fast mode: one guided UNet item and one
 decoded image per frame), split by ``--decode-share``. The stack has SD 1.5's geometry (4 latent
 channels, factor 8, 77 x 768 conditions) with toy networks that never run on the frame path.
 
-Reported: ``delivered_fps`` (frames the consumer saw per second), ``overhead_ms_per_frame`` (the
-measured frame period minus the stand-in model time per frame), the stand-ins' measured wait per
-frame, and audio-to-frame latency percentiles (the engine's own figure: see Frame in live/stages.py).
+Reported: ``standin``, ``delivered_fps`` (frames the consumer saw per second),
+``overhead_ms_per_frame`` (the measured frame period minus the stand-in model time per frame,
+``--model-ms``), ``stand_in_wait_ms_per_frame`` (sync: the stand-ins' measured sleeps; async: the
+device time queued, per frame delivered), ``device`` (async only: busy fraction, max and mean lag
+from queuing an op to its completion, the host's fence waits), and audio-to-frame latency
+percentiles (the engine's own figure: see Frame in live/stages.py).
 Example (the target of issue 12: >= 200 fps and <= 2 ms overhead on the 2-core development CPU):
 
     flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_orchestration.py --size 512 \\
@@ -54,30 +72,119 @@ RATE = 16000
 TEXT_DIM = 768  # SD 1.5's condition width: what the per-frame slerp and the UNet input carry
 
 
-class Waits:
-    """Stand-in waits, totalled per kind (thread-safe): what the model time actually was."""
+class StandInDevice:
+    """Where the stand-ins' model time goes (``--standin``), totalled per kind of op (thread-safe).
+
+    ``sync``: :meth:`run` sleeps the op's cost on the calling thread, serial with that thread's own
+    work, like a backend that blocks until its result is ready (the worst case). :meth:`fence` is None.
+    """
+
+    name = "sync"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.seconds: dict[str, float] = {}
         self.items: dict[str, int] = {}
 
-    def wait(self, kind: str, seconds: float, items: int) -> None:
+    def run(self, kind: str, seconds: float, items: int) -> None:
         started = time.perf_counter()
         time.sleep(seconds)  # releases the GIL, as waiting on a CUDA event does
-        waited = time.perf_counter() - started
-        with self._lock:
-            self.seconds[kind] = self.seconds.get(kind, 0.0) + waited
-            self.items[kind] = self.items.get(kind, 0) + items
+        self._count(kind, time.perf_counter() - started, items)
+
+    def fence(self, label: str) -> TimeFence | None:
+        return None
 
     def reset(self) -> None:
         with self._lock:
             self.seconds.clear()
             self.items.clear()
 
+    def report(self, elapsed: float, frames: int) -> dict | None:
+        return None
+
+    def _count(self, kind: str, seconds: float, items: int) -> None:
+        with self._lock:
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+            self.items[kind] = self.items.get(kind, 0) + items
+
+
+class VirtualDevice(StandInDevice):
+    """``async``: one virtual GPU. An op returns at once and queues its cost on the device's timeline
+    (``busy_until = max(now, busy_until) + cost``: one GPU runs its ops one after another, whichever
+    thread queued them); a fence carries the completion time of everything queued before it, and
+    waiting on it sleeps until then (GIL released, as ``torch.cuda.Event.synchronize`` does).
+
+    This is how a CUDA backend behaves: kernel launches return at once, the GPU computes while the
+    host prepares the next frame, and the host waits only where it synchronises (the frame download's
+    event, the encoder's condition download). Also counts how far ahead of the device the host runs
+    (the lag from queuing an op to its completion) and the host's waits on fences, per label.
+    """
+
+    name = "async"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy_until = 0.0  # perf_counter time at which everything queued so far is done
+        self.reset()
+
+    def run(self, kind: str, seconds: float, items: int) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            done = self.busy_until = max(now, self.busy_until) + seconds
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+            self.items[kind] = self.items.get(kind, 0) + items
+            lag = done - now
+            self.ops += 1
+            self.lag_total += lag
+            self.lag_max = max(self.lag_max, lag)
+
+    def fence(self, label: str) -> TimeFence:
+        with self._lock:
+            return TimeFence(self.busy_until, self, label)
+
+    def waited(self, label: str, seconds: float) -> None:
+        with self._lock:
+            self.waits[label] = self.waits.get(label, 0.0) + seconds
+            self.wait_max[label] = max(self.wait_max.get(label, 0.0), seconds)
+
+    def reset(self) -> None:
+        super().reset()
+        with self._lock:
+            self.ops, self.lag_total, self.lag_max = 0, 0.0, 0.0
+            self.waits: dict[str, float] = {}
+            self.wait_max: dict[str, float] = {}
+
+    def report(self, elapsed: float, frames: int) -> dict:
+        """The device's load and the host's lead over it, over the measured run."""
+        with self._lock:
+            return {
+                "busy_fraction": sum(self.seconds.values()) / elapsed,
+                "ops": self.ops,
+                "max_lag_ms": 1000 * self.lag_max,  # queued -> done: how far the host ran ahead
+                "mean_lag_ms": 1000 * self.lag_total / max(self.ops, 1),
+                "fence_wait_ms_per_frame": {k: 1000 * v / max(frames, 1) for k, v in self.waits.items()},
+                "fence_wait_max_ms": {k: 1000 * v for k, v in self.wait_max.items()},
+            }
+
+
+class TimeFence:
+    """A :class:`~tpos_live.backends.base.Fence` on the virtual device: done at ``done`` (perf_counter)."""
+
+    __slots__ = ("done", "device", "label")
+
+    def __init__(self, done: float, device: VirtualDevice, label: str) -> None:
+        self.done, self.device, self.label = done, device, label
+
+    def synchronize(self) -> None:
+        started = time.perf_counter()
+        if (left := self.done - started) > 0:
+            time.sleep(left)  # without the GIL, as a CUDA event's synchronize
+        self.device.waited(self.label, time.perf_counter() - started)
+
 
 class StandInBackend:
-    """A :class:`~tpos_live.backends.base.Backend` of fixed cost per batch item (see the module doc).
+    """A :class:`~tpos_live.backends.base.Backend` of fixed cost per batch item on a stand-in device
+    (see the module doc). With the virtual device it gives a completion fence (``fence()``).
 
     Outputs are drawn once per shape and returned as they are: the renderer never writes into a
     backend's output, and a GPU backend's fresh output costs the host nothing either.
@@ -86,24 +193,29 @@ class StandInBackend:
     name = "stand-in"
     decoder = "taesd"
 
-    def __init__(self, unet_ms: float, decode_ms: float, waits: Waits) -> None:
+    def __init__(self, unet_ms: float, decode_ms: float, device: StandInDevice) -> None:
         self.unet_seconds, self.decode_seconds = unet_ms / 1000, decode_ms / 1000
-        self.waits = waits
+        self.device = device
         self._outputs: dict[tuple, torch.Tensor] = {}
 
     def unet(self, sample: torch.Tensor, timestep: torch.Tensor,
              encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        self.waits.wait("unet", self.unet_seconds * sample.shape[0], sample.shape[0])
+        self.device.run("unet", self.unet_seconds * sample.shape[0], sample.shape[0])
         return self._output(tuple(sample.shape), 1.0)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         batch, _, h, w = latents.shape
-        self.waits.wait("decode", self.decode_seconds * batch, batch)
+        self.device.run("decode", self.decode_seconds * batch, batch)
         return self._output((batch, 3, 8 * h, 8 * w), 0.5)
 
+    def fence(self) -> TimeFence | None:
+        """The completion of everything queued so far (None for the sleeping stand-ins: they are done)."""
+        return self.device.fence("frames")
+
     def describe(self) -> str:
+        how = "queued on one virtual GPU" if self.device.name == "async" else "sleeping"
         return (f"stand-in ({1000 * self.unet_seconds:g} ms per UNet item, {1000 * self.decode_seconds:g} ms "
-                f"per decoded image, sleeping)")
+                f"per decoded image, {how})")
 
     def _output(self, shape: tuple, spread: float) -> torch.Tensor:
         out = self._outputs.get(shape)
@@ -121,11 +233,11 @@ class StandInEncoder:
     sample_rate = RATE
     embed_dim = TEXT_DIM
 
-    def __init__(self, encode_ms: float, hop_seconds: float, waits: Waits) -> None:
+    def __init__(self, encode_ms: float, hop_seconds: float, device: StandInDevice) -> None:
         hop = round(hop_seconds * RATE)
         self.grid = SegmentGrid(hop, hop, 5, RATE)
         self.encode_seconds = encode_ms / 1000
-        self.waits = waits
+        self.device = device
         self._random = torch.Generator().manual_seed(1)
 
     def check_compatible(self, text_space: TextSpace) -> None:
@@ -137,7 +249,9 @@ class StandInEncoder:
 
     def window_conditions(self, features: torch.Tensor, text_space: TextSpace) -> tuple[torch.Tensor, torch.Tensor]:
         batch = features.shape[0]
-        self.waits.wait("encode", self.encode_seconds * batch, batch)
+        self.device.run("encode", self.encode_seconds * batch, batch)
+        if (fence := self.device.fence("encode")) is not None:
+            fence.synchronize()  # the engine reads the condition on the host: a sync, as .cpu() is
         tokens = torch.randn(batch, 76, TEXT_DIM, generator=self._random)
         return text_space.with_start_token(tokens), torch.full((batch,), 0.5)
 
@@ -193,13 +307,13 @@ def latency_ms(frames: list) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    waits = Waits()
+    device = VirtualDevice() if args.standin == "async" else StandInDevice()
     unet_ms = args.model_ms * (1 - args.decode_share)
-    backend = StandInBackend(unet_ms, args.model_ms * args.decode_share, waits)
+    backend = StandInBackend(unet_ms, args.model_ms * args.decode_share, device)
     stack = geometry_stack()
     settings = replace(RenderSettings.for_mode("fast", width=args.size, height=args.size),
                        fps=args.fps, batch_frames=args.batch)
-    provider = StandInEncoder(args.encode_ms, args.hop, waits)
+    provider = StandInEncoder(args.encode_ms, args.hop, device)
     source = SyntheticSource(demo_pattern(RATE), RATE)
     engine = LiveEngine(stack, settings, provider, source, "a photo of a beach", backend=backend,
                         live=LiveSettings(hop_seconds=args.hop))
@@ -207,16 +321,18 @@ def run(args: argparse.Namespace) -> dict:
         engine.wait_frame(0, timeout=120)
         consume(engine, args.warmup, (args.size, args.size, 3))
         before = engine.stats().counters
-        waits.reset()
+        device.reset()
         started = time.perf_counter()
         frames = consume(engine, args.seconds, (args.size, args.size, 3))
         elapsed = time.perf_counter() - started
         after = engine.stats().counters
-    model_wait = {kind: 1000 * waits.seconds[kind] / max(len(frames), 1) for kind in waits.seconds}
+        model_wait = {kind: 1000 * device.seconds[kind] / max(len(frames), 1) for kind in device.seconds}
+        device_report = device.report(elapsed, len(frames))
     period_ms = 1000 * elapsed / max(len(frames), 1)
     stand_in_ms = model_wait.get("unet", 0.0) + model_wait.get("decode", 0.0)
     return {
-        "size": args.size, "batch": args.batch, "fps_cap": args.fps, "seconds": args.seconds,
+        "standin": args.standin, "size": args.size, "batch": args.batch, "fps_cap": args.fps,
+        "seconds": args.seconds,
         "model_ms": args.model_ms, "unet_ms": unet_ms, "decode_ms": args.model_ms * args.decode_share,
         "encode_ms": args.encode_ms, "hop_seconds": args.hop,
         "delivered_fps": len(frames) / elapsed,
@@ -225,6 +341,7 @@ def run(args: argparse.Namespace) -> dict:
         "overhead_ms_per_frame": period_ms - args.model_ms,
         "stand_in_wait_ms_per_frame": model_wait,
         "overhead_beyond_measured_waits_ms": period_ms - stand_in_ms,
+        "device": device_report,
         "latency_ms": latency_ms(frames),
         "dropped_frames": after["dropped_frames"] - before["dropped_frames"],
         "dropped_conditions": after["dropped_conditions"] - before["dropped_conditions"],
@@ -246,6 +363,9 @@ def main() -> None:
     parser.add_argument("--decode-share", type=float, default=0.25, help="the decoder's part of --model-ms")
     parser.add_argument("--encode-ms", type=float, default=5.0, help="stand-in audio encoder time per window")
     parser.add_argument("--hop", type=float, default=0.25, help="encoder hop, seconds")
+    parser.add_argument("--standin", choices=("async", "sync"), default="async",
+                        help="async: the stand-ins queue on one virtual GPU and the host waits at the "
+                             "download (as CUDA does); sync: they sleep on the calling thread (a blocking backend)")
     parser.add_argument("-o", "--output", help="write the JSON here too")
     args = parser.parse_args()
     if not 0.0 <= args.decode_share <= 1.0:

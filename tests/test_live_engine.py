@@ -3,6 +3,7 @@ faults are survived, recordings are in sync. (Capture from a real device: test_l
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from tpos_live.audio.signals import SyntheticSource, demo_pattern, noise, silence, tone
 from tpos_live.audio.spectrogram import SpectrogramConfig
+from tpos_live.backends.torch_backend import TorchBackend
 from tpos_live.conditioning.checkpoint import random_tpos
 from tpos_live.conditioning.providers import match_token_spread
 from tpos_live.conditioning.tpos_encoder import TPoSConfig
@@ -305,3 +307,60 @@ def test_the_conditioning_changes_at_the_next_hop(tiny_stack, provider):
             engine.set_provider(wide)
         assert engine.provider is other
     assert (after.condition - first.condition).abs().mean() > 0.1
+
+
+class DeferredFence:
+    """Completes a deferred backend's decodes when waited on, and says on which thread it was."""
+
+    def __init__(self, backend: TorchBackend, work: list, threads: list) -> None:
+        self.backend, self.work, self.threads = backend, work, threads
+
+    def synchronize(self) -> None:
+        self.threads.append(threading.current_thread().name)
+        with torch.inference_mode():  # the buffers were made in the renderer's inference mode
+            for latents, out in self.work:
+                out.copy_(self.backend.decode(latents))
+
+
+class DeferredBackend:
+    """The torch backend on a stand-in asynchronous device: decode returns an unwritten buffer at once
+    (zeros: a uniform grey frame) and the image lands in it only when the fence is waited on."""
+
+    decoder = "taesd"
+
+    def __init__(self, stack) -> None:
+        self.backend = TorchBackend(stack)
+        self.name, self.factor = "deferred torch", stack.vae_scale_factor
+        self.work: list = []
+        self.threads: list[str] = []
+
+    def unet(self, *args):
+        return self.backend.unet(*args)
+
+    def decode(self, latents):
+        batch, _, h, w = latents.shape
+        out = torch.zeros(batch, 3, self.factor * h, self.factor * w)
+        self.work.append((latents, out))
+        return out
+
+    def fence(self) -> DeferredFence:
+        work, self.work = self.work, []
+        return DeferredFence(self.backend, work, self.threads)
+
+    def describe(self) -> str:
+        return "torch, decodes deferred to the fence"
+
+
+def test_frames_wait_for_the_backends_fence_on_the_finisher(tiny_stack, provider):
+    backend = DeferredBackend(tiny_stack)
+    source = SyntheticSource(silence(), RATE)
+    with LiveEngine(tiny_stack, quick_settings(), provider, source, "a beach", backend=backend) as engine:
+        _, frame = engine.wait_frame(0, timeout=30)
+        frames = frames_during(engine, 0.5)
+    assert frame is not None and frames
+    assert all(f.image.std() > 1 for f in [frame, *frames]), "a frame was converted before its fence"
+    assert set(backend.threads) == {"tpos-render-finisher"}  # the render thread never waits on it
+    offline = TPoSRenderer(tiny_stack, quick_settings(), DeferredBackend(tiny_stack))
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = TPoSRenderer(tiny_stack, quick_settings()).decode(latents)
+    assert np.array_equal(offline.decode(latents), expected)  # the offline decode waits on it too

@@ -386,3 +386,67 @@ def test_slerp_pair_matches_slerp():
     got = SlerpPair(a, b, a, b)(t)
     assert torch.allclose(got.reshape(4, -1), expected, atol=1e-6)
     assert torch.allclose(SlerpPair(a, a * 2, a, a * 2)(t)[1], a * 1.25, atol=1e-6)  # parallel: linear
+
+
+class GateFence:
+    """A completion fence that opens when the test says the device's work is done."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.waits = 0
+
+    def synchronize(self) -> None:
+        self.waits += 1
+        assert self.open.wait(10), "the fence was never opened"
+
+
+class LateBackend:
+    """A backend on an asynchronous device: decode returns its output buffer at once, and the buffer
+    holds the image only once the work is done (here: when the test writes it and opens the fence)."""
+
+    name, decoder = "late", "taesd"
+
+    def __init__(self) -> None:
+        self.out = torch.zeros(1, 3, 8, 8)  # not yet written: converts to 128 grey
+        self.gate = GateFence()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.out
+
+    def fence(self) -> GateFence:
+        return self.gate
+
+
+def test_pending_frames_wait_for_the_backends_fence_before_converting():
+    from tpos_live.backends.base import completion_fence
+    from tpos_live.diffusion.frames import FrameDownload
+
+    backend = LateBackend()
+    images = backend.decode(torch.zeros(1, 4, 1, 1))
+    pending = FrameDownload("cpu").start(images, torch.zeros(1, 4, 1, 1), completion_fence(backend))
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(pending.result()))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and not got, "result() handed out frames before the backend's fence"
+    backend.out.fill_(1.0)  # the device finishes: white
+    backend.gate.open.set()
+    waiter.join(10)
+    frames, finite = got[0]
+    assert finite and backend.gate.waits == 1
+    assert (frames == 255).all(), "the frames were converted before the fence was waited on"
+
+
+def test_backends_without_a_fence_give_none_and_download_as_before():
+    from tpos_live.backends.base import completion_fence
+    from tpos_live.diffusion.frames import FrameDownload, to_frames
+
+    class NoneFence(LateBackend):
+        def fence(self) -> None:
+            return None
+
+    assert completion_fence(object()) is None and completion_fence(None) is None
+    assert completion_fence(NoneFence()) is None
+    images = torch.linspace(-1, 1, 3 * 4 * 4).reshape(1, 3, 4, 4)
+    frames, finite = FrameDownload("cpu").start(images, None, completion_fence(object())).result()
+    assert finite and np.array_equal(frames, to_frames(images))

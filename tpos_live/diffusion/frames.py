@@ -5,6 +5,10 @@
     ...                                         # render the next frame meanwhile
     frames, finite = pending.result()           # (B, H, W, 3) uint8, C-contiguous; False: NaN/Inf
 
+A backend that gives a completion fence (``backends/base.py``: :func:`completion_fence`) passes it
+to :meth:`FrameDownload.start`; :meth:`PendingFrames.result` waits on it before it converts (CPU) or
+hands out (CUDA) the frames. Without one (every real backend here) nothing changes.
+
 On the device the images become uint8 and channels-last in buffers kept from frame to frame (one
 contiguous copy, no per-frame allocation at a fixed batch), and the NaN/Inf check of the latents
 becomes one flag that rides along with the frames: there is no extra synchronisation for it. On
@@ -21,8 +25,13 @@ The CUDA path is not verified here (no GPU was available).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from tpos_live.backends.base import Fence
 
 
 class PendingFrames:
@@ -30,12 +39,15 @@ class PendingFrames:
     thread that calls it, not the one that rendered, does the work)."""
 
     def __init__(self, host: torch.Tensor, flag: torch.Tensor, event: torch.cuda.Event | None,
-                 convert=None) -> None:
+                 convert=None, fence: Fence | None = None) -> None:
         self._host, self._flag, self._event, self._convert = host, flag, event, convert
+        self._fence = fence
 
     def result(self) -> tuple[np.ndarray, bool]:
         """``(frames, finite)``: (B, H, W, 3) uint8 frames the caller owns, and whether the latents
-        behind them were all finite."""
+        behind them were all finite. Waits on the backend's fence first, when it gave one."""
+        if self._fence is not None:
+            self._fence.synchronize()
         if self._convert is not None:  # the CPU: straight into an array of the caller's own
             return self._convert(), bool(self._flag.item())
         if self._event is not None:
@@ -55,8 +67,10 @@ class FrameDownload:
         self._buffers: dict[tuple, list] = {}
         self._turn = 0
 
-    def start(self, images: torch.Tensor, latents: torch.Tensor | None = None) -> PendingFrames:
-        """Convert ``images`` (B, 3, H, W) and start their download; ``latents``: what to check for NaN/Inf."""
+    def start(self, images: torch.Tensor, latents: torch.Tensor | None = None,
+              fence: Fence | None = None) -> PendingFrames:
+        """Convert ``images`` (B, 3, H, W) and start their download; ``latents``: what to check for NaN/Inf;
+        ``fence``: the backend's completion fence for the work behind ``images`` (None: no wait of its own)."""
         batch, _, height, width = images.shape
         slot = self._slot((batch, height, width))
         work, frames, host, flag, host_flag, event = slot
@@ -65,7 +79,7 @@ class FrameDownload:
                 out = torch.empty_like(frames)
                 self._convert(images, latents, work, out, flag)
                 return out.numpy()
-            return PendingFrames(frames, flag, None, convert)
+            return PendingFrames(frames, flag, None, convert, fence)
         stream = self._stream
         stream.wait_stream(torch.cuda.current_stream(self.device))  # the render's work is queued before
         with torch.cuda.stream(stream):
@@ -76,7 +90,7 @@ class FrameDownload:
             host.copy_(frames, non_blocking=True)
             host_flag.copy_(flag, non_blocking=True)
             event.record(stream)
-        return PendingFrames(host, host_flag, event)
+        return PendingFrames(host, host_flag, event, fence=fence)
 
     def _convert(self, images: torch.Tensor, latents: torch.Tensor | None, work: torch.Tensor,
                  frames: torch.Tensor, flag: torch.Tensor) -> None:

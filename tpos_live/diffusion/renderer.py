@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from tpos_live.backends.base import completion_fence
 from tpos_live.conditioning.base import TextSpace
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.frames import FrameDownload
@@ -165,7 +166,8 @@ class TPoSRenderer:
         """Latents (B, C, h, w) to uint8 RGB frames (B, H, W, 3), C-contiguous (see ``diffusion/frames.py``)."""
         if self._download is None:
             self._download = FrameDownload(self.device)
-        frames, _ = self._download.start(self.decode_images(latents)).result()
+        images = self.decode_images(latents)
+        frames, _ = self._download.start(images, fence=completion_fence(self.backend)).result()
         return frames
 
     def render(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> np.ndarray:

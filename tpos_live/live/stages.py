@@ -24,7 +24,7 @@ import torch
 from tpos_live.audio.channels import StreamResampler
 from tpos_live.audio.envelope import attack_release, frame_loudness
 from tpos_live.audio.sources import AudioSource
-from tpos_live.backends.base import Backend
+from tpos_live.backends.base import Backend, completion_fence
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.interpolate import SlerpPair
 from tpos_live.conditioning.streaming import StreamingConditioner, as_streamable
@@ -395,7 +395,8 @@ class RenderStage(Stage):
             started = time.perf_counter()
             latents = renderer.render_latents(scene, conditions, torch.from_numpy(scales))
             rendered = time.perf_counter()
-            pending = self._download.start(renderer.decode_images(latents), latents)  # NaN check rides along
+            images = renderer.decode_images(latents)
+            pending = self._download.start(images, latents, completion_fence(self.backend))  # NaN check rides along
         except Exception as error:  # noqa: BLE001 - counted and reported; the show goes on
             self.stats.add("render_errors")
             self.report("error", f"rendering failed ({type(error).__name__}: {error}); keeping the last "

@@ -7,17 +7,18 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from diffusers import AutoencoderTiny, DDIMScheduler, StableDiffusionPipeline
+from diffusers import AutoencoderTiny, DDIMScheduler
 
 from tpos_live.diffusion.folders import LOAD_ERRORS, TAESD_FILES, load_component
 from tpos_live.diffusion.hub import REPO_ID, hub_snapshot
-from tpos_live.diffusion.single_file import refuse_pickle
+from tpos_live.diffusion.single_file import import_pipeline, refuse_pickle
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError, first_line
 
 
 def fuse_lora(stack: ModelStack, lora: str, scale: float, progress: bool) -> None:
     """Fuse a LoRA into the UNet (and text encoder) weights; afterwards they are plain modules."""
+    StableDiffusionPipeline = import_pipeline()
     weights = _resolve_lora(lora, progress)
     unused_scheduler = DDIMScheduler(steps_offset=1, clip_sample=False)  # the pipeline only carries the LoRA
     pipe = StableDiffusionPipeline(

@@ -6,8 +6,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from diffusers import StableDiffusionPipeline
-
 from tpos_live.diffusion.architectures import ARCHITECTURES, Architecture
 from tpos_live.diffusion.folders import LOAD_ERRORS, check_fit, model_index, safetensors_shapes, write_json
 from tpos_live.diffusion.hub import hub_snapshot
@@ -50,6 +48,20 @@ def _detect_architecture(path: Path, shapes: dict[str, list[int]]) -> Architectu
     )
 
 
+def import_pipeline() -> type:
+    """diffusers' StableDiffusionPipeline, imported only where needed and quietly: its module pulls in
+    transformers' image processors, which warn at import on machines without torchvision (we use none)."""
+    from transformers.utils import logging as transformers_logging
+
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        from diffusers import StableDiffusionPipeline
+    finally:
+        transformers_logging.set_verbosity(level)
+    return StableDiffusionPipeline
+
+
 def load_single_file(path: Path, progress: bool) -> ModelStack:
     refuse_pickle(path, "model")
     arch = _detect_architecture(path, safetensors_shapes(path))
@@ -57,7 +69,7 @@ def load_single_file(path: Path, progress: bool) -> ModelStack:
         config_folder = Path(scratch)
         _write_config_folder(arch, config_folder, progress)
         try:
-            pipe = StableDiffusionPipeline.from_single_file(
+            pipe = import_pipeline().from_single_file(
                 str(path),
                 config=str(config_folder),
                 local_files_only=True,

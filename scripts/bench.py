@@ -48,6 +48,7 @@ from bench_timing import (
     matmul_peak,
     memory_bandwidth,
     parse_device,
+    print_and_save,
     synchronize,
     time_call,
     to_uint8_frames,
@@ -595,11 +596,8 @@ def run(args) -> None:
         "matmul_peak": peak, "matmul_peak_after": peak_after, "modes": modes,
         "ratios": _ratios(modes), "unet_efficiency": efficiency,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
+    print_and_save(report, args.output)
     print(table(report))
-    if args.output:
-        args.output.write_text(text + "\n")
 
 
 def _ratios(modes: dict) -> dict[str, float]:

@@ -12,13 +12,13 @@ which compute more segments while the cache fills). Example:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 
 import numpy as np
 import torch
+from bench_timing import print_and_save
 
 from tpos_live.conditioning.base import TextSpace
 from tpos_live.conditioning.checkpoint import random_tpos
@@ -92,11 +92,7 @@ def main() -> int:
         "whole_window_per_hop": summary(whole), "streaming_per_hop": summary(streamed),
         "speedup_median": statistics.median(whole) / statistics.median(streamed),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if options.output:
-        with open(options.output, "w") as out:
-            out.write(text + "\n")
+    print_and_save(result, options.output)
     return 0
 
 

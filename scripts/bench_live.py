@@ -18,14 +18,13 @@ renderer share the cores); the rest is pipeline overhead (waits and hand-over). 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 
 import numpy as np
 import torch
-from bench_timing import Stopwatch, parse_device, synchronize
+from bench_timing import Stopwatch, parse_device, print_and_save, synchronize
 
 from tpos_live.audio.signals import SyntheticSource, demo_pattern
 from tpos_live.conditioning.checkpoint import random_tpos
@@ -173,11 +172,7 @@ def main() -> None:
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as out:
-            out.write(text + "\n")
+    print_and_save(report, args.output)
 
 
 if __name__ == "__main__":

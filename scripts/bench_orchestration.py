@@ -46,7 +46,6 @@ Example (the target of issue 12: >= 200 fps and <= 2 ms overhead on the 2-core d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import threading
@@ -55,6 +54,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from bench_timing import print_and_save
 from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -371,11 +371,7 @@ def main() -> None:
     if not 0.0 <= args.decode_share <= 1.0:
         parser.error("--decode-share must be in 0..1")
     report = run(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as out:
-            out.write(text + "\n")
+    print_and_save(report, args.output)
 
 
 if __name__ == "__main__":

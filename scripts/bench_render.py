@@ -15,7 +15,7 @@ import json
 import platform
 
 import torch
-from bench_timing import Stopwatch, parse_device, synchronize
+from bench_timing import Stopwatch, parse_device, print_and_save, synchronize
 
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.random_stacks import build_random_stack
@@ -91,11 +91,7 @@ def main() -> None:
             dtype: _ratio(results, dtype) for dtype in args.dtypes if len(args.modes) == 2
         },
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as out:
-            out.write(text + "\n")
+    print_and_save(report, args.output)
 
 
 def _ratio(results: list[dict], dtype: str) -> float:

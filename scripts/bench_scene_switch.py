@@ -18,18 +18,17 @@ depend on their values), best of ``--repeats``:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import torch
+from bench_timing import print_and_save
 
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.models import fast_defaults
 from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.diffusion.transitions import blend_scenes
-from tpos_live.fileio import write_text_atomically
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -87,10 +86,7 @@ def main() -> None:
         "morph": {"frame_ms": round(morph_ms, 1), "unet_calls": morph_calls, "blend_ms": round(blend_ms, 2)},
         "morph_over_baseline": round(morph_ms / frame_ms, 3),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        write_text_atomically(args.output, text + "\n")
+    print_and_save(result, args.output)
 
 
 if __name__ == "__main__":

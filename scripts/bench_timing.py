@@ -13,6 +13,7 @@ device's own, timed the same way.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import time
@@ -20,6 +21,17 @@ import time
 import torch
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def print_and_save(report: dict, path) -> None:
+    """Print ``report`` as JSON and, when ``path`` is given, write it there (atomically: a run that dies
+    leaves no half-written file)."""
+    from tpos_live.fileio import write_text_atomically
+
+    text = json.dumps(report, indent=2)
+    print(text)
+    if path:
+        write_text_atomically(path, text + "\n")
 
 
 def parse_device(text: str) -> torch.device:

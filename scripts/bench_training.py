@@ -13,12 +13,12 @@ Needs ~9 GB of RAM on a CPU: run it under the heavy-run lock::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 
 import torch
+from bench_timing import print_and_save
 from torch.utils.flop_counter import FlopCounterMode
 
 from tpos_live.conditioning.tpos_encoder import TPoSConfig, build_tpos_modules
@@ -103,11 +103,7 @@ def main() -> None:
         "assumed_gpu_to_here_ratio": args.gpu_tflops / achieved,
         "vggsound_epoch_minutes_on_gpu": VGGSOUND_CLIPS * gpu_seconds_per_clip / 60,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as file:
-            file.write(text + "\n")
+    print_and_save(result, args.output)
 
 
 if __name__ == "__main__":

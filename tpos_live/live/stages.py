@@ -561,7 +561,8 @@ class Recorder(Stage):
 
     The audio clock drives the video: after each chunk of audio, as many frames are written (the
     newest frame, repeated when rendering is slower than ``fps``) as that audio spans, so the two
-    streams never drift apart by more than a frame. While the device is lost, neither advances.
+    streams never drift apart by more than a frame. While the device is lost, neither advances. The
+    mp4 is fragmented, so its index does not grow in memory over a show.
     """
 
     name = "recorder"
@@ -571,7 +572,8 @@ class Recorder(Stage):
         super().__init__(report)
         self.source, self.frames = source, frames
         self.writer = VideoWriter(path, fps, width, height, audio_sample_rate=source.sample_rate,
-                                  audio_channels=source.channel_map.program_channels)
+                                  audio_channels=source.channel_map.program_channels,
+                                  fragmented=True)  # a show lasts hours: memory must not grow with it
         self.path = Path(path)
         self.reader = source.ring.reader()
         self.samples = 0

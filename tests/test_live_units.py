@@ -213,6 +213,20 @@ def test_stats_give_rates_means_and_totals_over_the_window():
     assert "overflows 2" in line and "LOST" in line
 
 
+def test_stats_keep_only_their_window_however_long_the_show():
+    clock = FakeClock(0.0)
+    stats = LiveStats(window_seconds=1.0, clock=clock)
+    for i in range(20_000):  # 200 s at 100 fps
+        clock.now = i / 100
+        stats.frame(clock.now, latency=0.05)
+        stats.stage("render", 0.01)
+    series = [stats._frames, stats._latencies, stats._stages["render"]]
+    assert [len(entries) for entries in series] == [101, 101, 101]  # what the last second holds, no more
+    snap = stats.snapshot()
+    assert snap.fps == pytest.approx(100, abs=1) and snap.latency_ms == pytest.approx(50)
+    assert snap.frames == 20_000
+
+
 # ---- channels, resampling, signals, sources ------------------------------------------------------
 
 

@@ -2,8 +2,8 @@
 
 The stages record events into one thread-safe :class:`LiveStats`; anyone (the terminal printer, the
 desktop app) takes a :class:`StatsSnapshot` whenever it likes. Rates and means cover the last
-``window_seconds``; counters are totals since the start. Memory is bounded: each series keeps at most
-``MAX_EVENTS`` recent entries.
+``window_seconds``; counters are totals since the start. Memory stays flat: each series keeps only the
+entries of its last window (and never more than ``MAX_EVENTS``).
 """
 
 from __future__ import annotations
@@ -96,14 +96,19 @@ class LiveStats:
         shows (see ``Frame.mix_audio_time``), None for frames without audio (black)."""
         with self._lock:
             self._frames.append(ready)
+            _drop_before(self._frames, ready - self.window_seconds, lambda t: t)
             self._counters["frames"] += 1
             if latency is not None:
                 self._latencies.append((ready, latency))
+                _drop_before(self._latencies, ready - self.window_seconds, _time_of)
 
     def stage(self, name: str, seconds: float) -> None:
         """A stage (encode, render, decode, scene) took ``seconds``."""
         with self._lock:
-            self._stages.setdefault(name, deque(maxlen=MAX_EVENTS)).append((self.clock(), seconds))
+            now = self.clock()
+            series = self._stages.setdefault(name, deque(maxlen=MAX_EVENTS))
+            series.append((now, seconds))
+            _drop_before(series, now - self.window_seconds, _time_of)
 
     def add(self, counter: str, count: int = 1) -> None:
         with self._lock:
@@ -135,3 +140,13 @@ class LiveStats:
             source_state=source_state,
             input_latency_ms=None if input_latency is None else 1000.0 * input_latency,
         )
+
+
+def _time_of(entry: tuple[float, float]) -> float:
+    return entry[0]
+
+
+def _drop_before(series: deque, oldest: float, time_of: Callable) -> None:
+    """Drop the entries older than ``oldest`` (no snapshot reads them again)."""
+    while series and time_of(series[0]) < oldest:
+        series.popleft()

@@ -16,15 +16,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_timing import print_and_save
+from bench_timing import print_and_save, rss_mb
 
 FPS, RATE, SIZE = 30, 44100, 64
 LAYOUTS = {"standard": False, "fragmented": True}
 
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
 
 
 def record(fragmented: bool, minutes: int) -> dict:

@@ -23,6 +23,12 @@ import torch
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
 
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux: /proc/self/statm, 4 KiB pages)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+
 def print_and_save(report: dict, path) -> None:
     """Print ``report`` as JSON and, when ``path`` is given, write it there (atomically: a run that dies
     leaves no half-written file)."""

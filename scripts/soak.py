@@ -41,6 +41,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pulse: the PulseAudio null sink the device tests use
 
+from bench_timing import rss_mb  # noqa: E402
+
 from tests.media import write_wav  # noqa: E402
 from tests.pulse import DEVICE, PulseServer, PulseUnavailable  # noqa: E402
 from tpos_live.audio.signals import demo_pattern  # noqa: E402
@@ -59,10 +61,6 @@ LATENCY_TOLERANCE = 0.10
 SETTLE_AFTER_UNPLUG = 10.0  # seconds after a recovery whose latencies are left out (the pipeline refills)
 FAULTS = ("render_errors", "bad_frames", "encoder_errors", "scene_errors")
 
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float | None:

@@ -110,7 +110,7 @@ def test_link_mapping_through_the_bindings_own_api():
     session = open_link(90.0)
     try:
         set_tempo(session, 150.0)
-        # Just after it is enabled, Link can apply a commit a moment later (seen: 2 in 400 here, under load)
+        # Just after it is enabled, Link can apply a commit a moment later (seen here: 3 in 400 tries)
         assert wait_until(lambda: session.captureSessionState().tempo() == pytest.approx(150.0), 2)
         clock = BeatClock(beats_per_bar=3)
         tempo = LinkTempo(clock, session=session)

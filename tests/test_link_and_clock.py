@@ -107,12 +107,12 @@ def test_link_mapping_through_the_bindings_own_api():
     beat/bar modulation rides them."""
     from tpos_live.control.link import LinkTempo, open_link
 
-    session = open_link(90.0)
+    # The session starts at its tempo: a tempo committed just after enabling can be undone a moment
+    # later, when Link's own thread resets the new session's timeline (seen here, in CI and in this file).
+    session = open_link(150.0)
     try:
-        set_tempo(session, 150.0)
-        # Just after it is enabled, Link can apply a commit a moment later (seen here: 3 in 400 tries)
-        assert wait_until(lambda: session.captureSessionState().tempo() == pytest.approx(150.0), 2)
         clock = BeatClock(beats_per_bar=3)
+        assert clock.bpm is None  # what it plays below comes from the session
         tempo = LinkTempo(clock, session=session)
         tempo.update()
         micros, now = session.clock().micros(), time.monotonic()

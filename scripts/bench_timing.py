@@ -13,6 +13,7 @@ device's own, timed the same way.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import re
 import statistics
@@ -27,6 +28,33 @@ def rss_mb() -> float:
     """This process's resident memory in MB (Linux: /proc/self/statm, 4 KiB pages)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 2**20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def memory_parts_mb() -> dict[str, float]:
+    """Where the resident memory is (MB): anonymous vs file-backed pages (/proc/self/status), and glibc's
+    heap in use vs held free (mallinfo2, where glibc has it). File pages grow as code paths are first
+    touched and then stop; a leak shows in anonymous memory and in the heap in use."""
+    parts = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                parts[key[3:].lower()] = round(int(value.split()[0]) / 1024, 2)
+    try:
+        info = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return parts
+    info.restype = _MallInfo2
+    heap = info()
+    mb = 2.0**20
+    parts.update(heap_in_use=round((heap.uordblks + heap.hblkhd) / mb, 2), heap_free=round(heap.fordblks / mb, 2))
+    return parts
 
 
 def print_and_save(report: dict, path) -> None:

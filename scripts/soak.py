@@ -8,8 +8,9 @@ switch by OSC every ``--preset-every`` seconds, a recording of the whole run, an
 (unloaded) for ``--unplug-seconds`` and plugged back every ``--unplug-every`` minutes.
 
 The JSON (rewritten each minute, atomically, so a crash leaves what was measured) has per minute:
-RSS, the audio-to-frame latency p50/p95 (each frame that is the first to use a new condition; the
-seconds around an unplug are left out), fps and fault counts; the slopes of RSS and p95; every
+RSS and where it is (anonymous vs file pages, glibc's heap in use vs free), the audio-to-frame latency
+p50/p95 (each frame that is the first to use a new condition; the seconds around an unplug are left
+out), fps and fault counts; the slopes of RSS, of its parts and of p95; every
 unplug with how long the engine took to render from the sound again; and the targets' verdicts:
 
 - RSS growth <= 1 %/h after the first ``--warmup-minutes`` (a least-squares slope over the minutes);
@@ -41,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pulse: the PulseAudio null sink the device tests use
 
-from bench_timing import rss_mb  # noqa: E402
+from bench_timing import memory_parts_mb, rss_mb  # noqa: E402
 
 from tests.media import write_wav  # noqa: E402
 from tests.pulse import DEVICE, PulseServer, PulseUnavailable  # noqa: E402
@@ -161,8 +162,12 @@ def verdicts(minutes: list[dict], per_minute: list[np.ndarray], args, unplugs: l
     later = p95([a for m, a in zip(minutes, per_minute, strict=True) if m["minute"] > args.baseline_minutes])
     change = None if base is None or later is None else round((later - base) / base, 4)
     p95_points = [(m["minute"], m["latency_p95_ms"]) for m in minutes if m["latency_p95_ms"] is not None]
+    parts = {part: slope_per_hour([(m["minute"], m["memory_mb"][part]) for m in minutes
+                                   if m["minute"] > args.warmup_minutes])
+             for part in (minutes[-1]["memory_mb"] if minutes else {})}
     return {
         "rss": {"slope_mb_per_hour": rss_slope, "growth_pct_per_hour": rss_pct, "after_minute": args.warmup_minutes,
+                "parts_slope_mb_per_hour": parts,
                 "target_pct_per_hour": RSS_TARGET_PCT_PER_HOUR,
                 "pass": rss_pct is not None and rss_pct <= RSS_TARGET_PCT_PER_HOUR},
         "latency_p95": {"baseline_ms": base, "later_ms": later, "change": change,
@@ -238,7 +243,7 @@ def soak(args, work: Path, pulse: PulseServer, report, reports) -> dict:
                     "faults": sum(counters[k] - last_counters[k] for k in FAULTS),
                     "dropped_frames": counters["dropped_frames"] - last_counters["dropped_frames"],
                     "overflows": stats.overflows, "device_losses": stats.device_losses,
-                    "input_latency_ms": stats.input_latency_ms,
+                    "input_latency_ms": stats.input_latency_ms, "memory_mb": memory_parts_mb(),
                     "stage_ms": {name: round(float(np.mean(v)), 1) for name, v in stages.items()}}))
                 last_counters, rss, stages = dict(counters), [], {}
                 write_text_atomically(args.output, json.dumps(summary(args, state, session, reports, osc, player),

@@ -8,12 +8,14 @@ switch by OSC every ``--preset-every`` seconds, a recording of the whole run, an
 (unloaded) for ``--unplug-seconds`` and plugged back every ``--unplug-every`` minutes.
 
 The JSON (rewritten each minute, atomically, so a crash leaves what was measured) has per minute:
-RSS and where it is (anonymous vs file pages, glibc's heap in use vs free), the audio-to-frame latency
+RSS (median, least and most of its 1 s readings) and where it is at the minute's end (anonymous vs file
+pages, glibc's heap in use vs free), the audio-to-frame latency
 p50/p95 (each frame that is the first to use a new condition; the seconds around an unplug are left
 out), fps and fault counts; the slopes of RSS, of its parts and of p95; every
 unplug with how long the engine took to render from the sound again; and the targets' verdicts:
 
-- RSS growth <= 1 %/h after the first ``--warmup-minutes`` (a least-squares slope over the minutes);
+- RSS growth <= 1 %/h after the first ``--warmup-minutes`` (a least-squares slope over the minutes'
+  medians; the slope of their least readings, the floor a leak would raise, is reported beside it);
 - latency p95 after the first ``--baseline-minutes`` within +-10 % of theirs;
 - zero crashes (stage failures, render/encoder/scene errors, the run ending early);
 - every unplug recovered (frames from new sound within ``--recover-seconds`` of the replug).
@@ -142,7 +144,8 @@ class Player:
 
 def minute_row(minute: int, rss: list[float], latencies: np.ndarray, frames: int, stats) -> dict:
     ms = 1000.0 * latencies
-    return {"minute": minute, "rss_mb": round(float(np.median(rss)), 2), "fps": round(frames / 60.0, 2),
+    return {"minute": minute, "rss_mb": round(float(np.median(rss)), 2), "rss_min_mb": round(min(rss), 2),
+            "rss_max_mb": round(max(rss), 2), "fps": round(frames / 60.0, 2),
             "latency_samples": int(len(ms)),
             "latency_p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
             "latency_p95_ms": round(float(np.percentile(ms, 95)), 1) if len(ms) else None, **stats}
@@ -152,6 +155,7 @@ def verdicts(minutes: list[dict], per_minute: list[np.ndarray], args, unplugs: l
              errors: list[str], finished: bool) -> dict:
     rss_points = [(m["minute"], m["rss_mb"]) for m in minutes if m["minute"] > args.warmup_minutes]
     rss_slope = slope_per_hour(rss_points)
+    floor_slope = slope_per_hour([(m["minute"], m["rss_min_mb"]) for m in minutes if m["minute"] > args.warmup_minutes])
     rss_pct = None if rss_slope is None else 100.0 * rss_slope / rss_points[0][1]
 
     def p95(arrays: list[np.ndarray]) -> float | None:
@@ -167,7 +171,7 @@ def verdicts(minutes: list[dict], per_minute: list[np.ndarray], args, unplugs: l
              for part in (minutes[-1]["memory_mb"] if minutes else {})}
     return {
         "rss": {"slope_mb_per_hour": rss_slope, "growth_pct_per_hour": rss_pct, "after_minute": args.warmup_minutes,
-                "parts_slope_mb_per_hour": parts,
+                "parts_slope_mb_per_hour": parts, "floor_slope_mb_per_hour": floor_slope,
                 "target_pct_per_hour": RSS_TARGET_PCT_PER_HOUR,
                 "pass": rss_pct is not None and rss_pct <= RSS_TARGET_PCT_PER_HOUR},
         "latency_p95": {"baseline_ms": base, "later_ms": later, "change": change,

@@ -3,6 +3,7 @@ faults are survived, recordings are in sync. (Capture from a real device: test_l
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -365,3 +366,12 @@ def test_frames_wait_for_the_backends_fence_on_the_finisher(tiny_stack, provider
     latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     expected = TPoSRenderer(tiny_stack, quick_settings()).decode(latents)
     assert np.array_equal(offline.decode(latents), expected)  # the offline decode waits on it too
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_the_engine_trims_the_heap_while_running_unless_told_not_to(tiny_stack, provider):
+    engine = make_engine(tiny_stack, provider, live=LiveSettings(hop_seconds=0.25, trim_seconds=1.0))
+    with engine:
+        assert wait_until(lambda: engine.heap_trimmer.trims >= 1, 5)
+    assert not engine.heap_trimmer.alive
+    assert make_engine(tiny_stack, provider, live=LiveSettings(trim_seconds=0)).heap_trimmer is None

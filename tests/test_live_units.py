@@ -175,7 +175,7 @@ def test_control_changes_are_validated_versioned_and_mark_scene_changes():
 
 def test_live_and_capture_settings_refuse_out_of_range_values():
     for bad in ({"hop_seconds": 0.0}, {"crossfade_seconds": -1}, {"loudness_window_seconds": 5},
-                {"stats_window_seconds": 0}):
+                {"stats_window_seconds": 0}, {"trim_seconds": 0.5}, {"trim_seconds": -1}):
         with pytest.raises(ValueError):
             LiveSettings(**bad)
     for bad in ({"gain_db": 99}, {"channel": -1}, {"channels": 2, "channel": 2}, {"latency": "fast"},

@@ -38,6 +38,7 @@ from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.control import ControlState, LiveControl
 from tpos_live.live.mailbox import Mailbox
+from tpos_live.live.memory import HeapTrimmer, malloc_trim
 from tpos_live.live.scenes import SceneCache, SceneStage
 from tpos_live.live.settings import LiveSettings
 from tpos_live.live.stages import (
@@ -112,6 +113,17 @@ class LiveEngine:
         self.render_stage = RenderStage(self.stack, self.backend, self.control, self.source, self._conditions,
                                         self.scene_stage, self.scenes, deliver, stats, report,
                                         live.loudness_window_seconds)
+        self.heap_trimmer = self._make_heap_trimmer()
+
+    def _make_heap_trimmer(self) -> HeapTrimmer | None:
+        if self.live.trim_seconds == 0:
+            return None
+        trim = malloc_trim()
+        if trim is None:
+            self.report("info", "this C library has no malloc_trim: freed memory stays with the process "
+                                "(trimming is glibc's)")
+            return None
+        return HeapTrimmer(trim, self.live.trim_seconds, self.report)
 
     # ---- life cycle -----------------------------------------------------------------------------
 
@@ -124,7 +136,7 @@ class LiveEngine:
                 raise RuntimeError("this engine has already been started: make a new one")
             self._started = True
             self.source.start()
-            for stage in (self.scene_stage, self.encoder, self.render_stage, self.presenter):
+            for stage in (self.scene_stage, self.encoder, self.render_stage, self.presenter, self.heap_trimmer):
                 if stage is not None:
                     stage.start()
             self._running = True
@@ -135,7 +147,7 @@ class LiveEngine:
             if not self._running:
                 return None
             self._running = False
-            for stage in (self.encoder, self.render_stage, self.presenter, self.scene_stage):
+            for stage in (self.encoder, self.render_stage, self.presenter, self.scene_stage, self.heap_trimmer):
                 if stage is not None:
                     stage.stop()
             recorded = self._finish_recording()

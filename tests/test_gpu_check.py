@@ -87,9 +87,9 @@ def test_cpu_stopwatch_and_stage_clock_measure_wall_time():
 
 def test_memory_parts_account_for_the_resident_memory_and_see_the_heap_grow():
     before = bench_timing.memory_parts_mb()
-    assert abs(before["anon"] + before["file"] + before["shmem"] - bench_timing.rss_mb()) < 8.0
-    block = bytearray(64 * 2**20)  # touched (zeroed) at once: resident, and malloc's
+    block = bytearray(64 * 2**20)  # malloc's, in use (resident pages may be reused ones: anon need not grow)
     after = bench_timing.memory_parts_mb()
-    assert after["anon"] - before["anon"] > 56.0
+    for parts in (before, after):
+        assert abs(parts["anon"] + parts["file"] + parts["shmem"] - bench_timing.rss_mb()) < 8.0
     assert after["heap_in_use"] - before["heap_in_use"] > 56.0
     del block

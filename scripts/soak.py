@@ -9,9 +9,9 @@ switch by OSC every ``--preset-every`` seconds, a recording of the whole run, an
 
 The JSON (rewritten each minute, atomically, so a crash leaves what was measured) has per minute:
 RSS (median, least and most of its 1 s readings) and where it is at the minute's end (anonymous vs file
-pages, glibc's heap in use vs free), the audio-to-frame latency
-p50/p95 (each frame that is the first to use a new condition; the seconds around an unplug are left
-out), fps and fault counts; the slopes of RSS, of its parts and of p95; every
+pages, glibc's heap in use vs free), the audio-to-frame latency p50/p95 (each frame that is the first
+to use a new condition; the seconds around an unplug are left out), fps and fault counts; the slopes
+of RSS, of its floor, of its parts and of p95; every
 unplug with how long the engine took to render from the sound again; and the targets' verdicts:
 
 - RSS growth <= 1 %/h after the first ``--warmup-minutes`` (a least-squares slope over the minutes'
@@ -153,9 +153,13 @@ def minute_row(minute: int, rss: list[float], latencies: np.ndarray, frames: int
 
 def verdicts(minutes: list[dict], per_minute: list[np.ndarray], args, unplugs: list[dict], faults: int,
              errors: list[str], finished: bool) -> dict:
-    rss_points = [(m["minute"], m["rss_mb"]) for m in minutes if m["minute"] > args.warmup_minutes]
+    settled = [m for m in minutes if m["minute"] > args.warmup_minutes]
+
+    def rss_slope_of(value) -> float | None:
+        return slope_per_hour([(m["minute"], value(m)) for m in settled])
+
+    rss_points = [(m["minute"], m["rss_mb"]) for m in settled]
     rss_slope = slope_per_hour(rss_points)
-    floor_slope = slope_per_hour([(m["minute"], m["rss_min_mb"]) for m in minutes if m["minute"] > args.warmup_minutes])
     rss_pct = None if rss_slope is None else 100.0 * rss_slope / rss_points[0][1]
 
     def p95(arrays: list[np.ndarray]) -> float | None:
@@ -166,12 +170,11 @@ def verdicts(minutes: list[dict], per_minute: list[np.ndarray], args, unplugs: l
     later = p95([a for m, a in zip(minutes, per_minute, strict=True) if m["minute"] > args.baseline_minutes])
     change = None if base is None or later is None else round((later - base) / base, 4)
     p95_points = [(m["minute"], m["latency_p95_ms"]) for m in minutes if m["latency_p95_ms"] is not None]
-    parts = {part: slope_per_hour([(m["minute"], m["memory_mb"][part]) for m in minutes
-                                   if m["minute"] > args.warmup_minutes])
+    parts = {part: rss_slope_of(lambda m, part=part: m["memory_mb"][part])
              for part in (minutes[-1]["memory_mb"] if minutes else {})}
     return {
         "rss": {"slope_mb_per_hour": rss_slope, "growth_pct_per_hour": rss_pct, "after_minute": args.warmup_minutes,
-                "parts_slope_mb_per_hour": parts, "floor_slope_mb_per_hour": floor_slope,
+                "parts_slope_mb_per_hour": parts, "floor_slope_mb_per_hour": rss_slope_of(lambda m: m["rss_min_mb"]),
                 "target_pct_per_hour": RSS_TARGET_PCT_PER_HOUR,
                 "pass": rss_pct is not None and rss_pct <= RSS_TARGET_PCT_PER_HOUR},
         "latency_p95": {"baseline_ms": base, "later_ms": later, "change": change,

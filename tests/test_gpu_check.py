@@ -85,7 +85,7 @@ def test_cpu_stopwatch_and_stage_clock_measure_wall_time():
     assert 0 < clock.seconds["work"] <= total
 
 
-def test_memory_parts_account_for_the_resident_memory_and_see_the_heap_grow():
+def test_memory_parts_name_each_part_and_see_the_heap_in_use_grow():
     before = bench_timing.memory_parts_mb()
     block = bytearray(64 * 2**20)  # malloc's, in use (resident pages may be reused ones: anon need not grow)
     after = bench_timing.memory_parts_mb()

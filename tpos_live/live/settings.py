@@ -16,7 +16,7 @@ class LiveSettings:
         loudness_window_seconds: RMS window of the per-frame loudness.
         stats_window_seconds: span of the rates and means in a stats snapshot.
         trim_seconds: how often the heap's free memory is given back to the OS (glibc's malloc_trim;
-            0: never). Without it the resident size creeps up over a show (``tpos_live.live.memory``).
+            0: never). Without it freed memory stays resident (``tpos_live.live.memory``).
     """
 
     hop_seconds: float = 0.25

@@ -13,7 +13,7 @@ from typing import Any
 
 from tpos_live import names
 from tpos_live.diffusion.guidance import GuidanceParams
-from tpos_live.names import DECODERS, MODES, SAMPLERS, WINDOWS
+from tpos_live.names import DECODERS, FRAME_PATHS, MODES, SAMPLERS, WINDOWS
 
 # g = 1 is the text branch alone (diffusers' guidance_scale <= 1: no classifier-free guidance). Below 1,
 # equation (6) swaps part of the prompt's prediction for the null prompt's, and g = 0 drops the prompt
@@ -39,7 +39,8 @@ class RenderSettings:
     ``condition_scale``: the MAP input is ``condition_scale * alpha_n * s_n`` (None: N, the paper's
     k = 1; the official img2img uses 20). ``strength``: with an init image, noise it to the timestep of
     this strength (as diffusers' and the official img2img: the last ``int(steps * strength)`` steps run);
-    None noises it to delta. ``edit_scale``: the scale of the ``--edit-prompt`` concept.
+    None noises it to delta. ``edit_scale``: the scale of the ``--edit-prompt`` concept. ``frames``: how
+    frames are made (:data:`~tpos_live.names.FRAME_PATHS`; see ``TPoSRenderer.uses_keyframes``).
     """
 
     mode: str = "fast"
@@ -65,6 +66,7 @@ class RenderSettings:
     condition_scale: float | None = None
     strength: float | None = None
     edit_scale: float = 5.0  # SEGA's default edit guidance scale
+    frames: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
@@ -92,6 +94,7 @@ class RenderSettings:
                f"text guidance must be at least {MIN_TEXT_GUIDANCE:g}, got {self.text_guidance:g}: 1 is the prompt "
                f"alone (no classifier-free guidance, what distilled models use), and below 1 the null prompt "
                f"replaces the prompt (0 would ignore it)")
+        _check(self.frames in FRAME_PATHS, f"frames must be one of {FRAME_PATHS}, got {self.frames!r}")
         _check(self.windows in WINDOWS, f"windows must be one of {WINDOWS}, got {self.windows!r}")
         if self.condition_scale is not None:
             _check(0 < self.condition_scale <= 100, f"condition scale must be in (0, 100], got {self.condition_scale}")

@@ -16,6 +16,9 @@ TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (tra
 METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd")
 DEFAULT_METRICS = ("reactivity", "flicker")
 WINDOWS = ("official", "sliding")  # how a file is cut into encoder windows (conditioning/windows.py)
+# How frames are made (diffusion/renderer.py): "auto" composes them from keyframes where that is exact (one
+# guided step) and renders each frame otherwise; "keyframes" also linearises several guided steps in g_s.
+FRAME_PATHS = ("auto", "keyframes", "per-frame")
 IMG2IMG_PRESETS = ("official",)  # settings presets for an init image (config.IMG2IMG_PRESETS)
 
 BACKENDS: dict[str, str] = {

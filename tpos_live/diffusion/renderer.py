@@ -4,6 +4,21 @@ A :class:`Scene` holds everything that is the same for every frame of a prompt a
 notes §3): z^T, the step noise, c_text and c_null, z^delta after the text-only steps, and the first
 guided step's text and null predictions. Rendering a batch of frames then costs one batched UNet
 call per guided step and none for the cached steps.
+
+Keyframes. With one guided step a frame's final latent is affine in its audio guidance s (g_s times
+the loudness envelope): L(c, s) = A + s B(c), exactly, because
+- the guided prediction is eps_null + g (eps_text - eps_null) + mask_q(s (eps_c - eps_null)) (+ the edit
+  prompt's concept, which does not depend on s), and mask_q(s d) = s mask_q(d) for s >= 0 (the per-channel
+  quantile of |s d| is s times that of |d|, so the same entries survive);
+- the momentum is zero at a frame's first guided step, so it adds nothing there;
+- a DDIM (eta 0), LCM or history-bearing PLMS step is affine in the model output, epsilon or v, and the
+  last LCM step adds no noise.
+So A = L(c, 0) needs no UNet call (the cached predictions at z^delta), B(c) = L(c, 1) - A one call per
+condition, and a frame between two conditions is A + s(t) lerp(B_prev, B_next, tau): the envelope exact at
+frame rate, the keyframes exact, only the audio term interpolated in between. In floating point the
+composition differs from a per-frame render by rounding (relative ~1e-6 in float32).
+With several guided steps the later masks and momentum see a latent moved by s, so L is not affine:
+keyframes then linearise it around the keyframe's own g_s (``settings.frames == "keyframes"``), exact there.
 """
 
 from __future__ import annotations
@@ -140,13 +155,88 @@ class TPoSRenderer:
     @torch.inference_mode()
     def render_latents(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> torch.Tensor:
         """Guided steps for a batch of frames: ``conditions`` (B, 77, D), ``audio_scales`` (B,) = g_s per frame."""
+        self._check_trajectory(scene)
+        scales = audio_scales.to(self.device, torch.float32) * self.settings.audio_guidance
+        return self._guided_latents(scene, conditions.to(self.device, self.unet_dtype), scales)
+
+    # ---- keyframes ------------------------------------------------------------------------------------
+
+    @property
+    def guided_steps(self) -> int:
+        """How many steps of a frame are guided (from the first guided step to the end)."""
+        return len(self.schedule) - self.first_guided
+
+    @property
+    def keyframes_exact(self) -> bool:
+        """Whether a frame is exactly affine in g_s (:func:`compose_latents`): one guided step, taking one
+        model evaluation (PLMS's first step, with no history, takes two)."""
+        return self.guided_steps == 1 and not (self.settings.sampler == "plms" and not self.first_guided)
+
+    @property
+    def uses_keyframes(self) -> bool:
+        """Whether frames are composed from keyframes (``settings.frames``; "auto": where that is exact)."""
+        path = self.settings.frames
+        return path == "keyframes" or (path == "auto" and self.keyframes_exact)
+
+    def describe_frames(self, keyframes_per_second: float | None = None) -> str:
+        """One line naming the path that makes the frames, e.g. "frames: keyframes (one UNet call per
+        condition, 4/s)" or "frames: per frame (3 guided steps)"."""
+        if not self.uses_keyframes:
+            steps = self.guided_steps
+            return f"frames: per frame ({steps} guided step{'s' if steps > 1 else ''})"
+        rate = "" if keyframes_per_second is None else f", {keyframes_per_second:.3g}/s"
+        if self.keyframes_exact:
+            return f"frames: keyframes (one UNet call per condition{rate})"
+        return (f"frames: keyframes linearised in g_s ({self.guided_steps} guided steps per keyframe{rate}; "
+                f"exact at the keyframe's g_s only)")
+
+    @torch.inference_mode()
+    def scene_base(self, scene: Scene) -> torch.Tensor:
+        """A: the frames' final latents with no audio guidance (g_s = 0), (S, C, h, w) for a scene of S states.
+
+        With one guided step it needs no UNet call (the text and null predictions at z^delta are cached);
+        with several, the guided steps' text and null branches run once per scene.
+        """
+        self._check_trajectory(scene)
+        batch = scene.z_delta.shape[0]
+        return self._guided_latents(scene, None, torch.zeros(batch, device=self.device))
+
+    @torch.inference_mode()
+    def keyframe_latents(self, scene: Scene, base: torch.Tensor, conditions: torch.Tensor,
+                         reference: float | None = None) -> torch.Tensor:
+        """B: each condition's audio term per unit of g_s, (K, C, h, w), from one batched UNet pass.
+
+        ``base`` is :meth:`scene_base` of ``scene``. The keyframe is rendered at the absolute audio guidance
+        ``reference`` (default: the settings' g_s, or 1 where that is 0) and B = (L(c, reference) - A) /
+        reference, so that :func:`compose_latents` gives that latent back at g_s = reference. The batch runs
+        as given: callers that need the same bytes however a render is split keep to a fixed batch grid.
+        """
+        self._check_trajectory(scene)
+        reference = reference or self.settings.audio_guidance or 1.0
+        scales = torch.full((conditions.shape[0],), float(reference), device=self.device)
+        latents = self._guided_latents(scene, conditions.to(self.device, self.unet_dtype), scales)
+        return (latents - base) / reference
+
+    def compose_latents(self, base: torch.Tensor, previous: torch.Tensor, following: torch.Tensor,
+                        fractions: torch.Tensor, audio_scales: torch.Tensor) -> torch.Tensor:
+        """Frames between two keyframes: A + g_s(t) * lerp(B_previous, B_following, tau), (F, C, h, w).
+
+        ``fractions`` (F,) is tau per frame, ``audio_scales`` (F,) the envelope's multiplier of g_s, as
+        :meth:`render_latents` takes it. ``previous``/``following`` are (F or 1, C, h, w); ``base`` (F or 1, ...).
+        """
+        return compose_latents(base, previous, following, fractions.to(self.device, torch.float32),
+                               audio_scales.to(self.device, torch.float32) * self.settings.audio_guidance)
+
+    def _check_trajectory(self, scene: Scene) -> None:
         if scene.trajectory != self.trajectory:
             raise ValueError(f"a scene prepared for {scene.trajectory} cannot be rendered with {self.trajectory} "
                              f"(sampler, steps, first guided step): prepare it with these settings")
-        batch = conditions.shape[0]
+
+    def _guided_latents(self, scene: Scene, conditions: torch.Tensor | None, scales: torch.Tensor) -> torch.Tensor:
+        """The guided steps for a batch of frames at absolute g_s ``scales``; ``conditions`` None: no audio."""
+        batch = scales.shape[0]
         guided = _AudioGuidedModel if scene.edit is None else _JointGuidedModel
-        model = guided(self, scene, conditions.to(self.device, self.unet_dtype),
-                       audio_scales.to(self.device, torch.float32))
+        model = guided(self, scene, conditions, scales)
         x = scene.z_delta.expand(batch, -1, -1, -1)
         history = tuple(h.expand(batch, -1, -1, -1) for h in scene.history)
         latents, _ = self._sample(model, x, scene.step_noise, self.first_guided, len(self.schedule), history)
@@ -245,6 +335,17 @@ class TPoSRenderer:
         return add_noise(latent, noise, self.schedule.alphas[step])
 
 
+def compose_latents(base: torch.Tensor, previous: torch.Tensor, following: torch.Tensor, fractions: torch.Tensor,
+                    guidance_scales: torch.Tensor) -> torch.Tensor:
+    """A + g_s * lerp(B_previous, B_following, tau) per frame, with absolute g_s ``guidance_scales`` (F,).
+
+    ``torch.lerp`` returns its ends exactly at tau 0 and 1, so a frame at a keyframe is that keyframe's.
+    """
+    tau = fractions[:, None, None, None].to(previous.dtype)
+    scale = guidance_scales[:, None, None, None].to(previous.dtype)
+    return base + scale * torch.lerp(previous, following, tau)
+
+
 class _TextOnlyModel:
     """Steps before delta: text guidance only, run once per scene with batch 1."""
 
@@ -266,10 +367,10 @@ class _AudioGuidedModel:
     predictions come from the scene cache and only the audio branches run.
     """
 
-    def __init__(self, renderer: TPoSRenderer, scene: Scene, conditions: torch.Tensor,
-                 audio_scales: torch.Tensor) -> None:
+    def __init__(self, renderer: TPoSRenderer, scene: Scene, conditions: torch.Tensor | None,
+                 guidance_scales: torch.Tensor) -> None:
         self.renderer, self.scene, self.conditions = renderer, scene, conditions
-        self.audio_scales = audio_scales * renderer.settings.audio_guidance
+        self.audio_scales = guidance_scales  # absolute g_s per frame
         self.params = renderer.settings.guidance
         self.momentum: torch.Tensor | None = None
         self.fresh = True
@@ -278,19 +379,26 @@ class _AudioGuidedModel:
         batch = x.shape[0]
         if self.fresh:
             self.fresh = False
-            eps_audio = self.renderer.unet(x, step, self.conditions)
             eps_null = self.scene.eps_null_first.expand(batch, -1, -1, -1)
             eps_text = self.scene.eps_text_first.expand(batch, -1, -1, -1)
+            eps_audio = self._audio_first(x, step, eps_null)
         else:
             eps_null, eps_text, eps_audio = self._branches(x, step)
         guided, self.momentum = audio_guided(eps_null, eps_text, eps_audio, self.audio_scales,
                                              self.params, self.momentum)
         return guided
 
+    def _audio_first(self, x: torch.Tensor, step: int, eps_null: torch.Tensor) -> torch.Tensor:
+        # Without conditions (the scene's base A) the audio edit is zero: eps_null stands in, no UNet call.
+        return eps_null if self.conditions is None else self.renderer.unet(x, step, self.conditions)
+
     def _branches(self, x: torch.Tensor, step: int):
         batch = x.shape[0]
         null = self.scene.null.expand(batch, -1, -1)
         text = self.scene.text.expand(batch, -1, -1)
+        if self.conditions is None:
+            eps_null, eps_text = self.renderer.unet(torch.cat([x, x]), step, torch.cat([null, text])).chunk(2)
+            return eps_null, eps_text, eps_null
         out = self.renderer.unet(torch.cat([x, x, x]), step, torch.cat([null, text, self.conditions]))
         return out.chunk(3)
 
@@ -303,13 +411,21 @@ class _JointGuidedModel(_AudioGuidedModel):
         batch = x.shape[0]
         if self.fresh:
             self.fresh = False
-            eps_audio = self.renderer.unet(x, step, self.conditions)
             eps_null, eps_text, eps_edit = (cached.expand(batch, -1, -1, -1) for cached in (
                 self.scene.eps_null_first, self.scene.eps_text_first, self.scene.eps_edit_first))
+            eps_audio = self._audio_first(x, step, eps_null)
         else:
-            null, text, edit = (c.expand(batch, -1, -1) for c in (self.scene.null, self.scene.text, self.scene.edit))
-            out = self.renderer.unet(torch.cat([x, x, x, x]), step, torch.cat([null, text, self.conditions, edit]))
-            eps_null, eps_text, eps_audio, eps_edit = out.chunk(4)
+            eps_null, eps_text, eps_audio, eps_edit = self._joint_branches(x, step)
         guided, self.momentum = joint_guided(eps_null, eps_text, eps_audio, eps_edit, self.audio_scales,
                                              self.renderer.settings.edit_scale, self.params, self.momentum)
         return guided
+
+    def _joint_branches(self, x: torch.Tensor, step: int):
+        batch = x.shape[0]
+        null, text, edit = (c.expand(batch, -1, -1) for c in (self.scene.null, self.scene.text, self.scene.edit))
+        if self.conditions is None:
+            eps_null, eps_text, eps_edit = self.renderer.unet(torch.cat([x, x, x]), step,
+                                                              torch.cat([null, text, edit])).chunk(3)
+            return eps_null, eps_text, eps_null, eps_edit
+        out = self.renderer.unet(torch.cat([x, x, x, x]), step, torch.cat([null, text, self.conditions, edit]))
+        return out.chunk(4)

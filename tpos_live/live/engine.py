@@ -14,10 +14,13 @@ Threads: the source's audio callback (copies into the ring), the encoder (one co
 the scene preparer (z^T, prompts, z^delta, in the background, into a small cache), the renderer
 (frames at up to the target fps) and its finisher (downloads, checks and delivers each batch while
 the next one renders), a presenter when frames are rendered in batches, and a recorder
-while recording. They hand over through latest-wins mailboxes. Everything a performer may change
-while it runs changes without stopping the frames: the knobs and the scene (:attr:`control`), the
-sound source (:meth:`set_source`) and the audio conditioning (:meth:`set_provider`). The engine
-never prints: it reports through ``report``.
+while recording. Where a frame has one guided step, the renderer composes the frames from keyframes
+(``compose.py``) and a keyframe stage runs the UNet once per condition (``keyframes.py``); with
+several guided steps every frame runs the UNet (:meth:`LiveEngine.describe_frames` says which).
+They hand over through latest-wins mailboxes. Everything a performer may change while it runs
+changes without stopping the frames: the knobs and the scene (:attr:`control`), the sound source
+(:meth:`set_source`) and the audio conditioning (:meth:`set_provider`). The engine never prints: it
+reports through ``report``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from tpos_live.config import RenderSettings
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
+from tpos_live.live.compose import ComposeStage
 from tpos_live.live.control import ControlState, LiveControl
+from tpos_live.live.keyframes import KeyframeContext, Keyframes, KeyframeStage
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.memory import HeapTrimmer, malloc_trim
 from tpos_live.live.scenes import SceneCache, SceneStage
@@ -82,6 +87,8 @@ class LiveEngine:
         self.backend = backend or TorchBackend(stack, settings.decoder)
         renderer = TPoSRenderer(stack, settings, self.backend)  # refuses sizes and decoders the stack lacks
         self.text_space = renderer.text_space()
+        self.uses_keyframes = renderer.uses_keyframes
+        self._describe_frames = renderer.describe_frames
         self._check_provider(provider, stack.name)
         self.stack, self.settings, self.provider, self.source = stack, settings, provider, source
         try:
@@ -93,6 +100,7 @@ class LiveEngine:
         self.scenes = SceneCache()
         self._conditions: Mailbox[LiveCondition] = Mailbox()
         self._batches: Mailbox[FrameBatch] = Mailbox()
+        self._keyframes: Mailbox[Keyframes] = Mailbox()
         self._recorder: Recorder | None = None
         self._lock = threading.Lock()
         self._running = False
@@ -110,9 +118,16 @@ class LiveEngine:
         if self.settings.batch_frames > 1:
             self.presenter = Presenter(self._batches, self._publish, stats, report)
             deliver = self._batches.put
-        self.render_stage = RenderStage(self.stack, self.backend, self.control, self.source, self._conditions,
-                                        self.scene_stage, self.scenes, deliver, stats, report,
-                                        live.loudness_window_seconds)
+        self.keyframe_stage = None
+        if self.uses_keyframes:
+            context = KeyframeContext(self.stack, self.control, self.scene_stage, self.scenes, stats, report)
+            self.keyframe_stage = KeyframeStage(context, self.backend, self._conditions, self._keyframes)
+            self.render_stage = ComposeStage(self.stack, self.backend, self.control, self.source, self._keyframes,
+                                             deliver, stats, report, live.loudness_window_seconds)
+        else:
+            self.render_stage = RenderStage(self.stack, self.backend, self.control, self.source, self._conditions,
+                                            self.scene_stage, self.scenes, deliver, stats, report,
+                                            live.loudness_window_seconds)
         self.heap_trimmer = self._make_heap_trimmer()
 
     def _make_heap_trimmer(self) -> HeapTrimmer | None:
@@ -136,7 +151,8 @@ class LiveEngine:
                 raise RuntimeError("this engine has already been started: make a new one")
             self._started = True
             self.source.start()
-            for stage in (self.scene_stage, self.encoder, self.render_stage, self.presenter, self.heap_trimmer):
+            for stage in (self.scene_stage, self.encoder, self.keyframe_stage, self.render_stage, self.presenter,
+                          self.heap_trimmer):
                 if stage is not None:
                     stage.start()
             self._running = True
@@ -147,7 +163,8 @@ class LiveEngine:
             if not self._running:
                 return None
             self._running = False
-            for stage in (self.encoder, self.render_stage, self.presenter, self.scene_stage, self.heap_trimmer):
+            for stage in (self.encoder, self.keyframe_stage, self.render_stage, self.presenter, self.scene_stage,
+                          self.heap_trimmer):
                 if stage is not None:
                     stage.stop()
             recorded = self._finish_recording()
@@ -220,6 +237,8 @@ class LiveEngine:
             old, self.backend = self.backend, backend
             self.scene_stage.backend = backend
             self.render_stage.backend = backend
+            if self.keyframe_stage is not None:
+                self.keyframe_stage.backend = backend
         return old
 
     def _check_provider(self, provider: ConditionProvider, model: str) -> None:
@@ -233,6 +252,14 @@ class LiveEngine:
                             f"for this model's text encoder")
 
     # ---- what comes out ---------------------------------------------------------------------------
+
+    def describe_frames(self) -> str:
+        """One line naming how the frames are made: "frames: keyframes (one UNet call per condition, 3.9/s)"
+        (the rate measured over the stats window, once there is one) or "frames: per frame (2 guided steps)".
+        The path is picked at the start from the starting settings: keyframes where they are exact (one
+        guided step) unless ``settings.frames`` says otherwise."""
+        rate = self.stats().keyframes_per_second if self.uses_keyframes else 0.0
+        return self._describe_frames(rate or None)
 
     def latest_frame(self) -> Frame | None:
         """The frame on screen now (None before the first)."""

@@ -316,12 +316,16 @@ class RenderStage(Stage):
                 self._follow_conditions()
                 if state.blackout:
                     self._show_black(state)
-                elif state.frozen or self.source.state == "lost" or self.scene is None or self.newest is None:
+                elif state.frozen or self.source.state == "lost" or not self._ready():
                     self._stop.wait(0.01)
                 else:
                     self._render(state)
 
     # ---- inputs ---------------------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        """Whether there is something to render (a scene and a condition)."""
+        return self.scene is not None and self.newest is not None
 
     def _follow_scene(self, state: ControlState) -> None:
         key = state.scene_key
@@ -392,9 +396,10 @@ class RenderStage(Stage):
     def _guarded_render(self, scene: Scene, conditions: torch.Tensor, scales: np.ndarray) -> PendingFrames | None:
         renderer = self.renderer
         try:
-            started = time.perf_counter()
+            started, calls = time.perf_counter(), renderer.unet_calls
             latents = renderer.render_latents(scene, conditions, torch.from_numpy(scales))
             rendered = time.perf_counter()
+            self.stats.add("unet_calls", renderer.unet_calls - calls)
             images = renderer.decode_images(latents)
             pending = self._download.start(images, latents, completion_fence(self.backend))  # NaN check rides along
         except Exception as error:  # noqa: BLE001 - counted and reported; the show goes on

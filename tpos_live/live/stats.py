@@ -27,6 +27,9 @@ COUNTERS = (
     "scene_errors",  # scene preparations that raised
     "scene_switches",  # scenes put on screen (the first one included)
     "morphs",  # switches crossfaded through blended scenes (the rest cut or fade pixels)
+    "keyframes",  # keyframes made (B of one condition: a new condition, or again for a new scene or threshold)
+    "keyframe_errors",  # keyframe batches that raised
+    "unet_calls",  # UNet calls made for frames and keyframes (not for preparing scenes)
 )
 
 
@@ -44,6 +47,7 @@ class StatsSnapshot:
     device_losses: int = 0
     source_state: str = "running"
     input_latency_ms: float | None = None  # the capture device's own input latency (None: not a device)
+    keyframes_per_second: float = 0.0  # keyframes made over the window (0 on the per-frame path)
 
     @property
     def frames(self) -> int:
@@ -61,9 +65,12 @@ class StatsSnapshot:
         if self.input_latency_ms is not None:
             latency += f" | input {self.input_latency_ms:.0f} ms"
         stages = " | ".join(f"{name} {ms:.0f} ms" for name, ms in self.stage_ms.items())
-        parts = [f"{self.fps:5.1f} fps", f"latency {latency}"] + ([stages] if stages else []) + [
+        rates = [f"{self.fps:5.1f} fps"]
+        if self.counters.get("keyframes", 0):
+            rates.append(f"{self.keyframes_per_second:.1f} keyframes/s")
+        parts = rates + [f"latency {latency}"] + ([stages] if stages else []) + [
             f"dropped {self.counters.get('dropped_frames', 0)}", f"overflows {self.overflows}"]
-        faults = self.counters.get("render_errors", 0) + self.counters.get("bad_frames", 0)
+        faults = sum(self.counters.get(name, 0) for name in ("render_errors", "bad_frames", "keyframe_errors"))
         if faults:
             parts.append(f"render faults {faults}")
         if self.source_state != "running":
@@ -87,6 +94,7 @@ class LiveStats:
         self._lock = threading.Lock()
         self._started = clock()
         self._frames: deque[float] = deque(maxlen=MAX_EVENTS)  # ready times
+        self._keyframes: deque[tuple[float, float]] = deque(maxlen=MAX_EVENTS)  # (time, how many)
         self._latencies: deque[tuple[float, float]] = deque(maxlen=MAX_EVENTS)
         self._stages: dict[str, deque[tuple[float, float]]] = {}
         self._counters = dict.fromkeys(COUNTERS, 0)
@@ -101,6 +109,14 @@ class LiveStats:
             if latency is not None:
                 self._latencies.append((ready, latency))
                 _drop_before(self._latencies, ready - self.window_seconds, _time_of)
+
+    def keyframes(self, count: int = 1) -> None:
+        """``count`` keyframes were made now (one batched UNet call)."""
+        with self._lock:
+            now = self.clock()
+            self._keyframes.append((now, count))
+            _drop_before(self._keyframes, now - self.window_seconds, _time_of)
+            self._counters["keyframes"] += count
 
     def stage(self, name: str, seconds: float) -> None:
         """A stage (encode, render, decode, scene) took ``seconds``."""
@@ -125,6 +141,7 @@ class LiveStats:
         with self._lock:
             span = min(self.window_seconds, max(now - self._started, 1e-3))
             fps = sum(1 for t in self._frames if t > since) / span
+            keyframes = sum(count for t, count in self._keyframes if t > since) / span
             latencies = [value for t, value in self._latencies if t > since]
             stages = {}
             for name, series in self._stages.items():
@@ -139,6 +156,7 @@ class LiveStats:
             stage_ms=stages, counters=counters, overflows=overflows, device_losses=device_losses,
             source_state=source_state,
             input_latency_ms=None if input_latency is None else 1000.0 * input_latency,
+            keyframes_per_second=keyframes,
         )
 
 

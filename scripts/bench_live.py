@@ -8,7 +8,14 @@ to use a new condition: from the capture of the newest sample of the condition's
 frame being delivered. It splits into audio -> condition (waiting for the encoder's hop, the encode)
 and condition -> frame (waiting for the next frame slot, the render, the decode). Model time is the
 mean encode + render + decode in the live loop (above the isolated figures when encoder and
-renderer share the cores); the rest is pipeline overhead (waits and hand-over). Example:
+renderer share the cores); the rest is pipeline overhead (waits and hand-over). ``mix_latency_ms`` is
+the engine's own figure over every frame: the age on screen of the condition mix it shows.
+
+Each path of ``--frame-paths`` runs in turn in the same process, on the same stack and sound: by
+default ``keyframes`` (the UNet once per condition, frames composed and decoded at the fps cap) against
+``per-frame`` (the UNet for every frame). Each gets the engine's line ("frames: ..."), displayed fps,
+keyframes per second, latency and the UNet calls of its measured run (counted at the UNet module, so
+nothing is left out); ``comparison`` gives the ratios. Example:
 
     .venv/bin/python scripts/bench_live.py --arch tiny --size 256 --seconds 30 -o live_tiny.json
     flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_live.py --arch sd15 --size 256 \\
@@ -21,6 +28,7 @@ import argparse
 import platform
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -93,6 +101,21 @@ def follow(engine: LiveEngine, seconds: float) -> tuple[list, list]:
     return frames, snapshots
 
 
+class UNetCalls:
+    """Counts the UNet module's forward calls and batch items while installed."""
+
+    def __init__(self, unet) -> None:
+        self.calls = self.items = 0
+        self._hook = unet.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args) -> None:
+        self.calls += 1
+        self.items += args[0].shape[0]
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
 def summarize(frames: list, snapshots: list, seconds: float) -> dict:
     fresh, seen = [], set()
     for frame in frames:
@@ -103,8 +126,10 @@ def summarize(frames: list, snapshots: list, seconds: float) -> dict:
     to_condition = np.array([f.condition_time - f.audio_time for f in fresh]) * 1000
     to_frame = np.array([f.ready - f.condition_time for f in fresh]) * 1000
     stages = {name: statistics.mean(s.stage_ms[name] for s in snapshots if name in s.stage_ms)
-              for name in ("encode", "render", "decode") if any(name in s.stage_ms for s in snapshots)}
+              for name in ("encode", "render", "keyframe", "compose", "decode")
+              if any(name in s.stage_ms for s in snapshots)}
     model_ms = sum(stages.values())
+    ages = np.array([f.ready - f.mix_audio_time for f in frames if f.mix_audio_time is not None]) * 1000
     last = snapshots[-1]
     return {
         "fps": len(frames) / seconds,
@@ -112,6 +137,8 @@ def summarize(frames: list, snapshots: list, seconds: float) -> dict:
         "latency_ms": {"mean": float(latency.mean()), "median": float(np.median(latency)),
                        "p95": float(np.percentile(latency, 95)), "max": float(latency.max()),
                        "measured_frames": len(fresh)},
+        "mix_latency_ms": {"p50": float(np.percentile(ages, 50)), "p95": float(np.percentile(ages, 95)),
+                           "max": float(ages.max())},
         "audio_to_condition_ms": float(to_condition.mean()),
         "condition_to_frame_ms": float(to_frame.mean()),
         "stage_ms": stages,
@@ -134,6 +161,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured run, after the first frame")
     parser.add_argument("--compute-device", default="cpu", metavar="DEVICE",
                         help="torch device for the models and the encoder: cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--frame-paths", nargs="+", default=["keyframes", "per-frame"],
+                        choices=("auto", "keyframes", "per-frame"), help="how frames are made, one run each "
+                        "(default: keyframes, then per-frame)")
     parser.add_argument("-o", "--output", help="write the JSON here too")
     args = parser.parse_args()
     try:
@@ -149,30 +179,62 @@ def main() -> None:
     provider = random_tpos(TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family),
                            device=device)
     match_token_spread(provider.map_model, text_space)
-    source = SyntheticSource(demo_pattern(provider.sample_rate), provider.sample_rate)
     build_seconds = time.perf_counter() - started
     alone = isolated_model_ms(stack, settings, provider, text_space)
-    engine = LiveEngine(stack, settings, provider, source, "a photo of a beautiful beach with a blue sky",
-                        live=LiveSettings(hop_seconds=args.hop))
-    with engine:
-        started = time.perf_counter()
-        engine.wait_frame(0, timeout=600)
-        first_frame_seconds = time.perf_counter() - started
-        frames, snapshots = follow(engine, args.seconds)
+    paths = {path: run_path(stack, replace(settings, frames=path), provider, args) for path in args.frame_paths}
     report = {
         "arch": args.arch, "size": args.size, "dtype": args.dtype, "random_weights": True,
         "sampler": settings.sampler, "steps": settings.steps, "guided_from_step": settings.delta_step,
         "decoder": settings.decoder, "fps_cap": args.fps, "hop_seconds": args.hop,
         "encoder_window_seconds": window_samples(provider) / provider.sample_rate,
-        "build_seconds": build_seconds, "first_frame_seconds": first_frame_seconds, "seconds": args.seconds,
+        "build_seconds": build_seconds, "seconds": args.seconds,
         "isolated_stage_ms": alone, "isolated_model_ms": sum(alone.values()),
-        **summarize(frames, snapshots, args.seconds),
+        "paths": paths, "comparison": compare(paths),
         "compute_device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }
     print_and_save(report, args.output)
+
+
+def run_path(stack, settings: RenderSettings, provider, args: argparse.Namespace) -> dict:
+    """One measured run of the live engine with ``settings`` (its frame path), from a fresh source."""
+    source = SyntheticSource(demo_pattern(provider.sample_rate), provider.sample_rate)
+    engine = LiveEngine(stack, settings, provider, source, "a photo of a beautiful beach with a blue sky",
+                        live=LiveSettings(hop_seconds=args.hop))
+    with engine:
+        started = time.perf_counter()
+        engine.wait_frame(0, timeout=600)
+        first_frame_seconds = time.perf_counter() - started
+        before = engine.stats().counters
+        unet = UNetCalls(stack.unet)
+        try:
+            frames, snapshots = follow(engine, args.seconds)
+        finally:
+            unet.remove()
+        after = engine.stats().counters
+        described = engine.describe_frames()
+    made = {name: after[name] - before[name] for name in ("keyframes", "conditions")}
+    return {"frames_path": described, "first_frame_seconds": first_frame_seconds,
+            **summarize(frames, snapshots, args.seconds),
+            "keyframes_per_second": made["keyframes"] / args.seconds,
+            "conditions_per_second": made["conditions"] / args.seconds,
+            "unet_calls": unet.calls, "unet_items": unet.items}
+
+
+def compare(paths: dict) -> dict:
+    """Keyframes against per-frame, where both ran: fps ratio and latency p50 difference (the issue's
+    target: fps at least 6x, latency p50 no worse)."""
+    keyframes, per_frame = paths.get("keyframes"), paths.get("per-frame")
+    if keyframes is None or per_frame is None:
+        return {}
+    fps_ratio = keyframes["fps"] / max(per_frame["fps"], 1e-9)
+    latency_change = keyframes["mix_latency_ms"]["p50"] - per_frame["mix_latency_ms"]["p50"]
+    return {"fps_ratio": fps_ratio, "mix_latency_p50_change_ms": latency_change,
+            "unet_calls_ratio": keyframes["unet_calls"] / max(per_frame["unet_calls"], 1),
+            "target": "keyframes fps >= 6x per-frame, latency p50 no worse",
+            "target_met": fps_ratio >= 6.0 and latency_change <= 0.0}
 
 
 if __name__ == "__main__":

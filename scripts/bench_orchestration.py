@@ -27,20 +27,29 @@ Where that time goes is ``--standin``:
   thread's own work: a backend that blocks until its result is ready, the worst case (and what
   this benchmark did before ``--standin`` existed). Sleeps release the GIL, so other threads run.
 
-``--model-ms`` is the model time per frame (UNet + decode; fast mode: one guided UNet item and one
-decoded image per frame), split by ``--decode-share``. The stack has SD 1.5's geometry (4 latent
-channels, factor 8, 77 x 768 conditions) with toy networks that never run on the frame path.
+The stand-in costs: ``--unet-ms`` per UNet item and ``--decode-ms`` per decoded image; or ``--model-ms``,
+the model time of a per-frame render (one guided UNet item and one decoded image), split by
+``--decode-share``. ``--frame-path`` picks how frames are made (the engine's choice, as ``live``'s
+``--frame-path``): ``auto`` is keyframes in fast mode (one guided step): the UNet runs once per condition
+(``--hop``) and a frame costs one decode; ``per-frame`` runs the UNet for every frame. The stack has SD
+1.5's geometry (4 latent channels, factor 8, 77 x 768 conditions) with toy networks that never run on
+the frame path.
 
-Reported: ``standin``, ``delivered_fps`` (frames the consumer saw per second),
-``overhead_ms_per_frame`` (the measured frame period minus the stand-in model time per frame,
-``--model-ms``), ``stand_in_wait_ms_per_frame`` (sync: the stand-ins' measured sleeps; async: the
+Reported: ``standin``, ``frames_path`` (the engine's line), ``delivered_fps`` (frames the consumer saw per
+second), ``keyframes_per_second`` and ``conditions_per_second`` (``keyframes_keep_up``: a keyframe for
+every condition, none replaced before the keyframe stage took it), ``unet_items`` (stand-in UNet items in the run),
+``overhead_ms_per_frame`` (the measured frame period minus the stand-in model time queued per
+delivered frame), ``stand_in_wait_ms_per_frame`` (sync: the stand-ins' measured sleeps; async: the
 device time queued, per frame delivered), ``device`` (async only: busy fraction, max and mean lag
 from queuing an op to its completion, the host's fence waits), and audio-to-frame latency
 percentiles (the engine's own figure: see Frame in live/stages.py).
-Example (the target of issue 12: >= 200 fps and <= 2 ms overhead on the 2-core development CPU):
+Examples (>= 200 fps and <= 2 ms overhead per frame on the per-frame path; >= 400 fps with a 20 ms UNet
+on the keyframe path, on the 2-core development CPU):
 
     flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_orchestration.py --size 512 \\
-        --model-ms 4 --fps 240 --seconds 8 -o o.json
+        --model-ms 4 --fps 240 --seconds 8 --frame-path per-frame -o o.json
+    flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_orchestration.py --size 512 \\
+        --unet-ms 20 --decode-ms 1 --fps 960 --seconds 8 -o keyframes.json
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ from tpos_live.diffusion.random_stacks import tiny_tokenizer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
+from tpos_live.names import FRAME_PATHS
 
 RATE = 16000
 TEXT_DIM = 768  # SD 1.5's condition width: what the per-frame slerp and the UNet input carry
@@ -306,13 +316,20 @@ def latency_ms(frames: list) -> dict:
             "max": float(ages.max()), "frames": len(ages)}
 
 
+def stand_in_costs(args: argparse.Namespace) -> tuple[float, float]:
+    """(ms per UNet item, ms per decoded image): --unet-ms/--decode-ms, else --model-ms split by --decode-share."""
+    if args.unet_ms is not None:
+        return args.unet_ms, args.decode_ms
+    return args.model_ms * (1 - args.decode_share), args.model_ms * args.decode_share
+
+
 def run(args: argparse.Namespace) -> dict:
     device = VirtualDevice() if args.standin == "async" else StandInDevice()
-    unet_ms = args.model_ms * (1 - args.decode_share)
-    backend = StandInBackend(unet_ms, args.model_ms * args.decode_share, device)
+    unet_ms, decode_ms = stand_in_costs(args)
+    backend = StandInBackend(unet_ms, decode_ms, device)
     stack = geometry_stack()
     settings = replace(RenderSettings.for_mode("fast", width=args.size, height=args.size),
-                       fps=args.fps, batch_frames=args.batch)
+                       fps=args.fps, batch_frames=args.batch, frames=args.frame_path)
     provider = StandInEncoder(args.encode_ms, args.hop, device)
     source = SyntheticSource(demo_pattern(RATE), RATE)
     engine = LiveEngine(stack, settings, provider, source, "a photo of a beach", backend=backend,
@@ -327,18 +344,26 @@ def run(args: argparse.Namespace) -> dict:
         elapsed = time.perf_counter() - started
         after = engine.stats().counters
         model_wait = {kind: 1000 * device.seconds[kind] / max(len(frames), 1) for kind in device.seconds}
+        unet_items = device.items.get("unet", 0)
         device_report = device.report(elapsed, len(frames))
+        frames_path = engine.describe_frames()
     period_ms = 1000 * elapsed / max(len(frames), 1)
     stand_in_ms = model_wait.get("unet", 0.0) + model_wait.get("decode", 0.0)
+    made = {name: after[name] - before[name] for name in ("keyframes", "conditions", "dropped_conditions")}
     return {
         "standin": args.standin, "size": args.size, "batch": args.batch, "fps_cap": args.fps,
-        "seconds": args.seconds,
-        "model_ms": args.model_ms, "unet_ms": unet_ms, "decode_ms": args.model_ms * args.decode_share,
+        "seconds": args.seconds, "frames_path": frames_path, "frame_path_flag": args.frame_path,
+        "model_ms": unet_ms + decode_ms, "unet_ms": unet_ms, "decode_ms": decode_ms,
         "encode_ms": args.encode_ms, "hop_seconds": args.hop,
         "delivered_fps": len(frames) / elapsed,
         "frames": len(frames),
+        "keyframes_per_second": made["keyframes"] / elapsed,
+        "conditions_per_second": made["conditions"] / elapsed,
+        "keyframes_keep_up": (engine.uses_keyframes and made["dropped_conditions"] == 0
+                              and made["keyframes"] >= made["conditions"] - 1),
+        "unet_items": unet_items,
         "frame_period_ms": period_ms,
-        "overhead_ms_per_frame": period_ms - args.model_ms,
+        "overhead_ms_per_frame": period_ms - stand_in_ms,
         "stand_in_wait_ms_per_frame": model_wait,
         "overhead_beyond_measured_waits_ms": period_ms - stand_in_ms,
         "device": device_report,
@@ -359,8 +384,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="frames rendered per batch")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured run, after the warm-up")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds run before measuring")
-    parser.add_argument("--model-ms", type=float, default=4.0, help="stand-in model time per frame (UNet + decode)")
+    parser.add_argument("--model-ms", type=float, default=4.0,
+                        help="stand-in model time of a per-frame render (one UNet item + one decode)")
     parser.add_argument("--decode-share", type=float, default=0.25, help="the decoder's part of --model-ms")
+    parser.add_argument("--unet-ms", type=float, help="stand-in time per UNet item (with --decode-ms: "
+                                                      "replaces --model-ms and --decode-share)")
+    parser.add_argument("--decode-ms", type=float, help="stand-in time per decoded image (with --unet-ms)")
+    parser.add_argument("--frame-path", choices=FRAME_PATHS, default="auto",
+                        help="how frames are made: auto (keyframes with one guided step, the fast mode "
+                             "here), keyframes, per-frame")
     parser.add_argument("--encode-ms", type=float, default=5.0, help="stand-in audio encoder time per window")
     parser.add_argument("--hop", type=float, default=0.25, help="encoder hop, seconds")
     parser.add_argument("--standin", choices=("async", "sync"), default="async",
@@ -370,6 +402,10 @@ def main() -> None:
     args = parser.parse_args()
     if not 0.0 <= args.decode_share <= 1.0:
         parser.error("--decode-share must be in 0..1")
+    if (args.unet_ms is None) != (args.decode_ms is None):
+        parser.error("give --unet-ms and --decode-ms together (or --model-ms and --decode-share)")
+    if args.unet_ms is not None and min(args.unet_ms, args.decode_ms) < 0:
+        parser.error("--unet-ms and --decode-ms must be >= 0")
     report = run(args)
     print_and_save(report, args.output)
 

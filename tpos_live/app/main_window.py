@@ -91,6 +91,7 @@ class MainWindow(QMainWindow):
         self.scene.set_backends(tuple(BACKENDS), session.spec.backend.name)
         self.audio = AudioPanel()
         self.status = StatusPanel(session.backend_description, self._weights(), session.models.random_weights)
+        self.status.show_frames(self.engine.describe_frames())
         self._lay_out()
         self._make_toolbar()
         self._connect()

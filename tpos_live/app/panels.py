@@ -339,16 +339,19 @@ def _fix_view(plot: pg.PlotWidget, x: tuple[float, float], y: tuple[float, float
 
 
 class StatusPanel(QWidget):
-    """fps, latency, dropped frames, overflows, backend and weights; random weights in a warning."""
+    """fps (and keyframes/s on the keyframe path), latency, dropped frames, overflows, how the frames are
+    made, backend and weights; random weights in a warning."""
 
     def __init__(self, backend: str, weights: str, random_weights: bool, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 0, 4, 0)
         self.line = QLabel("starting…", objectName="statsLine", minimumWidth=80)
+        self.frames = QLabel("", objectName="frames")
         self.backend = QLabel(backend, objectName="backend")
         self.weights = QLabel(weights, objectName="weights", toolTip=weights)
         layout.addWidget(self.line, 1)
+        layout.addWidget(self.frames)
         layout.addWidget(self.backend)
         layout.addWidget(self.weights)
         self.warning = QLabel("RANDOM WEIGHTS", objectName="warning",
@@ -359,6 +362,10 @@ class StatusPanel(QWidget):
     def show_backend(self, backend: str) -> None:
         self.backend.setText(backend)
 
+    def show_frames(self, described: str) -> None:
+        """How the engine makes the frames ("frames: keyframes (...)" or "frames: per frame (...)")."""
+        self.frames.setText(described)
+
     def show_weights(self, weights: str, random_weights: bool) -> None:
         self.weights.setText(weights)
         self.weights.setToolTip(weights)
@@ -368,8 +375,10 @@ class StatusPanel(QWidget):
         latency = "-" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"
         if stats.input_latency_ms is not None:
             latency += f" (input {stats.input_latency_ms:.0f} ms)"
-        text = (f"{stats.fps:.1f} fps · latency {latency} · dropped {stats.dropped_frames} · "
-                f"overflows {stats.overflows}")
+        rates = f"{stats.fps:.1f} fps"
+        if stats.counters.get("keyframes", 0):
+            rates += f" · {stats.keyframes_per_second:.1f} keyframes/s"
+        text = f"{rates} · latency {latency} · dropped {stats.dropped_frames} · overflows {stats.overflows}"
         if stats.source_state != "running":
             text += f" · audio {stats.source_state.upper()}"
         self.line.setText(text)

@@ -17,7 +17,9 @@ examples:
   tpos-live live --file set.mp3 --play-to default --prompt "a forest"      # rehearse from a file, hear it
   tpos-live live --synthetic --model tiny --size 128x128 --prompt "x"     # no sound card, no weights
 
-Once a second it prints fps, audio-to-frame latency, stage times, dropped frames and audio overflows.
+At the start it says how the frames are made ("frames: keyframes (one UNet call per condition)" where a
+frame has one guided step, else "frames: per frame (N guided steps)"; --frames forces one). Once a second
+it prints fps, keyframes/s, audio-to-frame latency, stage times, dropped frames and audio overflows.
 Ctrl-C stops cleanly and finishes the recording."""
 
 
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     session = LiveSession(spec, models, report=reporter(args.quiet))
     say(f"sound: {session.engine.source.description}")
     say(f"frames rendered by {session.backend_description}")
+    say(session.engine.describe_frames())
     recorded = None
     try:
         session.start()
@@ -104,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         recorded = session.stop()
     final = session.engine.stats()
-    say(f"{final.frames} frames, {final.dropped_frames} dropped, {final.overflows} audio overflows, "
-        f"{final.counters['render_errors'] + final.counters['bad_frames']} render faults")
+    counters = final.counters
+    keyframes = f"{counters['keyframes']} keyframes, " if session.engine.uses_keyframes else ""
+    say(f"{final.frames} frames, {keyframes}{counters['unet_calls']} UNet calls (scenes aside), "
+        f"{final.dropped_frames} dropped, {final.overflows} audio overflows, "
+        f"{counters['render_errors'] + counters['bad_frames'] + counters['keyframe_errors']} render faults")
     if recorded is not None:
         say(f"wrote {recorded}")
     return 0

@@ -19,7 +19,7 @@ address                        arguments    effect
 ``/tpos/envelope``             f            envelope depth, 0..1
 ``/tpos/attack``               f            envelope attack, 0.001..2 s
 ``/tpos/release``              f            envelope release, 0.001..5 s
-``/tpos/fps``                  f            frame-rate cap, 1..480
+``/tpos/fps``                  f            frame-rate cap, 1..960
 ``/tpos/freeze``               i (0/1)      hold the frame / resume (T and F work too)
 ``/tpos/blackout``             i (0/1)      black output / resume
 ``/tpos/preset``               i or s       recall a preset by index (0-based) or name

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from tpos_live.backends.base import Backend
+from tpos_live.backends.base import Backend, completion_fence
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
@@ -223,5 +223,8 @@ class KeyframeStage(Stage):
 
     def _publish(self, renderer: TPoSRenderer) -> None:
         finish_work(self.device)  # done on this stage's stream before the frame stage reads it
+        fence = completion_fence(self.backend)  # a backend whose completion only the host sees
+        if fence is not None:
+            fence.synchronize()
         previous = self._held[0] if len(self._held) == 2 else None
         self.keyframes.put(Keyframes(self._scene_key, renderer.settings, self._base, self._held[-1], previous))

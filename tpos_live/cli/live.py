@@ -18,7 +18,7 @@ examples:
   tpos-live live --synthetic --model tiny --size 128x128 --prompt "x"     # no sound card, no weights
 
 At the start it says how the frames are made ("frames: keyframes (one UNet call per condition)" where a
-frame has one guided step, else "frames: per frame (N guided steps)"; --frames forces one). Once a second
+frame has one guided step, else "frames: per frame (N guided steps)"; --frame-path forces one). Once a second
 it prints fps, keyframes/s, audio-to-frame latency, stage times, dropped frames and audio overflows.
 Ctrl-C stops cleanly and finishes the recording."""
 

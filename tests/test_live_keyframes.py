@@ -26,7 +26,8 @@ from tpos_live.live.stats import LiveStats
 
 def keyframe_settings(**overrides):
     """One guided step (the last of two): keyframes are exact and the default path."""
-    return RenderSettings.for_mode("fast", width=64, height=64, steps=2, delta_step=1, fps=24, **overrides)
+    return RenderSettings.for_mode("fast", **{"width": 64, "height": 64, "steps": 2, "delta_step": 1, "fps": 24,
+                                              **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +169,13 @@ def test_per_frame_path_runs_when_forced(tiny_stack, provider):
         counters = engine.stats().counters
     assert len(frames) >= 3 and counters["keyframes"] == 0
     assert counters["unet_calls"] >= counters["frames"] - 1  # one UNet call per frame
+
+
+def test_keyframes_linearised_for_several_guided_steps_when_asked(tiny_stack, provider):
+    with make_engine(tiny_stack, provider, delta_step=0, frames="keyframes") as engine:
+        assert engine.uses_keyframes
+        assert engine.describe_frames().startswith("frames: keyframes linearised in g_s (2 guided steps")
+        engine.wait_frame(0, timeout=30)
+        frames = frames_during(engine, 1.0)
+        counters = engine.stats().counters
+    assert len(frames) >= 5 and counters["keyframes"] >= 1 and counters["render_errors"] == 0

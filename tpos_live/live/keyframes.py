@@ -32,9 +32,10 @@ from tpos_live.reporting import Reporter
 from tpos_live.worker import Stage
 
 # With one guided step the momentum starts at zero and adds nothing, so only the threshold's mask shapes
-# B; with several (linearised keyframes) the momentum carries the audio term from step to step too.
+# B, and B is per unit of g_s exactly. With several (linearised keyframes) the momentum carries the audio
+# term from step to step too, and a keyframe is exact only at the g_s it was made with: made anew there.
 EXACT_KEYFRAME_SETTINGS = ("threshold",)
-LINEARISED_KEYFRAME_SETTINGS = ("threshold", "momentum_scale", "momentum_beta")
+LINEARISED_KEYFRAME_SETTINGS = ("threshold", "momentum_scale", "momentum_beta", "audio_guidance")
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,26 @@ def test_a_slow_keyframe_does_not_hold_the_frames_up(tiny_stack, provider):
     assert len(frames) >= 10 and gaps.max() < 0.4, f"frames stalled {gaps.max():.2f} s behind a keyframe"
 
 
+def test_a_failing_keyframe_keeps_the_frames_going_and_keyframes_come_back(tiny_stack, provider):
+    reports = Reports()
+
+    def explode(module, args):
+        raise RuntimeError("simulated GPU fault")
+
+    with make_engine(tiny_stack, provider, report=reports) as engine:
+        engine.wait_frame(0, timeout=30)
+        hook = tiny_stack.unet.register_forward_pre_hook(explode)
+        try:
+            during = frames_during(engine, 1.0)
+        finally:
+            hook.remove()
+        made = engine.stats().counters["keyframes"]
+        assert wait_until(lambda: engine.stats().counters["keyframes"] > made, 5), "keyframes did not come back"
+        counters = engine.stats().counters
+    assert len(during) >= 10, "the frames stopped while keyframes failed"
+    assert counters["keyframe_errors"] >= 1 and reports.said("simulated GPU fault")
+
+
 def test_a_scene_change_fades_without_stalling_the_frames(tiny_stack, provider):
     with make_engine(tiny_stack, provider) as engine:
         engine.wait_frame(0, timeout=30)

@@ -114,7 +114,7 @@ class KeyframeStage(Stage):
         self._requested_key: tuple | None = None
         self._scene_settings: dict = {}
         self._base: torch.Tensor | None = None
-        self._recipe: tuple | None = None  # the keyframe settings the held keyframes were made with
+        self._made_for: tuple | None = None  # the scene key and keyframe settings of the held keyframes
         self._held: list[Keyframe] = []  # the two newest, oldest first
         self._described: str | None = None
         self._stream = None
@@ -136,16 +136,16 @@ class KeyframeStage(Stage):
         """Follow ``state`` and take ``condition`` (None: no new one); True when it published keyframes."""
         if condition is not None:
             adopt(condition.condition, self._stream)  # uploaded on the encoder's stream
-        new_scene = self._follow_scene(state)
+        self._follow_scene(state)
         if self._scene is None:
             self._hold(condition)  # made into a keyframe once the first scene is ready
             return False
         renderer = self._renderer_for(state)
-        recipe = tuple(getattr(renderer.settings, name) for name in keyframe_settings(renderer))
-        remake = new_scene or recipe != self._recipe
+        made_for = (self._scene_key, *(getattr(renderer.settings, name) for name in keyframe_settings(renderer)))
+        remake = made_for != self._made_for
         if remake:
-            self._recipe = recipe
             self._remake(renderer)
+            self._made_for = made_for  # only once made: a failed remake is tried again at the next step
         if condition is not None:
             self._add(renderer, condition)
         elif not remake or not self._held:
@@ -155,22 +155,21 @@ class KeyframeStage(Stage):
 
     # ---- inputs -------------------------------------------------------------------------------------
 
-    def _follow_scene(self, state: ControlState) -> bool:
-        """Ask for the scene of ``state`` and adopt it when it is ready; True when a new one was adopted."""
+    def _follow_scene(self, state: ControlState) -> None:
+        """Ask for the scene of ``state`` and adopt it when it is ready."""
         key = state.scene_key
         if key == self._scene_key:
-            return False
+            return
         if key != self._requested_key:
             self._requested_key = key
             self.context.scenes.request(state)
         scene = self.context.cache.get(key)
         if scene is None:
-            return False
+            return
         adopt(scene, self._stream)  # prepared on the scene stage's stream
         self._scene, self._scene_key = scene, key
         self._scene_settings = {name: getattr(state.settings, name) for name in SCENE_SETTINGS}
         self._renderer = None  # the new scene may have other steps
-        return True
 
     def _renderer_for(self, state: ControlState) -> TPoSRenderer:
         settings = replace(state.settings, **self._scene_settings)

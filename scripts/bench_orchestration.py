@@ -359,8 +359,8 @@ def run(args: argparse.Namespace) -> dict:
         "frames": len(frames),
         "keyframes_per_second": made["keyframes"] / elapsed,
         "conditions_per_second": made["conditions"] / elapsed,
-        "keyframes_keep_up": (engine.uses_keyframes and made["dropped_conditions"] == 0
-                              and made["keyframes"] >= made["conditions"] - 1),
+        "keyframes_keep_up": None if not engine.uses_keyframes else (  # None: the per-frame path
+            made["dropped_conditions"] == 0 and made["keyframes"] >= made["conditions"] - 1),
         "unet_items": unet_items,
         "frame_period_ms": period_ms,
         "overhead_ms_per_frame": period_ms - stand_in_ms,

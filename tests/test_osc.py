@@ -89,7 +89,7 @@ def malformed_packets(rng: random.Random, count: int) -> list[bytes]:
         lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))),  # noise
         lambda: b"/tpos/seed\x00\x00,i\x00\x00\x00",  # truncated int
         lambda: b"#bundle\x00" + bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40))),
-        lambda: msg(rng.choice(knob_addresses), rng.choice([float("nan"), float("inf"), -1e9, 1e9, -0.5, 500.0])),
+        lambda: msg(rng.choice(knob_addresses), rng.choice([float("nan"), float("inf"), -1e9, 1e9, -0.5, 5000.0])),
         lambda: msg(rng.choice(knob_addresses), rng.choice(["loud", b"\x01\x02", True, None])),
         lambda: msg(rng.choice(knob_addresses), 0.5, 0.5),  # two arguments
         lambda: msg(rng.choice(knob_addresses)),  # none

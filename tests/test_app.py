@@ -431,3 +431,18 @@ def test_osc_moves_the_panel_and_recalls_presets_as_the_next_button_does(qtbot, 
         assert engine.render_stage.scene is prepared  # morphed into the scene prepared before the recall
     finally:
         window.shutdown()
+
+
+def test_the_status_shows_keyframes_per_second_beside_fps_and_how_frames_are_made(qtbot):
+    from tpos_live.app.panels import StatusPanel
+    from tpos_live.live.stats import StatsSnapshot
+
+    panel = StatusPanel("torch (float32 on cpu)", "tiny", random_weights=True)
+    qtbot.addWidget(panel)
+    panel.show_frames("frames: keyframes (one UNet call per condition)")
+    panel.show_stats(StatsSnapshot(fps=60.0, latency_ms=80.0, latency_max_ms=95.0, stage_ms={},
+                                   counters={"keyframes": 12}, keyframes_per_second=4.0))
+    assert panel.line.text().startswith("60.0 fps · 4.0 keyframes/s · latency 80 ms")
+    assert panel.frames.text() == "frames: keyframes (one UNet call per condition)"
+    panel.show_stats(StatsSnapshot(fps=5.0, latency_ms=None, latency_max_ms=None, stage_ms={}))  # per frame
+    assert panel.line.text().startswith("5.0 fps · latency -")

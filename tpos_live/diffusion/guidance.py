@@ -59,7 +59,8 @@ def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     if weight == 0.0:
         return low
     high = values.kthvalue(min(below + 2, n), dim=-1).values
-    return torch.lerp(low, high, torch.tensor(weight, dtype=values.dtype, device=values.device))
+    # A Python weight, not a tensor made on the device: that would be a blocking upload every frame.
+    return torch.lerp(low, high, weight)
 
 
 def text_guided(eps_null: torch.Tensor, eps_text: torch.Tensor, text_scale: float) -> torch.Tensor:

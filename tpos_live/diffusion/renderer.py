@@ -44,6 +44,7 @@ from tpos_live.diffusion.samplers import (
     sample_plms,
 )
 from tpos_live.diffusion.stack import ModelStack
+from tpos_live.diffusion.uploads import upload
 from tpos_live.errors import UserError
 
 if TYPE_CHECKING:
@@ -156,8 +157,8 @@ class TPoSRenderer:
     def render_latents(self, scene: Scene, conditions: torch.Tensor, audio_scales: torch.Tensor) -> torch.Tensor:
         """Guided steps for a batch of frames: ``conditions`` (B, 77, D), ``audio_scales`` (B,) = g_s per frame."""
         self._check_trajectory(scene)
-        scales = audio_scales.to(self.device, torch.float32) * self.settings.audio_guidance
-        return self._guided_latents(scene, conditions.to(self.device, self.unet_dtype), scales)
+        scales = upload(audio_scales, self.device, torch.float32) * self.settings.audio_guidance
+        return self._guided_latents(scene, upload(conditions, self.device, self.unet_dtype), scales)
 
     # ---- keyframes ------------------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class TPoSRenderer:
         self._check_trajectory(scene)
         reference = reference or self.settings.audio_guidance or 1.0
         scales = torch.full((conditions.shape[0],), float(reference), device=self.device)
-        latents = self._guided_latents(scene, conditions.to(self.device, self.unet_dtype), scales)
+        latents = self._guided_latents(scene, upload(conditions, self.device, self.unet_dtype), scales)
         return (latents - base) / reference
 
     def compose_latents(self, base: torch.Tensor, previous: torch.Tensor, following: torch.Tensor,
@@ -224,8 +225,8 @@ class TPoSRenderer:
         ``fractions`` (F,) is tau per frame, ``audio_scales`` (F,) the envelope's multiplier of g_s, as
         :meth:`render_latents` takes it. ``previous``/``following`` are (F or 1, C, h, w); ``base`` (F or 1, ...).
         """
-        return compose_latents(base, previous, following, fractions.to(self.device, torch.float32),
-                               audio_scales.to(self.device, torch.float32) * self.settings.audio_guidance)
+        return compose_latents(base, previous, following, upload(fractions, self.device, torch.float32),
+                               upload(audio_scales, self.device, torch.float32) * self.settings.audio_guidance)
 
     def _check_trajectory(self, scene: Scene) -> None:
         if scene.trajectory != self.trajectory:

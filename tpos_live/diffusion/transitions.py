@@ -18,6 +18,7 @@ import torch
 
 from tpos_live.conditioning.interpolate import slerp
 from tpos_live.diffusion.renderer import Scene
+from tpos_live.diffusion.uploads import upload
 
 
 def can_blend(a: Scene, b: Scene) -> bool:
@@ -35,7 +36,7 @@ def blend_scenes(a: Scene, b: Scene, alphas: torch.Tensor) -> Scene:
     if not can_blend(a, b):
         raise ValueError(f"scenes {a.trajectory} and {b.trajectory} do not share steps and shapes: they "
                          f"cannot be blended")
-    alphas = alphas.reshape(-1).double()
+    alphas = upload(alphas.reshape(-1), b.z_delta.device, torch.float64)  # once, not once per tensor
     step_noise = _mix(a.step_noise.transpose(0, 1), b.step_noise.transpose(0, 1), alphas).transpose(0, 1)
     return replace(
         b,

@@ -47,7 +47,7 @@ def test_config_validates() -> None:
         SpectrogramConfig(kind="mel", n_mels=64, height=128)
     with pytest.raises(ValueError, match="at least 1"):
         SpectrogramConfig(kind="stft", segment_frames=0)
-    with pytest.raises(ValueError, match="floor must be one of relative, absolute"):
+    with pytest.raises(ValueError, match="floor must be one of official, relative, absolute"):
         SpectrogramConfig(kind="stft", floor="max")  # type: ignore[arg-type]
 
 

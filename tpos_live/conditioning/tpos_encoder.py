@@ -252,12 +252,17 @@ class TPoSProvider:
 
     @torch.inference_mode()
     def segment_features(self, segments: np.ndarray) -> torch.Tensor:
-        """``(M, L)`` segments' audio -> ``(M, D)`` CNN features on the provider's device."""
+        """``(M, L)`` segments' audio -> ``(M, D)`` CNN features on the provider's device (each map from
+        its segment alone: the official floor takes the segment's own peak)."""
         maps = np.stack([segment_map(segment, self.config.spectrogram) for segment in segments])
-        maps_t = torch.from_numpy(maps).unsqueeze(1)
+        return self.map_features(torch.from_numpy(maps).unsqueeze(1))
+
+    @torch.inference_mode()
+    def map_features(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(M, 1, H, W)`` segment maps -> ``(M, D)`` CNN features on the provider's device, in batches."""
         chunks = [
-            self.encoder.segment_features(maps_t[start : start + self.batch_size].to(self.device))
-            for start in range(0, len(maps_t), self.batch_size)
+            self.encoder.segment_features(maps[start : start + self.batch_size].to(self.device))
+            for start in range(0, len(maps), self.batch_size)
         ]
         return torch.cat(chunks)
 

@@ -162,17 +162,18 @@ def decibels_to_map(decibels: np.ndarray, cfg: SpectrogramConfig, peak: float | 
 
     ``peak`` is the dB the relative and official floors lie 80 dB below, by default the maximum of
     ``decibels`` (give it when ``decibels`` holds only some rows or columns of a map: the official floor
-    takes the whole file's). A relative map whose peak is silence is all zeros.
+    takes the whole file's). A relative or official map whose peak is silence is all zeros.
     """
     if cfg.floor == "absolute":
         return np.maximum(decibels, -TOP_DB) / TOP_DB + 1.0
     peak = float(np.max(decibels)) if peak is None else peak
+    if peak <= SILENCE_DB:
+        # A silent segment must look silent, since windows are padded with silence: zeros, as the
+        # official code's canvas. librosa would call every bin 0 dB (ref=np.max), or -100 dB (ref=1.0,
+        # -0.25 in the official map of an all-silent file).
+        return np.zeros(decibels.shape)
     if cfg.floor == "official":
         return np.maximum(decibels, peak - TOP_DB) / TOP_DB + 1.0
-    if peak <= SILENCE_DB:
-        # librosa (ref=np.max) would call every bin 0 dB; a silent segment must look silent, since
-        # windows are padded with silence.
-        return np.zeros(decibels.shape)
     return np.maximum(decibels - peak, -TOP_DB) / TOP_DB + 1.0
 
 

@@ -261,7 +261,8 @@ def _check_live_scene(scene: SceneSpec, settings: RenderSettings, report: Report
         raise UserError("--edit-prompt is for tpos-live render: a live session guides with the audio alone")
     if settings.windows != "sliding" or settings.condition_scale is not None:
         report("warning", "live uses sliding windows with the MAP input N alpha_n s_n (a window cannot hold "
-                          "sound that has not arrived): the official windows and condition scale are for render")
+                          "sound that has not arrived): the official windows and condition scale are for render "
+                          "(the official floor, if the encoder's, lies below each segment's peak, not the file's)")
 
 
 class LiveSession:

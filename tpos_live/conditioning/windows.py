@@ -39,6 +39,7 @@ from tpos_live.names import WINDOWS
 
 _WINDOW_WORDS = {"official": "consecutive windows of N segments, as the official txt2img",
                  "sliding": "a window ending at each segment, as live"}
+_PEAK_WORDS = {"official": "the whole file's peak", "sliding": "each segment's own peak, as live"}
 
 
 def condition_track(provider: ConditionProvider, mono: np.ndarray, text_space: TextSpace,
@@ -57,7 +58,10 @@ def condition_track(provider: ConditionProvider, mono: np.ndarray, text_space: T
                 f"(the official windows and the condition scale are for a TPoS encoder)")
         return provider.encode(mono, text_space)
     x = "N" if condition_scale is None else f"{condition_scale:g}"
-    say(f"encoder windows: {windows} ({_WINDOW_WORDS[windows]}), MAP input {x} * alpha_n * s_n")
+    peak = ""
+    if provider.config.spectrogram.floor == "official":
+        peak = f", official maps floored below {_PEAK_WORDS[windows]}"
+    say(f"encoder windows: {windows} ({_WINDOW_WORDS[windows]}), MAP input {x} * alpha_n * s_n{peak}")
     if windows == "sliding":
         return provider.encode(mono, text_space, condition_scale=condition_scale)
     return official_windows(provider, mono, text_space, condition_scale)

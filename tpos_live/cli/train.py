@@ -79,7 +79,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="processes that compute spectrograms and load batches (default 0: this one)",
     )
-    front = p.add_argument_group("front end (defaults: the official inference map)")
+    front = p.add_argument_group("front end (defaults: the official inference map's sizes, relative floor)")
     add_front_end_option(front)
     front.add_argument("--front-end-rate", type=int, default=44100, help="audio is resampled to this (44100)")
     front.add_argument("--n-fft", type=int, help="FFT size (stft: 1024, mel: 2048)")

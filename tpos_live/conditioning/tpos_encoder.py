@@ -58,7 +58,8 @@ class TPoSConfig:
         embed_dim: width D of the audio vectors and of the conditions (768 for SD 1.x, 1024 for SD 2.x).
         map_tokens: tokens MAP makes; 76, so that with the start token a condition has 77.
         segments: N, segments per encoder window; must equal ``spectrogram.segments``.
-        spectrogram: the front end (default: the official inference map, ``"stft"``).
+        spectrogram: the front end (default: the official inference's linear STFT map, ``"stft"``, with
+            the floor of a config that names none, ``"absolute"``; ``import-tpos`` records ``"official"``).
         text_family: the text encoder the encoder was aligned to (see ``TextSpace.family``).
         hop_seconds: time between consecutive conditions of a file; None = one segment. The hop in
             samples must divide the segment length, so that windows share their segments.

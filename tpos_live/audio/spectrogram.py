@@ -131,14 +131,15 @@ def frame_count(n_samples: int, cfg: SpectrogramConfig) -> int:
     return 1 + (n_samples - cfg.n_fft) // cfg.hop_length
 
 
-def spectrogram(mono: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+def spectrogram(mono: np.ndarray, cfg: SpectrogramConfig, peak: float | None = None) -> np.ndarray:
     """The ``cfg.kind`` map of a mono signal at ``cfg.sample_rate``: ``(height, frames)`` float32.
 
-    Needs at least ``n_fft`` samples. With the relative floor the dB reference is the maximum of this
-    map, so the map of a part differs from the columns of the whole by that reference; with the absolute
-    floor every column depends on its own frame only.
+    Needs at least ``n_fft`` samples. With the relative and official floors the dB reference is the
+    maximum of this map (the official floor's: ``peak`` when given), so the map of a part differs from
+    the columns of the whole by that reference; with the absolute floor every column depends on its own
+    frame only.
     """
-    values = decibels_to_map(frame_decibels(mono, cfg), cfg)
+    values = decibels_to_map(frame_decibels(mono, cfg), cfg, peak if cfg.floor == "official" else None)
     if cfg.kind == "stft":
         values = _cached_resize(cfg.n_bins, cfg.height) @ values
     return values.astype(np.float32)
@@ -198,10 +199,7 @@ def segment_map(mono_segment: np.ndarray, cfg: SpectrogramConfig, peak: float | 
     expected = segment_samples(cfg)
     if len(mono_segment) != expected:
         raise ValueError(f"a segment has {expected} samples, got {len(mono_segment)}")
-    values = decibels_to_map(frame_decibels(mono_segment, cfg), cfg, peak if cfg.floor == "official" else None)
-    if cfg.kind == "stft":
-        values = _cached_resize(cfg.n_bins, cfg.height) @ values
-    return values.astype(np.float32)
+    return spectrogram(mono_segment, cfg, peak)
 
 
 def official_stride(cfg: SpectrogramConfig) -> int:

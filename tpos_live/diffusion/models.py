@@ -105,8 +105,7 @@ def fast_defaults(model: str, stack: ModelStack | None = None) -> dict[str, int 
     Where they come from, in this order (paper mode takes none of them: its preset is the paper's):
 
     1. ``tiny``: :data:`TINY_DEFAULTS`, every step guided;
-    2. an alias: its :class:`Alias` fields (``sd15-lcm`` 4 / 1, ``sd-turbo`` 1 / 1, ``sd14`` 50 / 7.5 PLMS),
-       known before loading;
+    2. an alias: its :class:`Alias` fields (the README lists them), known before loading;
     3. any other model, once ``stack`` is loaded: ``ModelStack.default_steps`` / ``default_guidance``, which
        a folder saved by tpos-live records and :func:`suggested_sampling` fills in otherwise. A model run
        with classifier-free guidance (g > 1) is not distilled, so it gets PLMS, as ``sd14``.

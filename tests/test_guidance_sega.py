@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, SemanticStableDiffusionPipeline
 
-from tpos_live.config import RenderSettings
+from tpos_live.config import IMG2IMG_PRESETS, RenderSettings, layered
 from tpos_live.diffusion.guidance import GuidanceParams, audio_guided, quantile_mask
 from tpos_live.diffusion.renderer import TPoSRenderer
 
@@ -103,3 +103,12 @@ def test_momentum_follows_the_official_update():
     second, momentum = audio_guided(zeros, zeros, audio, torch.ones(1), params, momentum)
     assert torch.allclose(second, audio + 0.3 * 0.4 * audio)  # edit' = edit + 0.3 v
     assert torch.allclose(momentum, 0.6 * 0.4 * audio + 0.4 * second)  # v = 0.6 v + 0.4 edit'
+
+
+def test_paper_mode_scales_the_edit_concept_as_the_audio_unless_told() -> None:
+    # The official code scales every concept by the same s_e; fast mode keeps SEGA's default 5.
+    assert RenderSettings.for_mode("fast").edit_scale == 5.0
+    assert RenderSettings.for_mode("paper").edit_scale == 7.0
+    assert RenderSettings.for_mode("paper", audio_guidance=9.0).edit_scale == 9.0
+    assert RenderSettings.for_mode("paper", **IMG2IMG_PRESETS["official"]).edit_scale == 5.0  # 10, halved
+    assert RenderSettings.for_mode("paper", **layered({"audio_guidance": 9.0}, {"edit_scale": 2.0})).edit_scale == 2.0

@@ -449,6 +449,48 @@ def test_fast_defaults_by_name():
     assert fast_defaults("/models/my-sd15") == {}
 
 
+def distilled_tiny_folder(tmp_path: Path, name: str, **metadata) -> Path:
+    """A copy of the tiny model folder named ``name``, its saved name and sampling replaced by ``metadata``
+    (a folder that records no sampling gets the suggestion of ``suggested_sampling``)."""
+    import json
+    import shutil
+
+    from tpos_live.diffusion.folders import METADATA_FILE
+    from tpos_live.diffusion.random_stacks import tiny_model_folder
+
+    folder = shutil.copytree(tiny_model_folder(), tmp_path / name)
+    saved = json.loads((folder / METADATA_FILE).read_text())
+    for key in ("name", "default_steps", "default_guidance"):
+        saved.pop(key)
+    (folder / METADATA_FILE).write_text(json.dumps({**saved, **metadata}))
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["fast", "paper"])
+def test_a_model_that_is_no_alias_renders_with_its_own_sampling(tmp_path, mode):
+    from tpos_live.session import BackendSpec, ConditioningSpec, SceneSpec, load_models
+
+    def settings(folder: Path, **given):
+        scene = SceneSpec(prompt="x", mode=mode, overrides={"width": 64, "height": 64, **given})
+        models = load_models(ModelSpec(model=str(folder)), BackendSpec(),
+                             ConditioningSpec(encoder="random"), scene, say=lambda _: None, progress=False)
+        return models.settings
+
+    recorded = distilled_tiny_folder(tmp_path, "recorded", default_steps=2, default_guidance=1.0)
+    turbo = distilled_tiny_folder(tmp_path, "tiny-turbo")  # the name marks it: suggested 1 step, g 1
+    plain = distilled_tiny_folder(tmp_path, "plain", default_steps=30, default_guidance=6.0)
+    if mode == "paper":  # the paper's preset whatever the model
+        assert (settings(turbo).steps, settings(turbo).sampler) == (50, "plms")
+        return
+    fast = settings(recorded)
+    assert (fast.steps, fast.text_guidance, fast.delta_step, fast.sampler) == (2, 1.0, 1, "lcm")
+    one_step = settings(turbo)
+    assert (one_step.steps, one_step.text_guidance, one_step.delta_step) == (1, 1.0, 0)
+    guided = settings(plain)  # classifier-free guidance: not distilled, so PLMS as sd14
+    assert (guided.steps, guided.text_guidance, guided.sampler) == (30, 6.0, "plms")
+    assert settings(turbo, steps=3).steps == 3  # what the user gives still wins
+
+
 # --- spec ------------------------------------------------------------------------------------------
 
 

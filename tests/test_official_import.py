@@ -138,7 +138,7 @@ def test_import_computes_what_the_official_structure_computes(tmp_path, official
     provider = load_tpos(tmp_path / "tpos.safetensors")
     assert provider.config.embed_dim == DIM and provider.config.segments == SEGMENTS
     assert provider.config.spectrogram.kind == "stft" and provider.text_family == "tiny"
-    assert provider.config.spectrogram.floor == "relative"  # the official amplitude_to_db(ref=max) scaling
+    assert provider.config.spectrogram.floor == "official"  # amplitude_to_db: dB re 1.0, the file's peak - 80
     reference_encoder, reference_map = official
     maps = torch.rand(3, SEGMENTS, 32, 20, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -258,3 +258,37 @@ def test_an_imported_encoder_becomes_the_default_for_its_family(tmp_path, offici
     assert default_encoder("tiny") is None
     assert run_import(encoder_path, map_path, "-o", tmp_path / "tpos", "--text-family", "tiny") == 0
     assert Path(default_encoder("tiny")) == (tmp_path / "tpos.safetensors").resolve()
+
+
+def test_a_paper_render_with_an_imported_encoder_uses_the_official_maps(tmp_path, official_files, monkeypatch):
+    # import-tpos records the official floor; paper mode's official windows then feed the encoder the
+    # official maps: the whole file's centre-padded map, floored 80 dB below the file's peak.
+    import numpy as np
+    from media import write_tone
+
+    from tpos_live.audio.decode import decode_audio
+    from tpos_live.cli.main import main
+    from tpos_live.conditioning.tpos_encoder import TPoSProvider
+    from tpos_live.conditioning.windows import official_window_maps
+
+    encoder_path, map_path = official_files
+    assert run_import(encoder_path, map_path, "-o", tmp_path / "tpos", "--text-family", "tiny") == 0
+    seen = []
+    original = TPoSProvider.map_features
+
+    def recording(provider, maps):
+        seen.append(maps.clone())
+        return original(provider, maps)
+
+    monkeypatch.setattr(TPoSProvider, "map_features", recording)
+    audio = write_tone(tmp_path / "a.wav", seconds=0.5)
+    argv = ["render", str(audio), "-o", str(tmp_path / "out.mp4"), "--model", "tiny", "--size", "64x64",
+            "--fps", "4", "--quiet", "--prompt", "x", "--mode", "paper", "--steps", "2",
+            "--encoder", str(tmp_path / "tpos.safetensors")]
+    assert main(argv) == 0
+    spectrogram = load_tpos(tmp_path / "tpos.safetensors").config.spectrogram
+    mono = decode_audio(audio, sample_rate=spectrogram.sample_rate, channels=1).mono()
+    expected = official_window_maps(mono, spectrogram).reshape(-1, 1, 128, 153)
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0].numpy(), expected)
+    assert expected[0, 0, :, :40].min() > 0.4  # 80 dB below a loud tone's peak, not 0 (absolute or relative)

@@ -47,7 +47,7 @@ def test_config_validates() -> None:
         SpectrogramConfig(kind="mel", n_mels=64, height=128)
     with pytest.raises(ValueError, match="at least 1"):
         SpectrogramConfig(kind="stft", segment_frames=0)
-    with pytest.raises(ValueError, match="floor must be one of relative, absolute"):
+    with pytest.raises(ValueError, match="floor must be one of official, relative, absolute"):
         SpectrogramConfig(kind="stft", floor="max")  # type: ignore[arg-type]
 
 
@@ -73,7 +73,7 @@ def test_an_encoder_checkpoint_without_a_floor_loads_with_the_maps_it_was_traine
 
 
 @pytest.mark.parametrize("kind", ["stft", "mel"])
-def test_relative_maps_ignore_a_gain_change_and_absolute_maps_keep_it(kind) -> None:
+def test_relative_maps_ignore_a_gain_change_absolute_and_official_maps_keep_it(kind) -> None:
     base = SpectrogramConfig(kind=kind)
     relative, absolute = (dataclasses.replace(base, floor=floor) for floor in ("relative", "absolute"))
     length = segment_samples(base)
@@ -89,6 +89,9 @@ def test_relative_maps_ignore_a_gain_change_and_absolute_maps_keep_it(kind) -> N
     shift = segment_map(loud, absolute) - segment_map(quiet, absolute)
     assert np.median(shift) == pytest.approx(gain_db / 80, abs=1e-5)
     assert segment_map(quiet, absolute).max() < 1.0 < segment_map(loud, absolute).max()
+    # Official: the floor follows the peak, so the whole map moves up by the gain.
+    official = dataclasses.replace(base, floor="official")
+    np.testing.assert_allclose(segment_map(loud, official) - segment_map(quiet, official), gain_db / 80, atol=1e-5)
 
 
 def test_segment_samples_give_exactly_segment_frames() -> None:
@@ -134,8 +137,9 @@ def test_value_ranges() -> None:
 
 @pytest.mark.parametrize(
     "cfg",
-    [STFT, MEL, dataclasses.replace(STFT, floor="relative"), dataclasses.replace(MEL, floor="absolute")],
-    ids=["stft", "mel", "stft-relative", "mel-absolute"],
+    [STFT, MEL, dataclasses.replace(STFT, floor="relative"), dataclasses.replace(MEL, floor="absolute"),
+     dataclasses.replace(STFT, floor="official")],
+    ids=["stft", "mel", "stft-relative", "mel-absolute", "stft-official"],
 )
 def test_silence_maps_to_zero(cfg: SpectrogramConfig) -> None:
     assert not spectrogram(np.zeros(20000), cfg).any()

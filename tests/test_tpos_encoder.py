@@ -343,17 +343,24 @@ def test_bad_audio_is_refused(provider: TPoSProvider, text_space: TextSpace) -> 
 # ---- the official windows (tpos_live/conditioning/windows.py) ---------------------------------------------
 
 
+STRIDE = 153 * 512  # the official grid: a segment every 153 centre-padded columns
+
+
 def official_reference(provider, audio, scale=None):
-    """The official txt2img's order, written out: window w is segments 5w..5w+4; one forward pass of the
-    encoder over the window's maps; frame i of the window from MAP(alpha_i * s_i * 5)."""
+    """The official txt2img's order, written out: segment k is the map of the samples from
+    k * STRIDE - 512 (centre padding); window w is segments 5w..5w+4; one forward pass of the encoder over
+    the window's maps; frame i of the window from MAP(alpha_i * s_i * 5). ``audio`` fills whole columns
+    (no canvas zeros past its end)."""
     n = provider.config.segments
-    windows = -(-len(audio) // (n * L))
-    padded = np.zeros(windows * n * L)
-    padded[: len(audio)] = audio
+    segments = -(-(1 + len(audio) // 512) // 153)
+    windows = -(-segments // n)
+    padded = np.zeros(512 + windows * n * STRIDE + L)
+    padded[512 : 512 + len(audio)] = audio
     conditions, weights = [], []
     with torch.no_grad():
         for w in range(windows):
-            maps = np.stack([segment_map(padded[(w * n + i) * L : (w * n + i + 1) * L], CONFIG.spectrogram)
+            maps = np.stack([segment_map(padded[(w * n + i) * STRIDE : (w * n + i) * STRIDE + L], CONFIG.spectrogram)
+                             if w * n + i < segments else np.zeros((128, 153), dtype=np.float32)
                              for i in range(n)])
             out = provider.encoder(torch.from_numpy(maps)[None])
             for i in range(n):
@@ -365,21 +372,16 @@ def official_reference(provider, audio, scale=None):
 def test_official_windows_follow_the_official_order(provider, text_space):
     from tpos_live.conditioning.windows import condition_track
 
-    # 12 segments, each its own tone and level: two whole windows and a part of a third
-    audio = np.concatenate([tone(L, freq=150.0 * (k + 1), amplitude=0.05 + 0.07 * k) for k in range(12)])
+    # 12 segments on the official grid (12 x 153 columns), each its own tone and level: two whole windows
+    # and a part of a third
+    audio = np.concatenate([tone(STRIDE, freq=150.0 * (k + 1), amplitude=0.05 + 0.07 * k) for k in range(12)])[:-1]
     track = condition_track(provider, audio, text_space, "official")
     assert len(track) == 12
-    np.testing.assert_allclose(track.times, (np.arange(12) + 0.5) * L / SR)
+    np.testing.assert_allclose(track.times, (np.arange(12) * STRIDE + 76 * 512) / SR)
     expected, weights = official_reference(provider, audio)
     torch.testing.assert_close(track.conditions[:, 1:], expected[:12], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(track.weights, weights[:12], rtol=1e-5)
     assert torch.equal(track.conditions[:, 0], text_space.with_start_token(expected[:1])[0, 0].expand(12, -1))
-    # a segment's condition depends on where it sits in its window: the sliding window that ends with
-    # segment k is the official window only when k is a window's last segment (4 and 9)
-    sliding = condition_track(provider, audio, text_space, "sliding")
-    for k in range(12):
-        same = torch.allclose(track.conditions[k], sliding.conditions[k], atol=1e-5)
-        assert same == (k in (4, 9)), k
     # the img2img condition scale: MAP(20 alpha_n s_n)
     scaled = condition_track(provider, audio, text_space, "official", condition_scale=20.0)
     torch.testing.assert_close(scaled.conditions[:, 1:], official_reference(provider, audio, 20.0)[0][:12],

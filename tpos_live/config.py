@@ -39,8 +39,9 @@ class RenderSettings:
     ``condition_scale``: the MAP input is ``condition_scale * alpha_n * s_n`` (None: N, the paper's
     k = 1; the official img2img uses 20). ``strength``: with an init image, noise it to the timestep of
     this strength (as diffusers' and the official img2img: the last ``int(steps * strength)`` steps run);
-    None noises it to delta. ``edit_scale``: the scale of the ``--edit-prompt`` concept. ``frames``: how
-    frames are made (:data:`~tpos_live.names.FRAME_PATHS`; see ``TPoSRenderer.uses_keyframes``).
+    None noises it to delta. ``edit_scale``: the scale of the ``--edit-prompt`` concept (paper mode, when
+    not given: the audio guidance, as the official code scales every concept by the same s_e). ``frames``:
+    how frames are made (:data:`~tpos_live.names.FRAME_PATHS`; see ``TPoSRenderer.uses_keyframes``).
     """
 
     mode: str = "fast"
@@ -121,6 +122,8 @@ class RenderSettings:
             given.setdefault("delta_timestep", None)
         if "steps" in given and "delta_step" not in given and base.delta_step is not None:
             given["delta_step"] = given["steps"] - 1  # keep fast mode's "one guided step" for any step count
+        if mode == "paper":
+            given.setdefault("edit_scale", given.get("audio_guidance", base.audio_guidance))
         unknown = set(given) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")

@@ -10,7 +10,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # compute devices a spec may name (mps: Apple GPUs)
 DEVICE_NAMES_HELP = "cpu, cuda, cuda:N, mps (Apple GPU) or auto"
 LATENCIES = ("low", "high")  # PortAudio's suggested input latencies (audio/capture.py)
-SPECTROGRAM_FLOORS = ("relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
+SPECTROGRAM_FLOORS = ("official", "relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
 TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (training/targets.py)
 # tpos-live evaluate's metrics (docs/evaluation.md); the first two need no network and are the default.
 METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd")

@@ -57,10 +57,11 @@ __all__ = [
 ]
 
 
-def render_settings(scene: SceneSpec, model: ModelSpec) -> RenderSettings:
+def render_settings(scene: SceneSpec, model: ModelSpec, stack: ModelStack | None = None) -> RenderSettings:
     """The settings of ``scene`` for ``model``: the mode's preset, the model's fast-mode steps and
-    guidance, the img2img preset, then what the user gave. UserError (one line) for values out of range."""
-    layers = [fast_defaults(model.model)] if scene.mode == "fast" else []
+    guidance (:func:`~tpos_live.diffusion.models.fast_defaults`: an alias's, or once ``stack`` is loaded,
+    its own), the img2img preset, then what the user gave. UserError (one line) for values out of range."""
+    layers = [fast_defaults(model.model, stack)] if scene.mode == "fast" else []
     if scene.img2img_preset is not None:
         layers.append(IMG2IMG_PRESETS[scene.img2img_preset])
     try:
@@ -101,6 +102,7 @@ def load_models(model: ModelSpec, backend: BackendSpec, conditioning: Conditioni
     settings = render_settings(scene, model)
     model = _paper_model(model, scene, settings, say)
     stack = load_stack(model, progress=progress)
+    settings = render_settings(scene, model, stack)  # a model that is not an alias brings its own sampling
     say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
     runs = make_backend(backend, stack, settings, say)
     renderer = TPoSRenderer(stack, settings, backend=runs)  # refuses sizes and decoders the stack lacks
@@ -230,8 +232,8 @@ def load_frame_renderer(spec: RenderSpec, plan: FramePlan, say: Say = print, pro
     ``plan`` holds the condition track) and the scene, prepared from the seed as every process prepares it."""
     from tpos_live.offline import FrameRenderer, prepare_scene
 
-    settings = render_settings(spec.scene, spec.model)
     stack = load_stack(spec.model, progress=progress)
+    settings = render_settings(spec.scene, spec.model, stack)
     renderer = TPoSRenderer(stack, settings, backend=make_backend(spec.backend, stack, settings, say))
     return FrameRenderer(renderer, prepare_scene(renderer, spec.scene), plan)
 
@@ -259,7 +261,8 @@ def _check_live_scene(scene: SceneSpec, settings: RenderSettings, report: Report
         raise UserError("--edit-prompt is for tpos-live render: a live session guides with the audio alone")
     if settings.windows != "sliding" or settings.condition_scale is not None:
         report("warning", "live uses sliding windows with the MAP input N alpha_n s_n (a window cannot hold "
-                          "sound that has not arrived): the official windows and condition scale are for render")
+                          "sound that has not arrived): the official windows and condition scale are for render "
+                          "(the official floor, if the encoder's, lies below each segment's peak, not the file's)")
 
 
 class LiveSession:

@@ -12,16 +12,20 @@ A map is computed in three steps (:func:`spectrogram`):
    Both put silence at -100 dB.
 2. **Floor and scale** (:func:`decibels_to_map`), by the config's ``floor``:
 
+   - ``"official"``: dB re 1.0, floored 80 dB below a peak, ``/ 80 + 1``: the official inference map
+     (``librosa.amplitude_to_db(|X|) / 80 + 1``, whose defaults are ``ref=1.0``, ``amin=1e-5`` and
+     ``top_db=80``). The official peak is the whole file's (:func:`signal_peak_decibels`), which
+     :func:`official_segment_maps` uses; a stream cannot know it, so :func:`segment_map` takes the
+     segment's own peak unless given one. Loud bins reach about 1.5, the floor sits at ``peak / 80``.
    - ``"relative"``: dB re the map's own maximum, floored 80 dB below it, ``/ 80 + 1``: values in [0, 1]
-     with the maximum at 1 whatever the level, so a gain change leaves the map as it is. This is the
-     scaling of the official code (``librosa.amplitude_to_db`` / ``power_to_db`` with ``ref=np.max``,
-     ``top_db=80``), except that the reference here is the maximum of the map being made (one segment's,
-     see :func:`segment_map`), not of a whole window or clip. A silent map (maximum at -100 dB) is all
-     zeros, where librosa would call every bin 0 dB.
+     with the maximum at 1 whatever the level, so a gain change leaves the map as it is (the training maps
+     of the earlier sound-guided project, ``ref=np.max``, with the segment's maximum as reference). Not
+     the official inference map. A silent map (maximum at -100 dB) is all zeros, where librosa would call
+     every bin 0 dB.
    - ``"absolute"``: dB re 1.0, floored at -80 dB, ``/ 80 + 1``: silence is 0, -80 dB..0 dB spans [0, 1]
      and louder bins go above 1 (a full-scale sine reaches about 1.6 in the ``"stft"`` map with
-     ``n_fft = 1024``); the level of the sound stays in the map. Not what the official code does; the
-     maps of tpos-live before the choice existed, so a config that names no floor gets it for ``"stft"``
+     ``n_fft = 1024``). The official reference with a fixed floor instead of the peak's; the maps of
+     tpos-live before the choice existed, so a config that names no floor gets it for ``"stft"``
      (:data:`LEGACY_FLOOR`).
 3. **Resize** (``"stft"`` only): the frequency axis alone is resized from ``n_bins`` to ``height`` rows by
    linear interpolation with half-pixel centres (what ``cv2.resize`` with ``INTER_LINEAR`` does along
@@ -32,7 +36,9 @@ Frames are taken *inside* the audio (no centre padding): frame ``t`` covers samp
 ``[t * hop, t * hop + n_fft)``. So a segment of :func:`segment_samples` samples gives exactly
 ``segment_frames`` frames computed from that segment alone. With the absolute floor, the ``"stft"`` map of a
 segment that starts at a multiple of ``hop_length`` equals the matching columns of the whole file's map
-(:func:`segment_map`); with the relative floor each segment has its own reference.
+(:func:`segment_map`); with the relative floor each segment has its own reference. The official code's
+centre-padded frames are the frames inside the signal padded with ``n_fft // 2`` zeros at each end
+(librosa >= 0.10 pads with zeros); :func:`official_segment_maps` cuts them on the official grid.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ AMPLITUDE_FLOOR = 1e-5  # amin of the "stft" map: 20 * log10(1e-5) = -100 dB, be
 POWER_FLOOR = 1e-10  # amin of the "mel" map (librosa's power_to_db default)
 SILENCE_DB = -100.0  # what both amins give: the decibels of silence
 TOP_DB = 80.0
-Floor = Literal["relative", "absolute"]
+Floor = Literal["official", "relative", "absolute"]
 FLOORS: tuple[str, ...] = SPECTROGRAM_FLOORS
 # The floor of a config that names none: what each map did before the choice existed, so that an encoder
 # checkpoint written then loads with the maps it was trained on.
@@ -67,10 +73,11 @@ _MEL_LOG_STEP = math.log(6.4) / 27.0
 class SpectrogramConfig:
     """Which map, at which resolution; ``segments`` of ``segment_frames`` columns make one encoder window.
 
-    ``floor`` is the dB reference of the map (module docstring): ``"relative"`` (the official dB scaling,
-    with the segment's own maximum as reference where the official code takes the window's; what
-    ``train-encoder`` uses unless told otherwise) or ``"absolute"``. Left None, it becomes the
-    kind's :data:`LEGACY_FLOOR`, which is what a saved config without the field was made with.
+    ``floor`` is the dB reference of the map (module docstring): ``"official"`` (the official inference
+    map: dB re 1.0 floored 80 dB below the file's peak; what ``import-tpos`` writes), ``"relative"`` (dB re
+    the segment's own maximum; what ``train-encoder`` uses unless told otherwise) or ``"absolute"`` (dB re
+    1.0 floored at -80 dB). Left None, it becomes the kind's :data:`LEGACY_FLOOR`, which is what a saved
+    config without the field was made with.
     """
 
     kind: Literal["stft", "mel"]
@@ -124,14 +131,15 @@ def frame_count(n_samples: int, cfg: SpectrogramConfig) -> int:
     return 1 + (n_samples - cfg.n_fft) // cfg.hop_length
 
 
-def spectrogram(mono: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+def spectrogram(mono: np.ndarray, cfg: SpectrogramConfig, peak: float | None = None) -> np.ndarray:
     """The ``cfg.kind`` map of a mono signal at ``cfg.sample_rate``: ``(height, frames)`` float32.
 
-    Needs at least ``n_fft`` samples. With the relative floor the dB reference is the maximum of this
-    map, so the map of a part differs from the columns of the whole by that reference; with the absolute
-    floor every column depends on its own frame only.
+    Needs at least ``n_fft`` samples. With the relative and official floors the dB reference is the
+    maximum of this map (the official floor's: ``peak`` when given), so the map of a part differs from
+    the columns of the whole by that reference; with the absolute floor every column depends on its own
+    frame only.
     """
-    values = decibels_to_map(frame_decibels(mono, cfg), cfg)
+    values = decibels_to_map(frame_decibels(mono, cfg), cfg, peak if cfg.floor == "official" else None)
     if cfg.kind == "stft":
         values = _cached_resize(cfg.n_bins, cfg.height) @ values
     return values.astype(np.float32)
@@ -153,42 +161,101 @@ def frame_decibels(mono: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
 def decibels_to_map(decibels: np.ndarray, cfg: SpectrogramConfig, peak: float | None = None) -> np.ndarray:
     """Step 2 of the module docstring: dB from :func:`frame_decibels` floored and scaled by ``cfg.floor``.
 
-    ``peak`` is the relative floor's reference, by default the maximum of ``decibels`` (give it when
-    ``decibels`` holds only some rows of a map). A relative map whose peak is silence is all zeros.
+    ``peak`` is the dB the relative and official floors lie 80 dB below, by default the maximum of
+    ``decibels`` (give it when ``decibels`` holds only some rows or columns of a map: the official floor
+    takes the whole file's). A relative or official map whose peak is silence is all zeros.
     """
     if cfg.floor == "absolute":
-        reference = 0.0
-    else:
-        reference = float(np.max(decibels)) if peak is None else peak
-        if reference <= SILENCE_DB:
-            # librosa (ref=np.max) would call every bin 0 dB; a silent segment must look silent, since
-            # windows are padded with silence.
-            return np.zeros(decibels.shape)
-    return np.maximum(decibels - reference, -TOP_DB) / TOP_DB + 1.0
+        return np.maximum(decibels, -TOP_DB) / TOP_DB + 1.0
+    peak = float(np.max(decibels)) if peak is None else peak
+    if peak <= SILENCE_DB:
+        # A silent segment must look silent, since windows are padded with silence: zeros, as the
+        # official code's canvas. librosa would call every bin 0 dB (ref=np.max), or -100 dB (ref=1.0,
+        # -0.25 in the official map of an all-silent file).
+        return np.zeros(decibels.shape)
+    if cfg.floor == "official":
+        return np.maximum(decibels, peak - TOP_DB) / TOP_DB + 1.0
+    return np.maximum(decibels - peak, -TOP_DB) / TOP_DB + 1.0
 
 
-def segment_map(mono_segment: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+def segment_map(mono_segment: np.ndarray, cfg: SpectrogramConfig, peak: float | None = None) -> np.ndarray:
     """The map of one encoder segment, ``(height, segment_frames)`` float32, from its audio alone.
 
     ``mono_segment`` must hold exactly :func:`segment_samples` samples. With the absolute floor, the
     ``"stft"`` segment starting at sample ``s`` (a multiple of ``hop_length``) gives exactly the columns
-    ``s // hop_length + [0, segment_frames)`` of ``spectrogram(whole)``.
+    ``s // hop_length + [0, segment_frames)`` of ``spectrogram(whole)``. ``peak``: the dB the official
+    floor lies 80 dB below (None: the segment's own peak, what a stream and the sliding windows use since
+    they cannot know the file's); the relative floor always takes the segment's own maximum.
 
-    Where this differs from the official TPoS code, and why: as the design notes (section 2) record it, the
-    official inference computes the map of a whole ~8.9 s window (centre-padded librosa STFT, dB re the
-    window's maximum, resized on both axes to 128 x 768), crops it at a *random* offset and cuts it into 5
-    segments, so its numbers depend on the window and on the draw; its training mel maps take their dB
-    reference from each 10 s clip. Here every segment is computed from its own samples on a fixed grid,
-    and the relative floor's reference is the segment's own maximum. That makes the result deterministic,
-    makes a streaming window give the same maps as a whole file, and lets the map (and the CNN feature) of
-    a segment be computed once and reused by every window that contains it. The cost: a relative map does
-    not show how loud a segment is next to the other segments of its window (the absolute floor does).
+    Where this differs from the official TPoS code, and why: the official inference computes the map of
+    a whole file (centre-padded frames, floored below the file's peak), crops one ~8.9 s window from it
+    and cuts that into 5 segments (:func:`official_segment_maps` reproduces that, without the crop).
+    Here a segment is computed from its own samples, so that a streaming window gives the same maps as a
+    whole file, and the map (and the CNN feature) of a segment is computed once and reused by every window
+    that contains it. The cost: with the official floor the reference is the segment's peak, not the
+    file's, and a relative map does not show how loud a segment is next to the others of its window.
     """
     mono_segment = _check_mono(mono_segment)
     expected = segment_samples(cfg)
     if len(mono_segment) != expected:
         raise ValueError(f"a segment has {expected} samples, got {len(mono_segment)}")
-    return spectrogram(mono_segment, cfg)
+    return spectrogram(mono_segment, cfg, peak)
+
+
+def official_stride(cfg: SpectrogramConfig) -> int:
+    """Samples between the starts of consecutive segments on the official grid, ``segment_frames *
+    hop_length``: 78,336 for the defaults (a segment is 153 centre-padded columns; its 78,848 samples
+    overlap the next segment's by ``n_fft - hop_length``)."""
+    return cfg.segment_frames * cfg.hop_length
+
+
+def centred_frame_count(n_samples: int, cfg: SpectrogramConfig) -> int:
+    """Columns of the official (centre-padded) map of ``n_samples`` samples: ``1 + n_samples // hop``."""
+    return 1 + n_samples // cfg.hop_length
+
+
+def signal_peak_decibels(mono: np.ndarray, cfg: SpectrogramConfig) -> float:
+    """The maximum dB of the centre-padded frames of a whole signal: the official floor's peak
+    (``amplitude_to_db`` floors at the maximum of the STFT it is given, the whole file's)."""
+    padded = _centre_padded(_check_mono(mono), cfg)
+    frames = frame_count(len(padded), cfg)
+    peak = SILENCE_DB
+    for first in range(0, frames, _FRAMES_PER_CHUNK):
+        count = min(_FRAMES_PER_CHUNK, frames - first)
+        chunk = padded[first * cfg.hop_length : (first + count - 1) * cfg.hop_length + cfg.n_fft]
+        peak = max(peak, float(frame_decibels(chunk, cfg).max()))
+    return peak
+
+
+def official_segment_maps(mono: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+    """``(K, height, segment_frames)`` float32: the official code's map of a whole signal, cut into
+    consecutive segments of ``segment_frames`` columns from column 0.
+
+    As the official ``_preprocess``: centre-padded frames (zeros beyond both ends), the floor as
+    :func:`decibels_to_map` makes it with the whole signal's peak for the official floor (the relative
+    floor takes each segment's own maximum), and columns past the signal's last frame 0, as the zero
+    canvas the official code places a short file in. Segment k starts at sample ``k * stride - n_fft // 2``
+    (:func:`official_stride`). K covers every column of the signal. Not done: the official random crop
+    of one 864-column window and the random 0-18 column shift of each segment (this is the crop at
+    column 0, extended to the whole signal, with no shift).
+    """
+    audio = _check_mono(mono)
+    columns = centred_frame_count(len(audio), cfg)
+    count = -(-columns // cfg.segment_frames)
+    stride, length = official_stride(cfg), segment_samples(cfg)
+    padded = _centre_padded(audio, cfg, total=(count - 1) * stride + length)
+    peak = signal_peak_decibels(audio, cfg) if cfg.floor == "official" else None
+    maps = np.stack([segment_map(padded[k * stride : k * stride + length], cfg, peak) for k in range(count)])
+    column = np.arange(count * cfg.segment_frames).reshape(count, 1, cfg.segment_frames)
+    return np.where(column < columns, maps, np.float32(0.0))
+
+
+def _centre_padded(audio: np.ndarray, cfg: SpectrogramConfig, total: int = 0) -> np.ndarray:
+    """``audio`` with ``n_fft // 2`` zeros before it and as many after it, or more to make ``total``
+    samples in all."""
+    half = cfg.n_fft // 2
+    after = max(half, total - half - len(audio))
+    return np.concatenate([np.zeros(half), audio, np.zeros(after)])
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:

@@ -126,7 +126,9 @@ def add_paper_options(p: argparse.ArgumentParser) -> None:
     paper.add_argument("--edit-prompt", metavar="TEXT",
                        help="a text concept guided beside the audio (the paper's joint text + audio "
                             "conditioning: a second SEGA edit, masked and summed)")
-    paper.add_argument("--edit-scale", type=float, metavar="S", help="guidance scale of --edit-prompt (5)")
+    paper.add_argument("--edit-scale", type=float, metavar="S",
+                       help="guidance scale of --edit-prompt (fast: 5; paper: the audio guidance, as the "
+                            "official code scales both concepts by s_e)")
 
 
 def scene_spec(args: argparse.Namespace) -> SceneSpec:

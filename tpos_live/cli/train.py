@@ -79,7 +79,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="processes that compute spectrograms and load batches (default 0: this one)",
     )
-    front = p.add_argument_group("front end (defaults: the official inference map)")
+    front = p.add_argument_group("front end (defaults: the official inference map's sizes, relative floor)")
     add_front_end_option(front)
     front.add_argument("--front-end-rate", type=int, default=44100, help="audio is resampled to this (44100)")
     front.add_argument("--n-fft", type=int, help="FFT size (stft: 1024, mel: 2048)")
@@ -89,7 +89,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     front.add_argument("--segment-frames", type=int, default=153, help="columns of a segment map (153)")
     front.add_argument("--segments", type=int, default=5, help="segments N of a window (5)")
-    add_floor_option(front)
+    add_floor_option(front, default="relative")
     # Defaults of None take TrainConfig's (the official recipe), so that they are written in one place.
     opt = p.add_argument_group("optimisation (defaults: the official recipe)")
     opt.add_argument("--epochs", type=int, help="passes over the training clips (50)")
@@ -133,16 +133,17 @@ def add_front_end_option(parser: argparse.ArgumentParser | argparse._ArgumentGro
     )
 
 
-def add_floor_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def add_floor_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str) -> None:
     """``--spectrogram-floor``, shared by ``train-encoder`` and ``import-tpos``: recorded in the checkpoint,
     so that render and live make the maps the encoder was trained on."""
     parser.add_argument(
         "--spectrogram-floor",
         choices=SPECTROGRAM_FLOORS,
-        default="relative",
-        help="dB reference of the maps: relative (default: floored 80 dB below each segment's maximum, "
-        "so the level does not matter; the official scaling, which takes the whole window's maximum) or "
-        "absolute (-80 dB re full scale; the maps of encoders made before this option)",
+        default=default,
+        help=f"dB reference of the maps (default {default}): official (the official inference map: dB re "
+        "1.0, floored 80 dB below the file's peak with the official windows, below each segment's peak in "
+        "live and sliding windows), relative (floored 80 dB below each segment's maximum, so the level does "
+        "not matter) or absolute (dB re 1.0 floored at -80 dB; the maps of encoders made before this option)",
     )
 
 
@@ -167,7 +168,7 @@ def add_import_command(commands: argparse._SubParsersAction) -> None:
         help="checkpoint to write: OUTPUT.safetensors and OUTPUT.json",
     )
     add_front_end_option(p)
-    add_floor_option(p)
+    add_floor_option(p, default="official")
     p.add_argument(
         "--text-family",
         default="clip-vit-l-14",

@@ -23,8 +23,9 @@ N are read from the file (``cnn.weight`` and ``T_A.weight``; N = 5 when ``T_A`` 
 missing, unexpected or wrongly shaped tensor is named in a UserError.
 
 The official encoder was aligned to SD 1.4's text encoder (CLIP ViT-L/14) and at inference fed the
-linear STFT map (``"stft"``, our default front end); it was trained on 128-band mel maps (``"mel"``,
-n_fft 2048).
+linear STFT map (``"stft"``, our default front end) at the official floor (``"official"``: dB re 1.0,
+floored 80 dB below the file's peak), which the converted checkpoint records unless told otherwise; it was
+trained on 128-band mel maps (``"mel"``, n_fft 2048).
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def import_official(
 ) -> tuple[Path, Path]:
     """Convert the two official files into our checkpoint ``<output>.safetensors`` + ``.json``.
 
-    ``spectrogram`` defaults to the official inference map (``"stft"``, 128 x 153 per segment).
-    Raises UserError when a file is missing, unreadable, holds other objects than tensors, or does
+    ``spectrogram`` defaults to the official inference map (``"stft"``, 128 x 153 per segment, the
+    official floor). Raises UserError when a file is missing, unreadable, holds other objects than tensors, or does
     not match the official structure.
     """
     encoder_state = read_state_dict(encoder_path, "official audio encoder")
@@ -143,7 +144,7 @@ def convert_official(
     )
     _check_tensors(map_state, official_map_shapes(embed_dim), map_name, optional=())
     if spectrogram is None:
-        spectrogram = SpectrogramConfig(kind="stft", segments=segments)
+        spectrogram = SpectrogramConfig(kind="stft", segments=segments, floor="official")
     try:
         config = TPoSConfig(
             embed_dim=embed_dim, segments=segments, spectrogram=spectrogram, text_family=text_family

@@ -58,7 +58,8 @@ class TPoSConfig:
         embed_dim: width D of the audio vectors and of the conditions (768 for SD 1.x, 1024 for SD 2.x).
         map_tokens: tokens MAP makes; 76, so that with the start token a condition has 77.
         segments: N, segments per encoder window; must equal ``spectrogram.segments``.
-        spectrogram: the front end (default: the official inference map, ``"stft"``).
+        spectrogram: the front end (default: the official inference's linear STFT map, ``"stft"``, with
+            the floor of a config that names none, ``"absolute"``; ``import-tpos`` records ``"official"``).
         text_family: the text encoder the encoder was aligned to (see ``TextSpace.family``).
         hop_seconds: time between consecutive conditions of a file; None = one segment. The hop in
             samples must divide the segment length, so that windows share their segments.
@@ -252,12 +253,17 @@ class TPoSProvider:
 
     @torch.inference_mode()
     def segment_features(self, segments: np.ndarray) -> torch.Tensor:
-        """``(M, L)`` segments' audio -> ``(M, D)`` CNN features on the provider's device."""
+        """``(M, L)`` segments' audio -> ``(M, D)`` CNN features on the provider's device (each map from
+        its segment alone: the official floor takes the segment's own peak)."""
         maps = np.stack([segment_map(segment, self.config.spectrogram) for segment in segments])
-        maps_t = torch.from_numpy(maps).unsqueeze(1)
+        return self.map_features(torch.from_numpy(maps).unsqueeze(1))
+
+    @torch.inference_mode()
+    def map_features(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(M, 1, H, W)`` segment maps -> ``(M, D)`` CNN features on the provider's device, in batches."""
         chunks = [
-            self.encoder.segment_features(maps_t[start : start + self.batch_size].to(self.device))
-            for start in range(0, len(maps_t), self.batch_size)
+            self.encoder.segment_features(maps[start : start + self.batch_size].to(self.device))
+            for start in range(0, len(maps), self.batch_size)
         ]
         return torch.cat(chunks)
 

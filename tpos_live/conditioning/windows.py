@@ -10,8 +10,11 @@
   Live has to work this way (a window can only end with the newest sound); it is a departure from the
   official code, where segment n's condition depends on the segments after it in its window.
 
-Departure in both: the maps are computed per segment, not from the whole window's map (see
-:func:`tpos_live.audio.spectrogram.segment_map`). Only a TPoS encoder has windows of segments; other
+The official windows' maps are the official code's (:func:`tpos_live.audio.spectrogram.official_segment_maps`):
+the whole file's centre-padded map, cut every 153 columns (78,336 samples), with the official floor's
+peak taken over the whole file. The sliding windows' maps are computed per segment from its own samples
+on the live grid (a segment every 78,848 samples), and the official floor's peak is the segment's own
+(:func:`tpos_live.audio.spectrogram.segment_map`). Only a TPoS encoder has windows of segments; other
 providers (the CLAP concept bank) keep their own windows, said as a warning.
 
 The frames then take these conditions by time (``conditions_at``: slerp between neighbours).
@@ -24,12 +27,19 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from tpos_live.audio.spectrogram import (
+    SpectrogramConfig,
+    centred_frame_count,
+    official_segment_maps,
+    official_stride,
+)
 from tpos_live.conditioning.base import ConditionProvider, ConditionTrack, TextSpace, checked_mono
 from tpos_live.conditioning.tpos_encoder import TPoSProvider
 from tpos_live.names import WINDOWS
 
 _WINDOW_WORDS = {"official": "consecutive windows of N segments, as the official txt2img",
                  "sliding": "a window ending at each segment, as live"}
+_PEAK_WORDS = {"official": "the whole file's peak", "sliding": "each segment's own peak, as live"}
 
 
 def condition_track(provider: ConditionProvider, mono: np.ndarray, text_space: TextSpace,
@@ -48,37 +58,51 @@ def condition_track(provider: ConditionProvider, mono: np.ndarray, text_space: T
                 f"(the official windows and the condition scale are for a TPoS encoder)")
         return provider.encode(mono, text_space)
     x = "N" if condition_scale is None else f"{condition_scale:g}"
-    say(f"encoder windows: {windows} ({_WINDOW_WORDS[windows]}), MAP input {x} * alpha_n * s_n")
+    peak = ""
+    if provider.config.spectrogram.floor == "official":
+        peak = f", official maps floored below {_PEAK_WORDS[windows]}"
+    say(f"encoder windows: {windows} ({_WINDOW_WORDS[windows]}), MAP input {x} * alpha_n * s_n{peak}")
     if windows == "sliding":
         return provider.encode(mono, text_space, condition_scale=condition_scale)
     return official_windows(provider, mono, text_space, condition_scale)
 
 
+def official_window_maps(mono: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """``(W, N, height, segment_frames)`` float32: the maps of the official windows of a whole signal, the
+    last one filled with zero maps (the official code's zero canvas)."""
+    maps = official_segment_maps(mono, config)
+    windows = -(-len(maps) // config.segments)
+    filled = np.zeros((windows * config.segments, *maps.shape[1:]), dtype=np.float32)
+    filled[: len(maps)] = maps
+    return filled.reshape(windows, config.segments, *maps.shape[1:])
+
+
 @torch.inference_mode()
 def official_windows(provider: TPoSProvider, mono: np.ndarray, text_space: TextSpace,
                      condition_scale: float | None = None, batch_windows: int = 8) -> ConditionTrack:
-    """The official windows: segment k (of length L, from sample k * L) is segment k mod N of window
-    k // N, and its condition is MAP(X * alpha * s) at that position; one condition per segment that
-    starts inside the audio, at the segment's centre, with weight alpha."""
+    """The official windows: segment k (153 columns of the official map, from sample k * 78,336 - 512)
+    is segment k mod N of window k // N, and its condition is MAP(X * alpha * s) at that position; one
+    condition per segment that holds a column of the audio, at the segment's centre, with weight alpha."""
     provider.check_compatible(text_space)
     audio = checked_mono(mono)
-    length, n = provider.config.segment_samples, provider.config.segments
-    segments = -(-len(audio) // length)
-    windows = -(-segments // n)
-    padded = np.zeros(windows * n * length)
-    padded[: len(audio)] = audio
+    spectrogram = provider.config.spectrogram
+    window_maps = official_window_maps(audio, spectrogram)
+    segments = -(-centred_frame_count(len(audio), spectrogram) // spectrogram.segment_frames)
+    n = provider.config.segments
     scale = float(n if condition_scale is None else condition_scale)
     tokens, weights = [], []
-    for first in range(0, windows, batch_windows):
-        count = min(batch_windows, windows - first)
-        cut = padded[first * n * length : (first + count) * n * length].reshape(count * n, length)
-        features = provider.segment_features(cut).reshape(count, n, -1)
+    for first in range(0, len(window_maps), batch_windows):
+        maps = torch.from_numpy(window_maps[first : first + batch_windows])
+        count = len(maps)
+        features = provider.map_features(maps.reshape(count * n, 1, *maps.shape[2:])).reshape(count, n, -1)
         output = provider.encoder.temporal(features)
         vectors = scale * output.weights.unsqueeze(-1) * output.sequence  # (count, N, D), in window order
         tokens.append(provider.map_model(vectors.reshape(count * n, -1)))
         weights.append(output.weights.reshape(-1))
+    stride = official_stride(spectrogram)
+    centre = (spectrogram.segment_frames - 1) / 2 * spectrogram.hop_length  # of the first column's frame
     return ConditionTrack(
-        times=(np.arange(segments) + 0.5) * length / provider.sample_rate,
+        times=(np.arange(segments) * stride + centre) / provider.sample_rate,
         conditions=text_space.with_start_token(torch.cat(tokens)[:segments]),
         weights=torch.cat(weights)[:segments].double().cpu().numpy(),
     )

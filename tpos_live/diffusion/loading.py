@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from tpos_live.diffusion.adapters import attach_taesd, fuse_lora
-from tpos_live.diffusion.folders import MODEL_FILES, load_diffusers_folder, read_metadata
+from tpos_live.diffusion.folders import MODEL_FILES, load_diffusers_folder
 from tpos_live.diffusion.hub import REPO_ID, hub_snapshot, progress_bars
 from tpos_live.diffusion.models import ALIASES, TINY_ALIAS, ModelSpec, suggested_sampling
 from tpos_live.diffusion.random_stacks import tiny_model_folder
@@ -52,13 +52,12 @@ def load_stack(spec: ModelSpec, progress: bool = True) -> ModelStack:
             stack = load_single_file(source, progress)
         else:
             stack = load_diffusers_folder(source, label=spec.model)
-        saved_defaults = bool(read_metadata(source))
         if spec.lora is not None:
             fuse_lora(stack, spec.lora, spec.lora_scale, progress)
         attach_taesd(stack, spec.taesd, source, progress)
     if alias is not None:
         stack.default_steps, stack.default_guidance = alias.default_steps, alias.default_guidance
-    elif not saved_defaults:
+    elif stack.default_steps < 1:  # the files record no sampling (a folder's metadata may hold other facts)
         stack.default_steps, stack.default_guidance = suggested_sampling(stack, spec.lora)
     return _place(stack, device, DTYPES[dtype])
 

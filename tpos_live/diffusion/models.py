@@ -25,6 +25,10 @@ class Alias:
     default_sampler: str | None = None  # None: the mode's (fast: lcm)
 
 
+# A model run with classifier-free guidance is not distilled: LCM's few steps do not suit it; PLMS, as the
+# official code samples plain SD.
+NOT_DISTILLED_SAMPLER = "plms"
+
 # Text guidance g of equation (6) is at least 1 (tpos_live.config.MIN_TEXT_GUIDANCE): for the distilled
 # models, whose own pipelines run without classifier-free guidance (diffusers' guidance_scale 0 or 1), g = 1
 # is that: the text branch alone, eps(z, c_text). The null branch is still computed for the audio edit.
@@ -50,7 +54,7 @@ ALIASES: dict[str, Alias] = {
         taesd="madebyollin/taesd",
         default_steps=50,
         default_guidance=7.5,
-        default_sampler="plms",  # not distilled: LCM's few steps do not suit it
+        default_sampler=NOT_DISTILLED_SAMPLER,
     ),
 }
 FAST_DEFAULT_MODEL = "sd15-lcm"
@@ -95,34 +99,46 @@ class ModelSpec:
             raise ValueError(f"unknown device {self.device!r}: use {DEVICE_NAMES_HELP}")
 
 
-def fast_defaults(model: str) -> dict[str, int | float | str]:
-    """Steps, text guidance (and sampler, when LCM's does not suit it) of a model named by alias, known
-    before loading it.
+def fast_defaults(model: str, stack: ModelStack | None = None) -> dict[str, int | float | str]:
+    """Fast mode's steps, text guidance (and sampler, when LCM's does not suit it) for a model.
 
-    Other names give {}: their defaults are known once loaded (``ModelStack.default_steps`` /
-    ``default_guidance``).
+    Where they come from, in this order (paper mode takes none of them: its preset is the paper's):
+
+    1. ``tiny``: :data:`TINY_DEFAULTS`, every step guided;
+    2. an alias: its :class:`Alias` fields (the README lists them), known before loading;
+    3. any other model, once ``stack`` is loaded: ``ModelStack.default_steps`` / ``default_guidance``, which
+       a folder saved by tpos-live records and :func:`suggested_sampling` fills in otherwise. A model run
+       with classifier-free guidance (g > 1) is not distilled, so it gets PLMS, as ``sd14``.
+
+    Without ``stack``, other names give {} (the fast preset, until the model is loaded).
     """
     if model == TINY_ALIAS:
         # Random weights show the audio only when every step is guided (one guided step moves a
         # tiny-stack frame by ~0.1 of a level, below what H.264 keeps).
         return {"steps": TINY_DEFAULTS[0], "text_guidance": TINY_DEFAULTS[1], "delta_step": 0}
     alias = ALIASES.get(model)
-    if alias is None:
+    if alias is not None:
+        steps, guidance, sampler = alias.default_steps, alias.default_guidance, alias.default_sampler
+    elif stack is not None:
+        steps, guidance = stack.default_steps, stack.default_guidance
+        sampler = NOT_DISTILLED_SAMPLER if guidance > 1.0 else None
+    else:
         return {}
-    defaults: dict[str, int | float | str] = {"steps": alias.default_steps, "text_guidance": alias.default_guidance}
-    if alias.default_sampler is not None:
-        defaults["sampler"] = alias.default_sampler
+    defaults: dict[str, int | float | str] = {"steps": steps, "text_guidance": guidance}
+    if sampler is not None:
+        defaults["sampler"] = sampler
     return defaults
 
 
 def suggested_sampling(stack: ModelStack, lora: str | None) -> tuple[int, float]:
-    """Steps and text guidance that suit a model we know only by its files and name."""
-    if stack.text_family == "tiny":
-        return TINY_DEFAULTS
+    """Steps and text guidance that suit a model we know only by its files and name: what its name or
+    scheduler says of its distillation first (a tiny test model can be marked distilled too)."""
     if "lcm" in (lora or "").lower() or stack.scheduler_config.get("_class_name") == "LCMScheduler":
         return 4, 1.0  # latent consistency: few steps, guidance distilled in
     if "turbo" in stack.name.lower():
         return 1, 1.0  # adversarial distillation: one step, the text branch alone (no classifier-free guidance)
+    if stack.text_family == "tiny":
+        return TINY_DEFAULTS
     return 50, 7.5  # plain SD, as in the paper
 
 

@@ -19,8 +19,8 @@ training item is a window of N segments cut from a clip's cached frames at a ran
 official code crops at random too), or at the centre for validation; its segment maps equal what
 :func:`tpos_live.audio.spectrogram.segment_map` gives for the same samples, so the encoder trains on
 exactly the maps it sees at inference (up to the float16 rounding of the cache), with the floor its
-config names (a relative floor takes each segment's own maximum as reference, as the inference front end
-does).
+config names (a relative or official floor takes each segment's own peak as reference, as the live front
+end and the sliding windows do; the official windows of a render take the file's for the official floor).
 """
 
 from __future__ import annotations
@@ -300,9 +300,9 @@ def clip_frames(mono: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
     """``(rows, frames)`` float32: what windows of a clip are cut from (:func:`window_maps`).
 
     - ``"stft"``, absolute floor: the map itself (its columns depend on their own frame only);
-    - ``"stft"``, relative floor: the amplitude dB (re 1, not floored) of the bins the frequency resize
-      reads (:func:`resized_bins`: 256 of the 513 when they become 128 rows), then one row more holding
-      each frame's maximum over all bins, from which a segment takes its reference;
+    - ``"stft"``, relative or official floor: the amplitude dB (re 1, not floored) of the bins the
+      frequency resize reads (:func:`resized_bins`: 256 of the 513 when they become 128 rows), then one
+      row more holding each frame's maximum over all bins, from which a segment takes its reference;
     - ``"mel"``: mel power dB re 1, not floored; each segment is floored as its config says.
 
     A clip shorter than one FFT frame is padded with silence.

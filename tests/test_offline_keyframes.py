@@ -54,9 +54,9 @@ def test_keyframes_cost_one_unet_item_per_condition_and_per_frame_one_per_frame(
 def test_any_split_into_ranges_gives_the_same_frames(tiny_stack, batch):
     whole = frame_renderer(tiny_stack, plan(tiny_stack, batch)).render(0, FRAMES)
     # each range by a renderer of its own (a Ray worker, a resumed run), in an order a farm may take
-    bounds = [0, 3 * batch, 4 * batch, FRAMES] if batch == 1 else [0, 6, 12, FRAMES]
+    bounds = [0, 3, 4, FRAMES] if batch == 1 else [0, 6, 12, FRAMES]
     pieces = {a: frame_renderer(tiny_stack, plan(tiny_stack, batch)).render(a, b)
-              for a, b in reversed(list(zip(bounds, bounds[1:])))}
+              for a, b in reversed(list(zip(bounds, bounds[1:], strict=False)))}
     split = np.concatenate([pieces[a] for a in bounds[:-1]])
     assert np.array_equal(split, whole)
     # the frames move between keyframes (else equal bytes would prove little)

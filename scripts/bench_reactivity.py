@@ -3,17 +3,22 @@
 Renders a sound (default examples/groove.wav) with ``tpos-live render`` once per frame path and seed, scores
 every video with ``tpos-live evaluate`` (reactivity, flicker), and reports each path's mean and its spread
 over the seeds (the run-to-run spread the comparison must exceed). The sampling is the model's fast default
-(one guided step) unless ``--render-args`` says otherwise, e.g. ``--render-args=--delta-step=0`` (every
-step guided: the keyframes path then linearises the frame in g_s). Example (the tiny stack, no weights):
+(one guided step) unless ``--render-args`` says otherwise. On the tiny stack's random weights one guided
+step at g_s 7 moves a frame by ~0.1 of a level, which H.264 does not keep (reactivity and flicker then
+read 0 for both paths), so its runs raise g_s (a frame stays affine in it) or guide every step (then
+``--paths keyframes per-frame``: linearised keyframes). Examples (the tiny stack, no weights):
 
     flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_reactivity.py --model tiny --size 128 \\
-        --seeds 1 2 3 -o reactivity.json
+        --seeds 1 2 3 --render-args="--audio-guidance 300" -o reactivity.json
+    flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_reactivity.py --model tiny --size 128 \\
+        --seeds 1 2 3 --paths keyframes per-frame --render-args="--delta-step 0" -o reactivity_linearised.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import tempfile
 from pathlib import Path
@@ -29,12 +34,12 @@ def render_and_score(audio: Path, folder: Path, path: str, seed: int, args: argp
     scores = folder / f"{path}-{seed}.json"
     code = tpos_live(["render", str(audio), "-o", str(video), "--model", args.model, "--size",
                       f"{args.size}x{args.size}", "--fps", f"{args.fps:g}", "--prompt", args.prompt, "--seed",
-                      str(seed), "--frame-path", path, "--quiet", *args.render_args])
+                      str(seed), "--frame-path", path, "--quiet", *shlex.split(args.render_args)])
     if code != 0:
         raise SystemExit(f"render failed ({path}, seed {seed})")
     if tpos_live(["evaluate", str(video), "--metrics", ",".join(METRICS), "--json", str(scores), "--quiet"]) != 0:
         raise SystemExit(f"evaluate failed ({path}, seed {seed})")
-    [entry] = json.loads(scores.read_text())
+    entry = json.loads(scores.read_text())  # one video: one object
     return {name: entry["metrics"][name] for name in METRICS}
 
 
@@ -58,7 +63,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--paths", nargs="+", default=["auto", "per-frame"],
                         choices=("auto", "keyframes", "per-frame"), help="the --frame-path values compared")
-    parser.add_argument("--render-args", nargs="*", default=[], help="more render flags, e.g. --delta-step=0")
+    parser.add_argument("--render-args", default="", metavar="FLAGS",
+                        help='more render flags in one string, e.g. --render-args="--delta-step 0"')
     parser.add_argument("-o", "--output", type=Path, help="write the JSON here too")
     args = parser.parse_args()
 

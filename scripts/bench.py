@@ -3,7 +3,12 @@
 In one run, on one full-size architecture with random weights (cost does not depend on their values;
 the JSON says so), at one resolution and dtype:
 
-1. ``fast``: our renderer's fast mode (cached z^delta, one guided step, TAESD), through a backend;
+1. ``fast``: our renderer's fast mode (cached z^delta, one guided step, TAESD), through a backend, one UNet
+   call per frame;
+   ``keyframes``: the same renderer as an offline render runs it by default: one UNet call per audio
+   condition (a keyframe every ``--hop``, 0.25 s: the audio's meaning updated 4 times a second) and every
+   frame at ``--fps`` composed from the two keyframes around it and decoded. Its fps are delivered frames
+   per second with that update rate, against one UNet call per frame in the other rows;
 2. ``paper``: the paper procedure through diffusers' ``SemanticStableDiffusionPipeline``: 50 PLMS
    steps, text guidance 7.5, the audio condition as ``editing_prompt_embeddings``, full VAE, one frame
    per call;
@@ -221,6 +226,59 @@ def bench_fast(stack, args, backend_name: str, batch: int, encoder: dict) -> dic
         guided_from_step=renderer.first_guided, text_guidance=settings.text_guidance, decoder="taesd",
         batch_frames=batch, unet_calls_per_batch=calls / (args.fast_frames + 1), unet_batch=items // calls,
         scene_prepare_seconds=prepare_seconds, encoder=encoder,
+    )
+    return result
+
+
+def bench_keyframes(stack, args, backend_name: str, encoder: dict) -> dict:
+    """Frames composed from keyframes (``tpos_live.offline.FrameRenderer``, as a render runs them): a keyframe
+    every ``args.hop`` seconds, frames at ``args.fps``, decoded one by one.
+
+    One timed unit is one hop: its new keyframe's UNet call and the hop's frames (composed and decoded);
+    the first hop (which also makes the keyframe it starts from) is a warm-up.
+    """
+    from bench_render import hop_plan
+
+    from tpos_live.backends.registry import create_backend
+    from tpos_live.config import RenderSettings
+    from tpos_live.diffusion.models import fast_defaults
+    from tpos_live.diffusion.renderer import TPoSRenderer
+    from tpos_live.offline import FrameRenderer
+
+    frames_per_hop = round(args.fps * args.hop)
+    if abs(frames_per_hop - args.fps * args.hop) > 1e-9:
+        return {"skipped": f"--fps {args.fps:g} x --hop {args.hop:g} is not a whole number of frames per keyframe"}
+    defaults = fast_defaults({"sd15": "sd15-lcm"}.get(args.arch, args.arch))
+    settings = RenderSettings.for_mode("fast", width=args.size, height=args.size, fps=args.fps, **defaults)
+    clock = StageClock(stack.device)
+    backend = TimedBackend(create_backend(backend_name, stack, settings), clock)
+    renderer = TPoSRenderer(stack, settings, backend=backend)
+    if not renderer.uses_keyframes:
+        return {"skipped": renderer.describe_frames()}
+    hops = args.fast_frames + 1
+    plan = hop_plan(stack.cross_attention_dim, hops * args.hop, args.fps, args.hop)
+    watch = Stopwatch(stack.device)
+    watch.start()
+    frames = FrameRenderer(renderer, renderer.prepare_scene(PROMPT, seed=SEED), plan)
+    prepare_seconds = watch.stop()
+    hop_seconds, clocks = [], []
+    calls = renderer.unet_calls
+    for hop in range(hops):
+        synchronize(stack.device)
+        clock.reset()
+        watch.start()
+        frames.render(hop * frames_per_hop, (hop + 1) * frames_per_hop)  # ends in the last frame's host copy
+        seconds = watch.stop()
+        if hop:
+            hop_seconds.append(seconds)
+            clocks.append(dict(clock.seconds))
+    keyframes = renderer.unet_calls - calls
+    result = frame_stats(hop_seconds, clocks, frames_per_batch=frames_per_hop)
+    result.update(
+        backend=backend.describe(), frames=renderer.describe_frames(1 / args.hop), sampler=settings.sampler,
+        steps=settings.steps, guided_from_step=renderer.first_guided, decoder="taesd", fps_clock=args.fps,
+        keyframes_per_second=1 / args.hop, keyframes_made=keyframes, unet_calls_per_frame=1 / frames_per_hop,
+        unet_batch=1, scene_prepare_seconds=prepare_seconds, encoder=encoder,
     )
     return result
 
@@ -482,6 +540,10 @@ def table(report: dict) -> str:
         cells.append(f"{rate:.2f} ({100 * result['unet_fraction_of_peak']:.0f}%)" if rate else "-")
         rows.append(f"| {mode} | " + " | ".join(cells) + " |")
     lines = ["\n".join(rows), ""]
+    if any(mode.startswith("keyframes") for mode in report["modes"]):
+        lines.append(f"- keyframes: delivered frames per second at {report['fps']:g} fps with the audio's meaning "
+                     f"updated {1 / report['hop']:g} times a second (one UNet call per keyframe; frames/batch: "
+                     "frames per keyframe); fast and StreamDiffusion: one UNet call per frame")
     for name, ratio in report["ratios"].items():
         lines.append(f"- {name}: {ratio:.1f}x")
     efficiency = report.get("unet_efficiency")
@@ -511,6 +573,10 @@ def main() -> None:
     parser.add_argument("--fast-frames", type=int, default=5, help="frames (batches) timed in fast mode")
     parser.add_argument("--paper-frames", type=int, default=1, help="frames timed in the paper procedure")
     parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--skip-keyframes", action="store_true", help="no keyframes row")
+    parser.add_argument("--fps", type=float, default=24.0, help="keyframes row: frames per second (24)")
+    parser.add_argument("--hop", type=float, default=0.25,
+                        help="keyframes row: seconds between audio conditions, one keyframe each (0.25)")
     parser.add_argument("--efficiency-batches", type=int, nargs="*", default=[1, 4],
                         help="UNet batch sizes to time for the efficiency section")
     parser.add_argument("--streamdiffusion-python", help="Python of a virtual env with streamdiffusion")
@@ -555,6 +621,13 @@ def run(args) -> None:
             prepared = modes[mode]["scene_prepare_seconds"]
             say(f"  {modes[mode]['fps']:.3g} fps ({1000 * modes[mode]['seconds_per_batch']:.0f} ms per batch of "
                 f"{batch}), scene prepared in {prepared:.1f} s")
+    if not args.skip_keyframes:
+        for backend in args.backends:
+            mode = f"keyframes ({backend})"
+            say(f"timing {mode}")
+            modes[mode] = bench_keyframes(stack, args, backend, encoder)
+            if "fps" in modes[mode]:
+                say(f"  {modes[mode]['fps']:.3g} fps delivered, {1 / args.hop:g} keyframes/s")
     say("UNet efficiency")
     first_fast = next(mode for mode in modes if mode.startswith("fast"))
     efficiency = unet_efficiency(stack, args, modes[first_fast], peak)
@@ -585,6 +658,8 @@ def run(args) -> None:
         # UNet items per frame: fast mode's one guided step has one; the others say how many calls
         # of which batch they made
         items = 1 if mode.startswith("fast") else result["unet_calls_per_frame"] * result.get("unet_batch", 1)
+        if not result["stage_ms"].get("unet"):
+            continue
         result["unet_tflops"] = items * flops / (result["stage_ms"]["unet"] / 1000) / 1e12
         result["unet_fraction_of_peak"] = result["unet_tflops"] / best_peak
     report = {
@@ -594,7 +669,7 @@ def run(args) -> None:
         "machine": platform.machine(), "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "matmul_peak": peak, "matmul_peak_after": peak_after, "modes": modes,
-        "ratios": _ratios(modes), "unet_efficiency": efficiency,
+        "ratios": _ratios(modes), "unet_efficiency": efficiency, "fps": args.fps, "hop": args.hop,
     }
     print_and_save(report, args.output)
     print(table(report))
@@ -603,8 +678,9 @@ def run(args) -> None:
 def _ratios(modes: dict) -> dict[str, float]:
     fps = {mode: result["fps"] for mode, result in modes.items() if "fps" in result}
     ratios = {}
-    fast_modes = [mode for mode in fps if mode.startswith("fast")]
+    fast_modes = [mode for mode in fps if mode.startswith(("fast", "keyframes"))]
     pairs = [(fast, other) for fast in fast_modes for other in ("paper", "streamdiffusion")]
+    pairs += [(mode, mode.replace("keyframes", "fast")) for mode in fast_modes if mode.startswith("keyframes")]
     for a, b in [*pairs, ("streamdiffusion", "paper")]:
         if a in fps and b in fps:
             ratios[f"{a} / {b} fps"] = fps[a] / fps[b]

@@ -94,13 +94,33 @@ def test_different_audio_gives_different_frames(tmp_path):
     semantic = ["--envelope", "0", "--delta-step", "0"]
     difference = np.abs(render_frames(tmp_path, silence, *semantic) - render_frames(tmp_path, noise, *semantic))
     assert difference.mean() > 1.0, difference.mean()
-    # the tiny model's defaults (every step guided, loudness scaling g_s)
-    difference = np.abs(render_frames(tmp_path, silence) - render_frames(tmp_path, noise))
+    # every step guided, loudness scaling g_s
+    every_step = ["--delta-step", "0"]
+    difference = np.abs(render_frames(tmp_path, silence, *every_step) - render_frames(tmp_path, noise, *every_step))
     assert difference.mean() > 2.0, difference.mean()
-    # one guided step (the real models' fast default): small on random weights (~0.07), but not nothing
-    difference = np.abs(render_frames(tmp_path, silence, "--delta-step", "3")
-                        - render_frames(tmp_path, noise, "--delta-step", "3"))
+    # the defaults: one guided step, frames from keyframes: small on random weights (~0.07), but not nothing
+    difference = np.abs(render_frames(tmp_path, silence) - render_frames(tmp_path, noise))
     assert difference.mean() > 0.02, difference.mean()
+
+
+@pytest.mark.parametrize("path, said", [("auto", "frames: keyframes (one UNet call per condition, "),
+                                         ("per-frame", "frames: per frame (1 guided step)")])
+def test_a_fast_render_says_how_its_frames_are_made_and_counts_its_unet_calls(tmp_path, capsys, path, said):
+    import re
+
+    audio = write_tone(tmp_path / "a.wav", seconds=2.0)
+    loud = [flag for flag in QUICK if flag != "--quiet"]  # the lines a user reads
+    assert main(["render", str(audio), "-o", str(tmp_path / "out.mp4"), *loud, "--frame-path", path]) == 0
+    err = capsys.readouterr().err
+    assert said in err
+    summary = re.search(r"16 frames( from (\d+) keyframes)?, (\d+) UNet calls", err)
+    assert summary is not None, err[-600:]
+    scene_calls = 4  # the tiny stack's 3 text-only steps and the first guided step's text and null, once
+    if path == "auto":
+        keyframes = int(summary.group(2))
+        assert 1 <= keyframes < 16 and int(summary.group(3)) == keyframes + scene_calls
+    else:
+        assert summary.group(1) is None and int(summary.group(3)) == 16 + scene_calls
 
 
 def write_noise(path, seconds):

@@ -129,6 +129,22 @@ def test_ray_address_from_another_process_with_resume(tmp_path, reference, clust
     assert_valid_mp4(out)
 
 
+def test_frames_from_keyframes_on_two_workers_are_the_single_process_pngs(tmp_path, reference, cluster, capsys):
+    """Each worker computes the keyframes of its chunks on the track's batch grid: the same bytes as one process
+    (which computes each keyframe once)."""
+    audio = reference[0]
+    keyframes = [*QUICK[:-6], "--batch", "2"]  # the tiny model's default: its last step guided
+    single, frames = tmp_path / "single", tmp_path / "frames"
+    assert main(["render", str(audio), "-o", str(tmp_path / "single.mp4"), "--frames", str(single), *keyframes]) == 0
+    assert "frames: keyframes" in capsys.readouterr().err
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(audio), "-o", str(out), "--frames", str(frames), *keyframes, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "on Ray: 2 workers" in err and "frames: keyframes" in err
+    assert_same_pngs(frames, single)
+    assert_valid_mp4(out)
+
+
 def test_workers_without_ray_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is not installed
     audio = write_tone(tmp_path / "a.wav", seconds=0.5)

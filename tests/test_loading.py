@@ -445,7 +445,7 @@ def test_hub_ids_come_from_the_cache_first(offline_hub, tiny, tiny_folder, tmp_p
 def test_fast_defaults_by_name():
     assert fast_defaults("sd15-lcm") == {"steps": 4, "text_guidance": 1.0}
     assert fast_defaults("sd-turbo") == {"steps": 1, "text_guidance": 1.0}  # the text branch alone
-    assert fast_defaults("tiny") == {"steps": 4, "text_guidance": 1.0, "delta_step": 0}
+    assert fast_defaults("tiny") == {"steps": 4, "text_guidance": 1.0}  # its last step guided, as the others
     assert fast_defaults("/models/my-sd15") == {}
 
 

@@ -124,3 +124,22 @@ def test_resume_refuses_frames_of_another_render(tmp_path, reference, capsys):
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: the frames in") and "settings" in error and "Traceback" not in error
     assert not out.exists()
+
+
+def test_a_render_from_keyframes_resumed_midway_gives_the_same_pngs(tmp_path, reference, one_thread, capsys):
+    """Frames composed from keyframes (one guided step): the resumed run renders only the missing batches,
+    from the middle of the track on, and must give the bytes of a render in one go."""
+    audio = reference[0]
+    keyframes = [*QUICK[:-6], "--batch", "2"]  # the tiny model's default: its last step guided
+    whole = tmp_path / "whole"
+    assert main(["render", str(audio), "-o", str(tmp_path / "whole.mp4"), "--frames", str(whole), *keyframes]) == 0
+    assert "frames: keyframes" in capsys.readouterr().err
+    frames = tmp_path / "frames"
+    shutil.copytree(whole, frames)
+    for png in pngs(frames)[5:13]:  # a batch cut in two, the batches after it, and a whole one kept at the end
+        png.unlink()
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(audio), "-o", str(out), "--frames", str(frames), *keyframes, "--resume"]) == 0
+    assert f"resuming: {FRAMES - 8} of {FRAMES} frames" in capsys.readouterr().err
+    assert [png.read_bytes() for png in pngs(frames)] == [png.read_bytes() for png in pngs(whole)]
+    assert_valid_mp4(out)

@@ -8,14 +8,17 @@ The unit of work is a range of frames ``[a, b)``:
 1. :func:`plan_frames` turns the audio into a :class:`FramePlan` once: the frame clock, the condition
    track (one condition per encoder hop, not per frame) and g_s's loudness scale per frame;
 2. :class:`FrameRenderer` renders any range of a prepared scene, computing each batch's conditions
-   from the plan when it renders that batch (a 10-minute song never holds a condition per frame);
+   from the plan when it renders that batch (a 10-minute song never holds a condition per frame). Where
+   the renderer composes frames from keyframes (``TPoSRenderer.uses_keyframes``), the UNet runs once per
+   condition of the track instead (:class:`Keyframes`) and each frame costs a composition and a decode;
 3. :class:`RenderOutput` takes the rendered ranges in any order: it saves their PNGs at once (what a
    resumed render finds again) and encodes the MP4 in frame order on a thread of its own, so the next
    batch renders while this one encodes.
 
 One process renders all ranges in turn (:func:`render_track`); ``tpos_live.distributed`` hands them
 to Ray workers. Ranges always follow the grid of ``batch_frames`` (frame i is rendered in the batch
-``i // batch_frames`` whoever renders it), so every way of rendering gives the same frames.
+``i // batch_frames`` whoever renders it), and so do keyframes (condition k in the UNet batch
+``k // batch_frames``), so every way of rendering gives the same frames.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch
 from tpos_live.audio.decode import Audio, decode_audio
 from tpos_live.audio.envelope import loudness_envelope
 from tpos_live.conditioning.base import ConditionTrack
-from tpos_live.conditioning.interpolate import conditions_at
+from tpos_live.conditioning.interpolate import conditions_at, track_positions
 from tpos_live.conditioning.windows import condition_track
 from tpos_live.config import RenderSettings
 from tpos_live.errors import UserError
@@ -61,6 +64,7 @@ class RenderReport:
     seconds: float
     unet_calls: int
     rendered: int = -1  # frames rendered by this run (the rest were found from an earlier one); -1: all
+    keyframes: int = 0  # the conditions the frames are composed from; 0: each frame rendered on its own
 
     @property
     def seconds_per_frame(self) -> float:
@@ -117,6 +121,13 @@ class FramePlan:
         conditions, _ = conditions_at(self.track, self.times[start:stop])
         return conditions, torch.from_numpy(self.scales[start:stop])
 
+    def keyframe_inputs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+        """For frames ``[start, stop)`` composed from keyframes: the indices (F,) of the track's conditions
+        before and after each frame, tau (F,) (the fraction :meth:`batch_inputs` slerps the conditions by)
+        and the g_s scales (F,)."""
+        lower, upper, fractions = track_positions(self.track.times, self.times[start:stop])
+        return lower, upper, torch.from_numpy(fractions), torch.from_numpy(self.scales[start:stop])
+
     def batches(self, start: int = 0, stop: int | None = None) -> list[Range]:
         """The batches of frames ``[start, stop)`` on the grid of ``batch_frames`` (``start`` on it)."""
         stop = self.count if stop is None else stop
@@ -147,6 +158,9 @@ def prepare_scene(renderer: TPoSRenderer, scene: SceneSpec) -> Scene:
 class FrameRenderer:
     """Renders any range of frames of one planned render with one prepared scene.
 
+    Each frame runs the renderer's guided steps, or, where the renderer uses keyframes, is composed from
+    the two keyframes around its time (:class:`Keyframes`).
+
     Args:
         renderer: the renderer (its settings are the render's).
         scene: from :func:`prepare_scene`.
@@ -155,12 +169,19 @@ class FrameRenderer:
 
     def __init__(self, renderer: TPoSRenderer, scene: Scene, plan: FramePlan) -> None:
         self.renderer, self.scene, self.plan = renderer, scene, plan
+        self.keyframes = Keyframes(renderer, scene, plan) if renderer.uses_keyframes else None
 
     def batches(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(first frame, frames (B, H, W, 3) uint8)`` for each batch of ``[start, stop)``."""
         for a, b in self.plan.batches(start, stop):
-            conditions, scales = self.plan.batch_inputs(a, b)
-            yield a, self.renderer.render(self.scene, conditions, scales)
+            yield a, self.renderer.decode(self.latents(a, b))
+
+    def latents(self, start: int, stop: int) -> torch.Tensor:
+        """The final latents (B, C, h, w) of the frames of one batch ``[start, stop)``."""
+        if self.keyframes is None:
+            conditions, scales = self.plan.batch_inputs(start, stop)
+            return self.renderer.render_latents(self.scene, conditions, scales)
+        return self.keyframes.compose(*self.plan.keyframe_inputs(start, stop))
 
     def render(self, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` (``start`` on the batch grid) as one (stop - start, H, W, 3) array."""
@@ -169,6 +190,40 @@ class FrameRenderer:
     @property
     def unet_calls(self) -> int:
         return self.renderer.unet_calls
+
+
+class Keyframes:
+    """The keyframes B(c) of a render's condition track, and frames composed from them.
+
+    Condition k is rendered in the UNet batch of conditions ``[j * n, (j + 1) * n)``, j = k // n, n the
+    plan's ``batch_frames``: CPU kernels may round differently with the batch's size and a row's place in
+    it, so a keyframe is the same bytes whichever range of frames needs it first. A batch is kept until the
+    frames have moved past it (ranges are rendered in frame order), so each keyframe of a range runs once.
+    """
+
+    def __init__(self, renderer: TPoSRenderer, scene: Scene, plan: FramePlan) -> None:
+        self.renderer, self.scene = renderer, scene
+        self.conditions, self.grid = plan.track.conditions, plan.batch_frames
+        self.base = renderer.scene_base(scene)
+        self._batches: dict[int, torch.Tensor] = {}
+
+    def compose(self, lower: np.ndarray, upper: np.ndarray, fractions: torch.Tensor,
+                audio_scales: torch.Tensor) -> torch.Tensor:
+        """Final latents of frames between conditions ``lower`` and ``upper`` (indices, (F,)) at ``fractions``
+        tau with the envelope's ``audio_scales`` (as :meth:`FramePlan.keyframe_inputs` gives them)."""
+        first, last = int(lower.min()) // self.grid, int(upper.max()) // self.grid
+        for done in [j for j in self._batches if j < first]:
+            del self._batches[done]
+        keys = torch.cat([self._batch(j) for j in range(first, last + 1)])
+        offset = first * self.grid
+        previous, following = keys[torch.from_numpy(lower - offset)], keys[torch.from_numpy(upper - offset)]
+        return self.renderer.compose_latents(self.base, previous, following, fractions, audio_scales)
+
+    def _batch(self, j: int) -> torch.Tensor:
+        if j not in self._batches:
+            conditions = self.conditions[j * self.grid:(j + 1) * self.grid]
+            self._batches[j] = self.renderer.keyframe_latents(self.scene, self.base, conditions)
+        return self._batches[j]
 
 
 class Farm(Protocol):
@@ -204,6 +259,8 @@ def render_track(models: Models, source: Audio, audio: Path, output: Path, scene
     say(f"rendering {plan.count} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
         f"{settings.mode} mode ({settings.sampler}, {settings.steps} steps, guided from step "
         f"{renderer.first_guided})" + (f" {farm.describe()}" if farm is not None else ""))
+    keyframes = len(plan.track.times) if renderer.uses_keyframes else 0
+    say(renderer.describe_frames(keyframes / source.duration if keyframes and source.duration > 0 else None))
     # the scene before any file is touched: a bad init image fails here (Ray workers prepare their own)
     frames = FrameRenderer(renderer, prepare_scene(renderer, scene), plan) if farm is None else None
     with open_output(output, source, plan, settings, frames_dir, resume, manifest or {}, say, progress) as out:
@@ -216,7 +273,7 @@ def render_track(models: Models, source: Audio, audio: Path, output: Path, scene
                     out.put(first, batch)
             unet_calls = frames.unet_calls
     rendered = sum(b - a for a, b in out.todo)
-    return RenderReport(output, plan.count, time.perf_counter() - started, unet_calls, rendered)
+    return RenderReport(output, plan.count, time.perf_counter() - started, unet_calls, rendered, keyframes)
 
 
 def cache_folder(output: Path) -> Path:

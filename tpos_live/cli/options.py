@@ -20,6 +20,7 @@ from tpos_live.names import (
     DECODERS,
     DEVICE_NAMES_HELP,
     DTYPE_NAMES,
+    FRAME_PATHS,
     IMG2IMG_PRESETS,
     LATENCIES,
     SAMPLERS,
@@ -34,7 +35,7 @@ DEFAULT_MODEL = FAST_DEFAULT_MODEL
 RENDER_SETTING_FLAGS = (
     "seed", "fps", "steps", "sampler", "text_guidance", "audio_guidance", "threshold", "momentum_scale",
     "momentum_beta", "delta_timestep", "delta_step", "envelope_depth", "attack_seconds", "release_seconds",
-    "decoder", "batch_frames", "windows", "condition_scale", "strength", "edit_scale",
+    "decoder", "batch_frames", "windows", "condition_scale", "strength", "edit_scale", "frames",
 )
 
 
@@ -76,11 +77,17 @@ def add_prompt_option(group, help_text: str, required: bool = False, default: st
 
 
 def add_frame_options(group, fps_help: str) -> None:
-    """--size, --fps, --batch."""
+    """--size, --fps, --batch, --frame-path."""
     group.add_argument("--size", type=parse_size, metavar="WxH", help="frame size (default 512x512)")
     group.add_argument("--fps", type=float, help=fps_help)
     group.add_argument("--batch", type=int, dest="batch_frames", metavar="N",
                        help="frames rendered per batch (default 1)")
+    group.add_argument("--frame-path", choices=FRAME_PATHS, dest="frames",
+                       help="how frames are made. auto (default): composed from keyframes, one UNet call per "
+                            "audio condition (4/s at the default hop), where that is exact (one guided step, "
+                            "fast mode's default), else each frame rendered; keyframes: also with several "
+                            "guided steps, linearised in g_s (exact at each keyframe); per-frame: the UNet "
+                            "runs for every frame")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

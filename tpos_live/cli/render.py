@@ -19,10 +19,11 @@ examples:
 
 modes:
   fast   sd15-lcm, few-step sampler (LCM), one guided step, TAESD decoder, loudness
-         envelope on, sliding windows
+         envelope on, sliding windows; frames composed from keyframes (one UNet call
+         per audio condition, not per frame)
   paper  the official TPoS recipe on plain SD v1.4 (sd14): 50 PLMS steps, guidance 7.5,
          s_e 7, threshold 0.8, delta t<900, momentum 0.3/0.6, full VAE, no envelope,
-         official windows
+         official windows; every frame rendered
 Options left unset take the mode's (and the model's) defaults."""
 
 
@@ -37,7 +38,8 @@ def add_command(commands) -> None:
     video = p.add_argument_group("video")
     video.add_argument("--mode", choices=MODES, default="fast", help="fast (default) or paper")
     options.add_frame_options(video, fps_help="frames per second (default 24)")
-    video.add_argument("--frames", type=Path, metavar="DIR", help="also write every frame as a PNG here")
+    video.add_argument("--frames", type=Path, dest="frames_dir", metavar="DIR",
+                       help="also write every frame as a PNG here")
     options.add_sampling_options(p)
     options.add_paper_options(p)
     options.add_model_options(p, model_default=None)
@@ -66,14 +68,15 @@ def run(args: argparse.Namespace) -> int:
 
     spec = options.checked(RenderSpec, audio=args.audio, output=args.output, scene=options.scene_spec(args),
                            model=options.model_spec(args), backend=options.backend_spec(args),
-                           conditioning=options.conditioning_spec(args), frames_dir=args.frames,
+                           conditioning=options.conditioning_spec(args), frames_dir=args.frames_dir,
                            resume=args.resume, workers=args.workers, ray_address=args.ray_address)
     say = printer(args.quiet)
     report = render(spec, say=say, progress=not args.quiet)
     earlier = report.frames - report.rendered if report.rendered >= 0 else 0
     found = f", {earlier} of them from an earlier run" if earlier else ""
-    say(f"wrote {report.output}: {report.frames} frames{found} in {report.seconds:.1f} s "
-        f"({report.seconds_per_frame:.3f} s/frame)")
+    made = f" from {report.keyframes} keyframes" if report.keyframes else ""
+    say(f"wrote {report.output}: {report.frames} frames{made}{found}, {report.unet_calls} UNet calls, in "
+        f"{report.seconds:.1f} s ({report.seconds_per_frame:.3f} s/frame)")
     return 0
 
 

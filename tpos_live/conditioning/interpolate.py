@@ -67,22 +67,33 @@ class SlerpPair:
         return out
 
 
+def track_positions(track_times: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each time in ``times`` falls in a track of condition times: the indices of the conditions
+    before and after it and the fraction of the time elapsed between them (each (F,)).
+
+    Before the first and after the last condition time the nearest condition holds (fraction 0 or 1).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    k = len(track_times)
+    upper = np.searchsorted(track_times, times, side="right").clip(1, max(k - 1, 1))
+    lower = upper - 1
+    if k == 1:
+        upper = lower = np.zeros_like(upper)
+    span = track_times[upper] - track_times[lower]
+    fraction = np.where(span > 0, (times - track_times[lower]) / np.where(span > 0, span, 1.0), 0.0).clip(0, 1)
+    return lower, upper, fraction
+
+
 def conditions_at(track: ConditionTrack, times: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     """The condition (F, 77, D) and attention weight (F,) at each time in ``times`` (seconds).
 
     Between two condition times the condition is slerped by the fraction of time elapsed;
     before the first and after the last the nearest condition holds.
     """
-    times = np.asarray(times, dtype=np.float64)
+    lower, upper, fraction = track_positions(track.times, times)
     k = len(track.times)
-    upper = np.searchsorted(track.times, times, side="right").clip(1, max(k - 1, 1))
-    lower = upper - 1
-    if k == 1:
-        upper = lower = np.zeros_like(upper)
-    span = track.times[upper] - track.times[lower]
-    fraction = np.where(span > 0, (times - track.times[lower]) / np.where(span > 0, span, 1.0), 0.0).clip(0, 1)
     shape = track.conditions.shape[1:]
     flat = track.conditions.reshape(k, -1)
     mixed = slerp(flat[lower], flat[upper], torch.from_numpy(fraction))
     weights = (1 - fraction) * track.weights[lower] + fraction * track.weights[upper]
-    return mixed.reshape(len(times), *shape), weights
+    return mixed.reshape(len(fraction), *shape), weights

@@ -110,6 +110,26 @@ def test_strength_noises_the_init_image_to_img2img_timestep_whatever_delta(tiny_
     torch.testing.assert_close(starts[0], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_official_img2img_noises_the_image_one_step_above_where_it_starts(tiny_stack, tmp_path):
+    """The official script: stochastic_encode at DDIM index t_enc = 37 (t = 741), decode from index 36 (t = 721)."""
+    from tpos_live.config import IMG2IMG_PRESETS
+    from tpos_live.diffusion.images import load_image_tensor
+    from tpos_live.diffusion.samplers import add_noise
+
+    image = write_image(tmp_path / "init.png")
+    settings = RenderSettings.for_mode("paper", width=64, height=64, **IMG2IMG_PRESETS["official"])
+    renderer = TPoSRenderer(tiny_stack, settings)
+    timesteps = renderer.schedule.timesteps
+    assert timesteps[renderer.init_step] == 721 and timesteps[renderer.init_step - 1] == 741
+    pixels = load_image_tensor(image, 64, 64)
+    latent = tiny_stack.vae.encode(pixels).latent_dist.mode() * tiny_stack.vae.config.scaling_factor
+    noise = torch.randn((1, *latent.shape[1:]), generator=torch.Generator("cpu").manual_seed(4))
+    z_start = renderer.prepare_scene("a beach", seed=4, init_image=image).z_start
+    at_741 = add_noise(latent, noise, renderer.schedule.alphas[renderer.init_step - 1])
+    torch.testing.assert_close(z_start, at_741, rtol=1e-5, atol=1e-5)
+    assert (z_start - add_noise(latent, noise, renderer.schedule.alphas[renderer.init_step])).abs().max() > 1e-3
+
+
 def test_strength_that_runs_no_step_is_refused(tiny_stack):
     settings = RenderSettings.for_mode("paper", width=64, height=64, steps=4, strength=0.1)
     with pytest.raises(UserError, match="strength 0.1"):

@@ -68,6 +68,9 @@ class RenderSettings:
     strength: float | None = None
     edit_scale: float = 5.0  # SEGA's default edit guidance scale
     frames: str = "auto"
+    # The official img2img noises the image at DDIM index t_enc (its stochastic_encode) but denoises from
+    # index t_enc - 1: the image carries one step more noise than the first step expects.
+    init_noise_one_step_early: bool = False
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
@@ -153,7 +156,8 @@ PAPER_PRESET = RenderSettings(
 # posterior of the init image; we take its mode (deterministic frames).
 IMG2IMG_PRESETS: dict[str, dict[str, Any]] = {
     "official": dict(sampler="ddim", steps=50, text_guidance=1.5, audio_guidance=10.0 / 2, threshold=0.95,
-                     delta_timestep=950, condition_scale=20.0, momentum_scale=0.0, strength=0.75),
+                     delta_timestep=950, condition_scale=20.0, momentum_scale=0.0, strength=0.75,
+                     init_noise_one_step_early=True),
 }
 assert set(IMG2IMG_PRESETS) == set(names.IMG2IMG_PRESETS)  # the choices the command line offers
 

@@ -140,7 +140,7 @@ class TPoSRenderer:
         z_start, start = z_t, 0
         if init_image is not None:
             start = self.first_guided if self.init_step is None else self.init_step
-            z_start = self._noised_init_image(init_image, z_t, start)
+            z_start = self._noised_init_image(init_image, z_t, self._init_noise_step(start))
         # With PLMS and delta_step == 1 the first step's second evaluation (at step 1) stays text-only:
         # it only shapes z^delta, which must be the same for every frame.
         text_only = _TextOnlyModel(self, text, null)
@@ -323,6 +323,12 @@ class TPoSRenderer:
         z_t = torch.randn(shape, generator=generator)
         step_noise = torch.randn((len(self.schedule), *shape), generator=generator)
         return z_t.to(self.stack.device), step_noise.to(self.stack.device)
+
+    def _init_noise_step(self, start: int) -> int:
+        """The step whose noise level an init image gets when denoising starts at ``start``: ``start``, or the
+        step before it as the official img2img does (at strength 1 there is none before: the official
+        script would index past its schedule there, so ours stays at ``start``)."""
+        return max(start - 1, 0) if self.settings.init_noise_one_step_early else start
 
     def _noised_init_image(self, path: str | Path, noise: torch.Tensor, step: int) -> torch.Tensor:
         """The paper's visual conditioning: encode the image with the VAE (the posterior's mode, where the

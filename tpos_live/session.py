@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tpos_live.audio.decode import Audio
 from tpos_live.audio.source_spec import SourceSpec, open_source
 from tpos_live.backends.base import Backend
 from tpos_live.backends.registry import create_backend
@@ -42,8 +43,10 @@ from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
+from tpos_live.preflight import Input, check_init_image, frames_of, model_inputs, refuse_output_on_inputs
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.specs import ConditioningSpec, SceneSpec
+from tpos_live.video.frames import FrameStore, refuse_frames_of_another_render, render_record
 
 if TYPE_CHECKING:
     from tpos_live.offline import FramePlan, FrameRenderer
@@ -151,6 +154,8 @@ class RenderSpec:
         frames_dir: also write every frame as a PNG here.
         resume: keep the valid frames an earlier run of the same render left (in ``frames_dir``, else in
             the cache beside ``output`` that a render with ``resume`` keeps until it completes).
+        overwrite_frames: let the frames replace PNGs in ``frames_dir`` that no render recorded writing
+            (without it they are refused).
         workers: render on this many Ray workers (None: in this process; see ``tpos_live.distributed``).
         ray_address: join the Ray cluster there (None: start a local one of ``workers`` CPUs).
     """
@@ -163,10 +168,16 @@ class RenderSpec:
     conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
     frames_dir: Path | None = None
     resume: bool = False
+    overwrite_frames: bool = False
     workers: int | None = None
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
+        if self.overwrite_frames and self.frames_dir is None:
+            raise ValueError("--overwrite-frames lets --frames DIR replace PNGs there: give --frames DIR")
+        if self.overwrite_frames and self.resume:
+            raise ValueError("--resume keeps the frames in --frames DIR, --overwrite-frames replaces them: "
+                             "pick one")
         if self.workers is not None and not 1 <= self.workers <= 1024:
             raise ValueError(f"workers must be in 1..1024, got {self.workers}")
         if self.ray_address is not None and self.workers is None:
@@ -176,19 +187,71 @@ class RenderSpec:
 def render(spec: RenderSpec, say: Say = print, progress: bool = True):
     """Render ``spec`` to its MP4; returns the :class:`~tpos_live.offline.RenderReport`.
 
-    1. check the output path and decode the audio (and, with workers, that Ray is there) before any
-       weights load;
+    1. check every input and the output, decoding the sound (once: the render takes it from here), and,
+       with workers, that Ray is there, before any weights load;
     2. load the models;
     3. render the track (``tpos_live.offline``), here or on Ray workers (``tpos_live.distributed``).
     """
-    from tpos_live.offline import check_render_inputs, render_track
+    from tpos_live.offline import render_track
 
-    audio = check_render_inputs(spec.audio, spec.output)
+    sound, manifest = check_render(spec)
     with _farm(spec, say) as farm:
         models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say, progress)
-        return render_track(models, audio, spec.audio, spec.output, spec.scene, frames_dir=spec.frames_dir,
-                            say=say, progress=progress, resume=spec.resume,
-                            manifest=render_manifest(spec, models.settings), farm=farm)
+        return render_track(models, sound, spec.output, spec.scene, frames_dir=spec.frames_dir, say=say,
+                            progress=progress, resume=spec.resume, manifest=manifest, farm=farm)
+
+
+def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
+    """Everything a render of ``spec`` reads and writes, checked before any weights load: the settings,
+    the output (writable, not an input), the init image, the concept bank, the sound (decoded: at least
+    one frame of it) and the frames an earlier render left. Returns the sound and the render's manifest."""
+    from tpos_live.audio.decode import decode_audio
+    from tpos_live.offline import cache_folder, frame_times
+    from tpos_live.video.writer import check_output_path
+
+    settings = render_settings(spec.scene, spec.model)
+    check_output_path(spec.output)
+    refuse_output_on_inputs(spec.output, "-o", [("sound file", spec.audio), ("init image", spec.scene.init_image),
+                                                *_model_inputs(spec.model, spec.backend, spec.conditioning)])
+    check_init_image(spec.scene.init_image)
+    _check_concepts(spec.conditioning)
+    sound = decode_audio(spec.audio, channels=2)  # the MP4 keeps the file's rate and (up to two) channels
+    if sound.duration * settings.fps < 1:
+        raise UserError(f"audio file '{spec.audio}' holds {sound.duration * 1000:.2f} ms of sound, less than one "
+                        f"frame at {settings.fps:g} fps: give a longer file")
+    manifest = render_manifest(spec, settings)
+    count = len(frame_times(sound.duration, settings.fps))
+    if spec.resume:
+        refuse_frames_of_another_render(spec.frames_dir or cache_folder(spec.output),
+                                        render_record(manifest, count), count)
+    elif spec.frames_dir is not None and not spec.overwrite_frames:
+        _refuse_foreign_frames(spec.frames_dir, count)
+    return sound, manifest
+
+
+def _model_inputs(model: ModelSpec, backend: BackendSpec, conditioning: ConditioningSpec) -> list[Input]:
+    return model_inputs(model.model, model.lora, model.taesd, conditioning.encoder, conditioning.concepts,
+                        backend.engines)
+
+
+def _check_concepts(conditioning: ConditioningSpec) -> None:
+    if conditioning.concepts is not None:
+        from tpos_live.conditioning.concepts import load_concepts
+
+        load_concepts(conditioning.concepts)
+
+
+def _refuse_foreign_frames(folder: Path, count: int) -> None:
+    """UserError when a render of ``count`` frames would overwrite PNGs in ``folder`` that no render
+    recorded writing there."""
+    record = FrameStore.read_manifest_in(folder)
+    recorded = record.get("frames") if isinstance(record, dict) else None
+    recorded = recorded if isinstance(recorded, int) else 0
+    foreign = sorted(path.name for index, path in frames_of(folder).items() if recorded <= index < count)
+    if foreign:
+        raise UserError(f"--frames '{folder}' holds {len(foreign)} PNGs this render would overwrite "
+                        f"({foreign[0]}, ...) that no render recorded writing: pass --overwrite-frames to "
+                        "replace them, or give another folder")
 
 
 def _farm(spec: RenderSpec, say: Say):

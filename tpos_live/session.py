@@ -316,6 +316,54 @@ class LiveSpec:
     outputs: OutputSpec = field(default_factory=OutputSpec)
 
 
+def check_live(spec: LiveSpec) -> Audio | None:
+    """Everything a live session of ``spec`` reads and writes, checked before any weights load: the
+    settings, the recording (writable, not an input), the init image, the concept bank, the presets, the
+    MIDI map and the sound file (decoded: at least one frame of it). Returns the sound file's sound (the
+    session plays it from there), or None without one."""
+    settings = render_settings(spec.scene, spec.model)
+    inputs = [("sound file", spec.source.file), ("init image", spec.scene.init_image),
+              *_model_inputs(spec.model, spec.backend, spec.conditioning)]
+    control = spec.control
+    if spec.outputs.record is not None:
+        from tpos_live.video.writer import check_output_path
+
+        check_output_path(spec.outputs.record)
+        refuse_output_on_inputs(spec.outputs.record, "--record", [*inputs, ("MIDI map", control.midi_map),
+                                                                  ("presets folder", control.presets)])
+    check_init_image(spec.scene.init_image)
+    _check_concepts(spec.conditioning)
+    _check_control_files(control, inputs)
+    if spec.source.file is None:
+        return None
+    from tpos_live.audio.decode import decode_audio
+
+    sound = decode_audio(spec.source.file)
+    if sound.duration * settings.fps < 1:
+        raise UserError(f"audio file '{spec.source.file}' holds {sound.duration * 1000:.2f} ms of sound, less than "
+                        f"one frame at {settings.fps:g} fps: give a longer file")
+    return sound
+
+
+def _check_control_files(control: ControlSpec, inputs: list[Input]) -> None:
+    """The presets and the MIDI map parse; a MIDI map that --midi-learn writes lands on no input."""
+    if control.presets is not None:
+        from tpos_live.control.knobs import load_preset_folder
+
+        load_preset_folder(control.presets, may_be_empty=control.presets_may_be_empty)
+    if control.midi_port is None:
+        return
+    from tpos_live.control.midi import default_mappings_path, load_mappings
+
+    path = control.midi_map or default_mappings_path()
+    if control.midi_learn:
+        refuse_output_on_inputs(path, "--midi-map", inputs)
+    if path.exists():
+        load_mappings(path)
+    elif control.midi_map is not None and not control.midi_learn:
+        raise UserError(f"MIDI map '{path}' does not exist: check the path, or add --midi-learn to make it")
+
+
 def _check_live_scene(scene: SceneSpec, settings: RenderSettings, report: Reporter) -> None:
     """Refuse what only a render does (the edit prompt); say that live windows are always sliding."""
     if scene.edit_prompt is not None:
@@ -337,21 +385,22 @@ class LiveSession:
         models: from :func:`load_models` with the spec's model, backend, conditioning and scene.
         report: ``report(level, message)`` for what the engine and the controls say.
         fallback_source: the source to use when ``spec.source`` cannot be opened (None: the error stands).
+        sound: the sound file of ``spec.source`` as :func:`check_live` decoded it (None: decode it here).
     """
 
     def __init__(self, spec: LiveSpec, models: Models, report: Reporter = ignore_report,
-                 fallback_source: SourceSpec | None = None) -> None:
+                 fallback_source: SourceSpec | None = None, sound: Audio | None = None) -> None:
         self.spec, self.models, self.report = spec, models, report
         _check_live_scene(spec.scene, models.settings, report)
-        source = self._first_source(spec.source, fallback_source)
+        source = self._first_source(spec.source, fallback_source, sound)
         self.engine = LiveEngine(models.stack, models.settings, models.provider, source, spec.scene.prompt,
                                  spec.scene.negative_prompt, live=spec.live, init_image=spec.scene.init_image,
                                  report=report, backend=models.backend)
         self.controls: Controls | None = None
 
-    def _first_source(self, wanted: SourceSpec, fallback: SourceSpec | None):
+    def _first_source(self, wanted: SourceSpec, fallback: SourceSpec | None, sound: Audio | None):
         try:
-            return self.open_source(wanted)
+            return open_source(wanted, self.models.provider.sample_rate, self.report, decoded=sound)
         except UserError as error:
             if fallback is None:
                 raise

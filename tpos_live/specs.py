@@ -61,6 +61,8 @@ class SceneSpec:
             raise ValueError(f"img2img preset must be one of {IMG2IMG_PRESETS}, got {self.img2img_preset!r}")
         if self.init_image is None and (self.img2img_preset is not None or self.given().get("strength") is not None):
             raise ValueError("--strength and --img2img-preset are for an init image: give --init-image too")
+        if self.edit_prompt is None and self.given().get("edit_scale") is not None:
+            raise ValueError("--edit-scale scales the --edit-prompt concept: give --edit-prompt TEXT too")
 
     def given(self) -> dict[str, Any]:
         """The overrides that were given."""

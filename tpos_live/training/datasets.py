@@ -141,8 +141,7 @@ def find_clips(
         raise UserError(
             f"training data '{source}' does not exist: give a folder of clips or a data set's CSV"
         )
-    if layout == "auto":
-        layout = _detect_layout(source)
+    layout = resolved_layout(source, layout)
     readers: dict[str, Callable[[], FoundClips]] = {
         "folders": lambda: FoundClips(_folder_clips(source), []),
         "prefix": lambda: FoundClips(_prefix_clips(source), []),
@@ -158,6 +157,11 @@ def find_clips(
             f"(one of {', '.join(LAYOUTS[1:])}) and the audio folder"
         )
     return found
+
+
+def resolved_layout(source: Path, layout: Layout = "auto") -> str:
+    """``layout``, or with "auto" the layout ``source`` (an existing folder or CSV) has."""
+    return _detect_layout(source) if layout == "auto" else layout
 
 
 def _detect_layout(source: Path) -> str:

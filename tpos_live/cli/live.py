@@ -73,13 +73,13 @@ def add_command(commands) -> None:
 
 
 def live_spec(args: argparse.Namespace, switchable: bool = False):
-    """The session the live flags describe (``switchable``: the app, which can switch the backend and the
-    conditioning while it runs)."""
+    """The session the live flags describe (``switchable``: the app, which can switch the backend while
+    it runs)."""
     from tpos_live.session import LiveSpec
 
     return LiveSpec(scene=options.scene_spec(args), model=options.model_spec(args),
                     backend=options.backend_spec(args, switchable),
-                    conditioning=options.conditioning_spec(args, switchable),
+                    conditioning=options.conditioning_spec(args),
                     source=options.source_spec(args), live=options.live_settings(args),
                     control=options.control_spec(args), outputs=options.output_spec(args))
 

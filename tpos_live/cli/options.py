@@ -218,14 +218,8 @@ def backend_spec(args: argparse.Namespace, switchable: bool = False) -> BackendS
     return spec
 
 
-def conditioning_spec(args: argparse.Namespace, switchable: bool = False) -> ConditioningSpec:
-    """The conditioning flags' spec; unless the conditioning can be ``switchable`` to CLAP later (the app),
-    --concepts with an encoder that is no CLAP bank is refused."""
-    encoder = args.encoder or ""
-    if args.concepts is not None and not switchable and encoder and encoder.split(":")[0] != "clap":
-        raise UserError(f"--concepts is the concept bank of CLAP conditioning and --encoder '{encoder}' is none: "
-                        "give --encoder clap, or leave --concepts out")
-    return ConditioningSpec(args.encoder, args.concepts, getattr(args, "clap_model", None))
+def conditioning_spec(args: argparse.Namespace) -> ConditioningSpec:
+    return checked(ConditioningSpec, args.encoder, args.concepts, getattr(args, "clap_model", None))
 
 
 # ---- live: sound, timing, control, outputs --------------------------------------------------------

@@ -218,6 +218,7 @@ def test_live_record_onto_the_file_played_is_refused(tmp_path, song, capsys):
     (["--synthetic", "--osc-host", "0.0.0.0"], "--osc-port"),
     (["--synthetic", "--engines", "e"], "--backend"),
     (["--synthetic", "--lora-scale", "2"], "--lora"),
+    (["--synthetic", "--channel", "1"], "leave --channel out"),
 ])
 def test_live_refuses_a_flag_that_would_do_nothing(capsys, flags, message):
     refused(capsys, ["live", *flags, *LIVE], message)

@@ -249,6 +249,9 @@ def add_sound_options(p: argparse.ArgumentParser, device_default: str, gain_defa
 def source_spec(args: argparse.Namespace, gain_db: float | None = None) -> SourceSpec:
     """The sound flags' source (``gain_db`` when the flags leave the gain to the caller)."""
     kind = "file" if args.file is not None else "synthetic" if args.synthetic else "device"
+    if kind == "synthetic" and args.channel is not None:
+        raise UserError("--channel picks an input channel of a device or a file; the test signal has one: "
+                        "leave --channel out with --synthetic")
     gain = args.gain_db if args.gain_db is not None else (gain_db or 0.0)
     return checked(SourceSpec, kind, args.device, args.file, args.host_api, args.sample_rate, args.channel, gain,
                    args.play_to, args.loop, args.latency)

@@ -34,7 +34,9 @@ def refuse_output_on_inputs(output: Path, flag: str, inputs: Iterable[Input]) ->
 def _lands_on(output: Path, path: Path) -> bool:
     if path.is_file():
         return os.path.samefile(output, path)
-    if output.resolve().is_relative_to(path.resolve()):
+    folder = path.resolve()
+    # the place the rename replaces (a symlink there itself) and the file it reaches
+    if (output.parent.resolve() / output.name).is_relative_to(folder) or output.resolve().is_relative_to(folder):
         return True
     # a hard link of a file inside the folder is the only other way to reach one of its files
     return output.stat().st_nlink > 1 and any(_same_file_in(output, path))

@@ -205,7 +205,6 @@ def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
     """Everything a render of ``spec`` reads and writes, checked before any weights load: the settings,
     the output (writable, not an input), the init image, the concept bank, the sound (decoded: at least
     one frame of it) and the frames an earlier render left. Returns the sound and the render's manifest."""
-    from tpos_live.audio.decode import decode_audio
     from tpos_live.offline import cache_folder, frame_times
     from tpos_live.video.writer import check_output_path
 
@@ -215,10 +214,7 @@ def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
                                                 *_model_inputs(spec.model, spec.backend, spec.conditioning)])
     check_init_image(spec.scene.init_image)
     _check_concepts(spec.conditioning)
-    sound = decode_audio(spec.audio, channels=2)  # the MP4 keeps the file's rate and (up to two) channels
-    if sound.duration * settings.fps < 1:
-        raise UserError(f"audio file '{spec.audio}' holds {sound.duration * 1000:.2f} ms of sound, less than one "
-                        f"frame at {settings.fps:g} fps: give a longer file")
+    sound = _decoded_sound(spec.audio, settings.fps, channels=2)  # the MP4 keeps the file's rate, <= 2 channels
     manifest = render_manifest(spec, settings)
     count = len(frame_times(sound.duration, settings.fps))
     if spec.resume:
@@ -227,6 +223,18 @@ def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
     elif spec.frames_dir is not None and not spec.overwrite_frames:
         _refuse_foreign_frames(spec.frames_dir, count)
     return sound, manifest
+
+
+def _decoded_sound(path: Path, fps: float, channels: int | None = None) -> Audio:
+    """The sound of ``path`` at its own rate (``channels``: see :func:`decode_audio`); UserError unless it
+    holds at least one frame's worth at ``fps`` (less, resampled to the encoder's rate, can be nothing)."""
+    from tpos_live.audio.decode import decode_audio
+
+    sound = decode_audio(path, channels=channels)
+    if sound.duration * fps < 1:
+        raise UserError(f"audio file '{path}' holds {sound.duration * 1000:.2f} ms of sound, less than one frame "
+                        f"at {fps:g} fps: give a longer file")
+    return sound
 
 
 def _model_inputs(model: ModelSpec, backend: BackendSpec, conditioning: ConditioningSpec) -> list[Input]:
@@ -334,15 +342,7 @@ def check_live(spec: LiveSpec) -> Audio | None:
     check_init_image(spec.scene.init_image)
     _check_concepts(spec.conditioning)
     _check_control_files(control, inputs)
-    if spec.source.file is None:
-        return None
-    from tpos_live.audio.decode import decode_audio
-
-    sound = decode_audio(spec.source.file)
-    if sound.duration * settings.fps < 1:
-        raise UserError(f"audio file '{spec.source.file}' holds {sound.duration * 1000:.2f} ms of sound, less than "
-                        f"one frame at {settings.fps:g} fps: give a longer file")
-    return sound
+    return None if spec.source.file is None else _decoded_sound(spec.source.file, settings.fps)
 
 
 def _check_control_files(control: ControlSpec, inputs: list[Input]) -> None:

@@ -288,6 +288,9 @@ def test_train_encoder_refuses_before_the_text_encoder_loads(tmp_path, clips, ca
     refused(capsys, [*train, "-o", run, "--resume"], "no training run to resume", clips)
     refused(capsys, [*train, "-o", run, "--audio-dir", clips], "--audio-dir", clips)
     refused(capsys, [*train, "-o", run, "--val-fold", "2"], "ESC-50", clips)
+    table = tmp_path / "vggsound.csv"
+    table.write_text("clip,0,dog,train\n")
+    refused(capsys, ["train-encoder", table, "-o", run, "--val-fraction", "0.2"], "leave --val-fraction out", table)
     run.mkdir()
     (run / "training-state.pt").write_bytes(b"state")
     refused(capsys, [*train, "-o", run], "pass --resume", clips, run)

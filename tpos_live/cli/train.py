@@ -68,9 +68,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--val-fraction",
         type=float,
-        default=0.1,
-        help="share of each label's clips held out to validate, unless the data set fixes a "
-        "split (default 0.1)",
+        help="share of each label's clips held out to validate, where the data set fixes no split "
+        "(folders and prefix layouts; default 0.1)",
     )
     data.add_argument("--val-fold", type=int, help="ESC-50 fold that validates (default 5)")
     data.add_argument("--balanced", action="store_true", help="class-balanced batches")
@@ -323,7 +322,7 @@ def _settings_from_args(args: argparse.Namespace):
             amp=not args.no_amp,
         )
         template = PromptTemplate(args.label_prompt)
-        if not 0.0 <= args.val_fraction < 1.0:
+        if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must lie in [0, 1), got {args.val_fraction}")
         if args.data_workers < 0:
             raise ValueError(f"--data-workers must be at least 0, got {args.data_workers}")
@@ -337,7 +336,7 @@ def _prepare_data(
 ):
     """Find the clips, cache their spectrograms, split: ``(train, val, labels)``, clips paired with their
     cache entries."""
-    from tpos_live.training.datasets import SpectrogramCache, find_clips, split_clips
+    from tpos_live.training.datasets import VAL_FRACTION, SpectrogramCache, find_clips, split_clips
 
     fold = {} if args.val_fold is None else {"val_fold": args.val_fold}
     found = find_clips(args.data, args.layout, audio_dir=args.audio_dir, **fold)
@@ -357,7 +356,8 @@ def _prepare_data(
     if not usable:
         raise UserError(f"none of the {len(found.clips)} clips in '{args.data}' could be decoded")
     entry_of = {clip: entry for clip, entry in usable}
-    train, val = split_clips([clip for clip, _ in usable], args.val_fraction, seed)
+    fraction = VAL_FRACTION if args.val_fraction is None else args.val_fraction
+    train, val = split_clips([clip for clip, _ in usable], fraction, seed)
     labels = sorted({clip.label for clip, _ in usable})
     if len(labels) < 2:
         raise UserError(
@@ -416,17 +416,20 @@ def check_train_paths(args: argparse.Namespace) -> None:
     """What train-encoder reads and writes, checked before the text encoder loads: the data and the flags
     that depend on its layout, the run folder (-o) and the cache away from the data, --resume against
     the run saved there, --init outside the run folder it would be overwritten in."""
-    from tpos_live.training.datasets import resolved_layout
+    from tpos_live.training.datasets import CSV_LAYOUTS, FIXED_SPLIT_LAYOUTS, resolved_layout
     from tpos_live.training.trainer import STATE_FILE
 
     if not args.data.exists():
         raise UserError(f"training data '{args.data}' does not exist: give a folder of clips or a data set's CSV")
     layout = resolved_layout(args.data, args.layout)
-    if args.audio_dir is not None and layout not in ("vggsound", "esc50"):
+    if args.audio_dir is not None and layout not in CSV_LAYOUTS:
         raise UserError(f"--audio-dir is where a CSV's clips are and '{args.data}' is a {layout!r} data set: "
                         "leave --audio-dir out, or give the data set's CSV")
     if args.val_fold is not None and layout != "esc50":
         raise UserError(f"--val-fold picks an ESC-50 fold and '{args.data}' is a {layout!r} data set: leave it out")
+    if args.val_fraction is not None and layout in FIXED_SPLIT_LAYOUTS:
+        raise UserError(f"'{args.data}' is a {layout!r} data set, which says which clips validate: leave "
+                        "--val-fraction out")
     data = [("training data", args.data), ("audio folder", args.audio_dir)]
     refuse_output_on_inputs(args.output, "-o", [*data, *model_inputs(model=args.model, encoder=args.init)])
     if args.cache is not None:

@@ -75,6 +75,9 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 ESC50_HEADER = ("filename", "fold", "target", "category")
+VAL_FRACTION = 0.1  # share of each label's clips held out to validate where the data set fixes no split
+FIXED_SPLIT_LAYOUTS = ("vggsound", "esc50")  # layouts whose data set says which clips validate
+CSV_LAYOUTS = ("vggsound", "esc50")  # layouts read from a CSV, whose clips may be elsewhere (audio_dir)
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 FINGERPRINT_CHUNK = 1 << 20  # bytes read from each end of a file to fingerprint it
 

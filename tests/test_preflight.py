@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import write_tone
+from media import write_tone, write_tone_video
 
 from tpos_live.cli.main import main
 from tpos_live.diffusion.loading import load_stack
@@ -162,6 +162,7 @@ def test_frames_that_no_render_wrote_are_not_overwritten(tmp_path, song, capsys)
     (["--frames", "f", "--overwrite-frames", "--resume"], "pick one"),
     (["--encoder", "random", "--concepts", "bank.toml"], "--encoder clap"),
     (["--ray-address", "auto"], "--workers"),
+    (["--encoder", "no/such/encoder.safetensors"], "does not exist"),
 ])
 def test_render_refuses_a_flag_that_would_do_nothing(tmp_path, song, capsys, flags, message):
     refused(capsys, ["render", song, "-o", tmp_path / "out.mp4", *TINY, *flags], message, song)
@@ -241,9 +242,17 @@ def test_live_and_app_refuse_bad_inputs_before_any_model(tmp_path, capsys):
         refused(capsys, [*command, "--synthetic", "--init-image", image], "init image", image)
     refused(capsys, ["live", *LIVE, "--synthetic", "--midi-port", "x", "--midi-map", tmp_path / "typo.json"],
             "does not exist")
+    song = write_tone(tmp_path / "song.wav", seconds=0.5)
+    refused(capsys, ["live", *LIVE, "--file", song, "--channel", "1"], "pick a channel below 1", song)
 
 
 # ---- evaluate -------------------------------------------------------------------------------------------
+
+
+def test_evaluate_refuses_a_missing_encoder_before_any_network(tmp_path, capsys):
+    video = write_tone_video(tmp_path / "a.mp4", seconds=0.5)
+    refused(capsys, ["evaluate", video, "--metrics", "clip-audio", "--encoder", tmp_path / "enc.safetensors"],
+            "does not exist", video)
 
 
 def test_evaluate_json_onto_a_video_is_refused(tmp_path, capsys):
@@ -297,6 +306,7 @@ def test_train_encoder_refuses_before_the_text_encoder_loads(tmp_path, clips, ca
     refused(capsys, [*train, "-o", run, "--resume", "--init", tmp_path / "x.safetensors"], "pick one", run)
     refused(capsys, [*train, "-o", tmp_path / "new", "--init", tmp_path / "new" / "best.safetensors"],
             "inside -o", clips)
+    refused(capsys, [*train, "-o", tmp_path / "new", "--init", tmp_path / "typo.safetensors"], "does not exist")
     assert not (clips / "cache").exists() and not (tmp_path / "new").exists()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tpos_live.errors import UserError
+from tpos_live.specs import CLAP_ENCODER
 
 # (what the input is, its path); None, or a name that is no local path (a hub id, 'tiny'), is skipped
 Input = tuple[str, "str | os.PathLike[str] | None"]
@@ -69,11 +70,24 @@ def model_inputs(model: str | None = None, lora: str | None = None, taesd: str |
 
     found: list[Input] = [("model", model), ("LoRA", lora), ("TAESD decoder", taesd), ("concept bank", concepts),
                           ("engines folder", engines)]
-    if encoder is not None and encoder.startswith("clap:"):
-        found.append(("CLAP model", encoder.removeprefix("clap:")))
-    elif encoder not in (None, "random", "clap"):
+    if encoder is not None and encoder.startswith(CLAP_ENCODER + ":"):
+        found.append(("CLAP model", encoder.removeprefix(CLAP_ENCODER + ":")))
+    elif encoder not in (None, "random", CLAP_ENCODER):
         found += [("encoder checkpoint", path) for path in checkpoint_paths(encoder)]
     return found
+
+
+def check_conditioning(encoder: str | None, concepts: Path | None = None) -> None:
+    """UserError unless a TPoS checkpoint ``encoder`` has both files and a config that reads, and the
+    concept bank ``concepts`` (if given) parses."""
+    if encoder is not None and encoder not in ("random", CLAP_ENCODER) and not encoder.startswith(CLAP_ENCODER + ":"):
+        from tpos_live.conditioning.checkpoint import read_tpos_config
+
+        read_tpos_config(encoder)
+    if concepts is not None:
+        from tpos_live.conditioning.concepts import load_concepts
+
+        load_concepts(concepts)
 
 
 def check_init_image(path: Path | None) -> None:

@@ -43,7 +43,14 @@ from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
-from tpos_live.preflight import Input, check_init_image, frames_of, model_inputs, refuse_output_on_inputs
+from tpos_live.preflight import (
+    Input,
+    check_conditioning,
+    check_init_image,
+    frames_of,
+    model_inputs,
+    refuse_output_on_inputs,
+)
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.specs import ConditioningSpec, SceneSpec
 from tpos_live.video.frames import FrameStore, refuse_frames_of_another_render, render_record
@@ -213,7 +220,7 @@ def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
     refuse_output_on_inputs(spec.output, "-o", [("sound file", spec.audio), ("init image", spec.scene.init_image),
                                                 *_model_inputs(spec.model, spec.backend, spec.conditioning)])
     check_init_image(spec.scene.init_image)
-    _check_concepts(spec.conditioning)
+    check_conditioning(spec.conditioning.encoder, spec.conditioning.concepts)
     sound = _decoded_sound(spec.audio, settings.fps, channels=2)  # the MP4 keeps the file's rate, <= 2 channels
     manifest = render_manifest(spec, settings)
     count = len(frame_times(sound.duration, settings.fps))
@@ -240,13 +247,6 @@ def _decoded_sound(path: Path, fps: float, channels: int | None = None) -> Audio
 def _model_inputs(model: ModelSpec, backend: BackendSpec, conditioning: ConditioningSpec) -> list[Input]:
     return model_inputs(model.model, model.lora, model.taesd, conditioning.encoder, conditioning.concepts,
                         backend.engines)
-
-
-def _check_concepts(conditioning: ConditioningSpec) -> None:
-    if conditioning.concepts is not None:
-        from tpos_live.conditioning.concepts import load_concepts
-
-        load_concepts(conditioning.concepts)
 
 
 def _refuse_foreign_frames(folder: Path, count: int) -> None:
@@ -340,9 +340,15 @@ def check_live(spec: LiveSpec) -> Audio | None:
         refuse_output_on_inputs(spec.outputs.record, "--record", [*inputs, ("MIDI map", control.midi_map),
                                                                   ("presets folder", control.presets)])
     check_init_image(spec.scene.init_image)
-    _check_concepts(spec.conditioning)
+    check_conditioning(spec.conditioning.encoder, spec.conditioning.concepts)
     _check_control_files(control, inputs)
-    return None if spec.source.file is None else _decoded_sound(spec.source.file, settings.fps)
+    if spec.source.file is None:
+        return None
+    from tpos_live.audio.file_source import check_channel
+
+    sound = _decoded_sound(spec.source.file, settings.fps)
+    check_channel(spec.source.file, sound, spec.source.channel)
+    return sound
 
 
 def _check_control_files(control: ControlSpec, inputs: list[Input]) -> None:

@@ -44,9 +44,7 @@ class FileSource(RingSource):
             rate = _playback_rate(self.output, audio.channels, audio.sample_rate)
             if rate != audio.sample_rate:
                 audio = _at_rate(path, decoded, rate)
-        if channel is not None and channel >= audio.channels:
-            raise UserError(f"'{path}' has {audio.channels} channel(s): pick a channel below "
-                            f"{audio.channels}")
+        check_channel(path, audio, channel)
         self.samples = np.ascontiguousarray(audio.samples.T)  # (n, channels), as a stream delivers them
         self.loop = loop
         self.position = 0
@@ -105,6 +103,12 @@ class FileSource(RingSource):
                                  finished_callback=on_finished)
         stream.start()
         return stream
+
+
+def check_channel(path: str | Path, audio: Audio, channel: int | None) -> None:
+    """UserError when ``channel`` (None: all, mixed down) is not one of the file's."""
+    if channel is not None and channel >= audio.channels:
+        raise UserError(f"'{path}' has {audio.channels} channel(s): pick a channel below {audio.channels}")
 
 
 def _at_rate(path: str | Path, decoded: Audio | None, rate: int | None) -> Audio:

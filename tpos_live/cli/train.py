@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tpos_live.cli import options
 from tpos_live.errors import UserError
 from tpos_live.names import SPECTROGRAM_FLOORS, TEXT_TARGETS
-from tpos_live.preflight import model_inputs, refuse_output_on_inputs, written
+from tpos_live.preflight import check_conditioning, model_inputs, refuse_output_on_inputs, written
 
 if TYPE_CHECKING:
     from tpos_live.training.distributed import Processes
@@ -446,6 +446,7 @@ def check_train_paths(args: argparse.Namespace) -> None:
     if args.init is not None and Path(args.init).resolve().is_relative_to(args.output.resolve()):
         raise UserError(f"--init '{args.init}' is inside -o '{args.output}', whose checkpoints this run replaces: "
                         "copy it elsewhere, or give another -o")
+    check_conditioning(args.init)
 
 
 def _check_import_paths(args: argparse.Namespace) -> bool:

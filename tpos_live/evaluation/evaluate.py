@@ -21,6 +21,7 @@ from tpos_live.evaluation import signals
 from tpos_live.evaluation.reader import VideoInfo, iter_frames, small_grey, video_info
 from tpos_live.fileio import write_text_atomically
 from tpos_live.names import DEFAULT_METRICS, METRICS
+from tpos_live.preflight import check_conditioning
 
 if TYPE_CHECKING:
     from tpos_live.audio.decode import Audio
@@ -111,6 +112,8 @@ def evaluate(spec: EvaluationSpec, say: Say = print, progress: bool = True) -> E
     3. stream each video once through every metric; then the pooled scores of the set.
     """
     infos = [video_info(path) for path in spec.videos]
+    if "clip-audio" in spec.metrics:
+        check_conditioning(spec.encoder)
     references = reference_videos(spec.reference_videos) if "fvd" in spec.metrics else []
     sound = None
     if spec.audio is not None:

@@ -197,6 +197,15 @@ def test_resampling_the_decoded_sound_equals_decoding_it_at_that_rate(tmp_path):
         assert direct.shape == once.shape and np.abs(direct - once).max() < 1e-6
 
 
+def test_a_file_source_plays_the_checked_decode_as_it_would_decode_the_file(tmp_path):
+    from tpos_live.audio.decode import decode_audio
+    from tpos_live.audio.file_source import FileSource
+
+    path = write_tone(tmp_path / "stereo.wav", seconds=0.4, sample_rate=44100, channels=2)
+    played = FileSource(path, sample_rate=16000, decoded=decode_audio(path)).samples
+    assert np.abs(played - FileSource(path, sample_rate=16000).samples).max() < 1e-6
+
+
 # ---- live and app -----------------------------------------------------------------------------------------
 
 

@@ -304,6 +304,7 @@ def test_train_encoder_refuses_before_the_text_encoder_loads(tmp_path, clips, ca
     refused(capsys, [*train, "-o", clips / "dog"], "is the training data", clips)
     refused(capsys, [*train, "-o", run, "--cache", clips], "is the training data", clips)
     refused(capsys, [*train, "-o", run, "--resume"], "no training run to resume", clips)
+    refused(capsys, [*train, "-o", clips / "dog" / "0.wav"], "is a file", clips)
     refused(capsys, [*train, "-o", run, "--audio-dir", clips], "--audio-dir", clips)
     refused(capsys, [*train, "-o", run, "--val-fold", "2"], "ESC-50", clips)
     table = tmp_path / "vggsound.csv"

@@ -49,6 +49,15 @@ def _same_file_in(output: Path, folder: Path) -> Iterable[bool]:
             yield os.path.samefile(output, Path(root, name))
 
 
+def check_output_folder(folder: Path) -> None:
+    """UserError unless ``folder`` is a folder that can be written, or can be made where it is."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output folder '{folder}' is a file: give a folder (it is made if missing)")
+    nearest = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write in '{nearest}' to make the output folder '{folder}': choose another path")
+
+
 def existed(path: Path | None) -> bool:
     """Whether ``path`` is there now (before a command writes it: its summary then says "replaced")."""
     return path is not None and path.exists()

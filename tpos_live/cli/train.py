@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 from tpos_live.cli import options
 from tpos_live.errors import UserError
 from tpos_live.names import SPECTROGRAM_FLOORS, TEXT_TARGETS
-from tpos_live.preflight import check_conditioning, model_inputs, refuse_output_on_inputs, written
+from tpos_live.preflight import (
+    check_conditioning,
+    check_output_folder,
+    model_inputs,
+    refuse_output_on_inputs,
+    written,
+)
 
 if TYPE_CHECKING:
     from tpos_live.training.distributed import Processes
@@ -430,6 +436,7 @@ def check_train_paths(args: argparse.Namespace) -> None:
     if args.val_fraction is not None and layout in FIXED_SPLIT_LAYOUTS:
         raise UserError(f"'{args.data}' is a {layout!r} data set, which says which clips validate: leave "
                         "--val-fraction out")
+    check_output_folder(args.output)
     data = [("training data", args.data), ("audio folder", args.audio_dir)]
     refuse_output_on_inputs(args.output, "-o", [*data, *model_inputs(model=args.model, encoder=args.init)])
     if args.cache is not None:

@@ -163,6 +163,9 @@ def test_frames_that_no_render_wrote_are_not_overwritten(tmp_path, song, capsys)
     (["--encoder", "random", "--concepts", "bank.toml"], "--encoder clap"),
     (["--ray-address", "auto"], "--workers"),
     (["--encoder", "no/such/encoder.safetensors"], "does not exist"),
+    (["--mode", "paper", "--attack", "0.1"], "--envelope DEPTH"),
+    (["--momentum", "0", "--momentum-beta", "0.5"], "--momentum M"),
+    (["--decoder", "vae", "--taesd", "some/taesd"], "--decoder taesd"),
 ])
 def test_render_refuses_a_flag_that_would_do_nothing(tmp_path, song, capsys, flags, message):
     refused(capsys, ["render", song, "-o", tmp_path / "out.mp4", *TINY, *flags], message, song)
@@ -229,6 +232,8 @@ def test_live_record_onto_the_file_played_is_refused(tmp_path, song, capsys):
     (["--synthetic", "--engines", "e"], "--backend"),
     (["--synthetic", "--lora-scale", "2"], "--lora"),
     (["--synthetic", "--channel", "1"], "leave --channel out"),
+    (["--synthetic", "--latency", "high"], "--latency"),
+    (["--synthetic", "--decoder", "vae", "--taesd", "x"], "--decoder taesd"),
 ])
 def test_live_refuses_a_flag_that_would_do_nothing(capsys, flags, message):
     refused(capsys, ["live", *flags, *LIVE], message)

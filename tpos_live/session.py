@@ -216,6 +216,8 @@ def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
     from tpos_live.video.writer import check_output_path
 
     settings = render_settings(spec.scene, spec.model)
+    _refuse_unused_settings(spec.scene, settings)
+    _refuse_unused_taesd(spec.model, settings)
     check_output_path(spec.output)
     refuse_output_on_inputs(spec.output, "-o", [("sound file", spec.audio), ("init image", spec.scene.init_image),
                                                 *_model_inputs(spec.model, spec.backend, spec.conditioning)])
@@ -232,6 +234,18 @@ def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
     return sound, manifest
 
 
+def _refuse_unused_settings(scene: SceneSpec, settings: RenderSettings) -> None:
+    """UserError for a setting a render never reads with the others it has (live can turn the envelope and
+    the momentum up while it runs, so only a render refuses these)."""
+    given = scene.given()
+    if settings.envelope_depth == 0 and ({"attack_seconds", "release_seconds"} & given.keys()):
+        raise UserError("--attack and --release shape the loudness envelope, which is off here (--envelope 0, "
+                        "paper mode's): give --envelope DEPTH too, or leave them out")
+    if settings.momentum_scale == 0 and "momentum_beta" in given:
+        raise UserError("--momentum-beta is the momentum's decay, and the momentum is off here (--momentum 0): "
+                        "give --momentum M too, or leave --momentum-beta out")
+
+
 def _decoded_sound(path: Path, fps: float, channels: int | None = None) -> Audio:
     """The sound of ``path`` at its own rate (``channels``: see :func:`decode_audio`); UserError unless it
     holds at least one frame's worth at ``fps`` (less, resampled to the encoder's rate, can be nothing)."""
@@ -242,6 +256,12 @@ def _decoded_sound(path: Path, fps: float, channels: int | None = None) -> Audio
         raise UserError(f"audio file '{path}' holds {sound.duration * 1000:.2f} ms of sound, less than one frame "
                         f"at {fps:g} fps: give a longer file")
     return sound
+
+
+def _refuse_unused_taesd(model: ModelSpec, settings: RenderSettings) -> None:
+    if settings.decoder == "vae" and model.taesd not in (None, "none"):
+        raise UserError("--taesd is the decoder of --decoder taesd, and these frames are decoded by the full VAE "
+                        "(--decoder vae, paper mode's): leave --taesd out, or give --decoder taesd")
 
 
 def _model_inputs(model: ModelSpec, backend: BackendSpec, conditioning: ConditioningSpec) -> list[Input]:
@@ -330,6 +350,7 @@ def check_live(spec: LiveSpec) -> Audio | None:
     MIDI map and the sound file (decoded: at least one frame of it). Returns the sound file's sound (the
     session plays it from there), or None without one."""
     settings = render_settings(spec.scene, spec.model)
+    _refuse_unused_taesd(spec.model, settings)
     inputs = [("sound file", spec.source.file), ("init image", spec.scene.init_image),
               *_model_inputs(spec.model, spec.backend, spec.conditioning)]
     control = spec.control

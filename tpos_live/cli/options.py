@@ -239,7 +239,7 @@ def add_sound_options(p: argparse.ArgumentParser, device_default: str, gain_defa
                                                    "mix all down)")
     gain_help = "input gain in dB (" + ("the saved one" if gain_default is None else f"{gain_default:g}") + ")"
     audio.add_argument("--gain", type=float, default=gain_default, dest="gain_db", help=gain_help)
-    audio.add_argument("--latency", choices=LATENCIES, default=SourceSpec.latency,
+    audio.add_argument("--latency", choices=LATENCIES,
                        help=f"the device's input latency: PortAudio's suggested low or high one "
                             f"({SourceSpec.latency}); the stats show what the device gave")
     audio.add_argument("--play-to", help="with --file: also play it on this output device")
@@ -249,12 +249,15 @@ def add_sound_options(p: argparse.ArgumentParser, device_default: str, gain_defa
 def source_spec(args: argparse.Namespace, gain_db: float | None = None) -> SourceSpec:
     """The sound flags' source (``gain_db`` when the flags leave the gain to the caller)."""
     kind = "file" if args.file is not None else "synthetic" if args.synthetic else "device"
+    if kind != "device" and args.latency is not None:
+        raise UserError("--latency is how a device captures: leave it out with --file or --synthetic")
     if kind == "synthetic" and args.channel is not None:
         raise UserError("--channel picks an input channel of a device or a file; the test signal has one: "
                         "leave --channel out with --synthetic")
     gain = args.gain_db if args.gain_db is not None else (gain_db or 0.0)
+    latency = {} if args.latency is None else {"latency": args.latency}
     return checked(SourceSpec, kind, args.device, args.file, args.host_api, args.sample_rate, args.channel, gain,
-                   args.play_to, args.loop, args.latency)
+                   args.play_to, args.loop, **latency)
 
 
 def add_live_timing_options(group, crossfade_default: float | None, crossfade_help: str) -> None:

@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = parse_metrics(args.metrics)
     given = {name: getattr(args, name) for name in METRIC_FLAGS if getattr(args, name) is not None}
-    refuse_unused_flags(given, metrics)
     spec = options.checked(EvaluationSpec, videos=tuple(args.videos), metrics=metrics, device=args.compute_device,
                            **given)
+    refuse_unused_flags(given, metrics)
     if args.json is not None:
         check_json_output(args.json, spec)
     replacing = existed(args.json)

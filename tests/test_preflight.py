@@ -159,6 +159,7 @@ def test_frames_that_no_render_wrote_are_not_overwritten(tmp_path, song, capsys)
     (["--engines", "somewhere"], "--backend onnxruntime or tensorrt"),
     (["--backend", "onnxruntime", "--static-shapes"], "--backend tensorrt"),
     (["--overwrite-frames"], "--frames DIR"),
+    (["--frames", "song.wav"], "is a file"),
     (["--frames", "f", "--overwrite-frames", "--resume"], "pick one"),
     (["--encoder", "random", "--concepts", "bank.toml"], "--encoder clap"),
     (["--ray-address", "auto"], "--workers"),
@@ -167,7 +168,8 @@ def test_frames_that_no_render_wrote_are_not_overwritten(tmp_path, song, capsys)
     (["--momentum", "0", "--momentum-beta", "0.5"], "--momentum M"),
     (["--decoder", "vae", "--taesd", "some/taesd"], "--decoder taesd"),
 ])
-def test_render_refuses_a_flag_that_would_do_nothing(tmp_path, song, capsys, flags, message):
+def test_render_refuses_a_flag_that_would_do_nothing(tmp_path, song, capsys, monkeypatch, flags, message):
+    monkeypatch.chdir(tmp_path)
     refused(capsys, ["render", song, "-o", tmp_path / "out.mp4", *TINY, *flags], message, song)
 
 

@@ -47,6 +47,7 @@ from tpos_live.preflight import (
     Input,
     check_conditioning,
     check_init_image,
+    check_output_folder,
     frames_of,
     model_inputs,
     refuse_output_on_inputs,
@@ -219,6 +220,8 @@ def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
     _refuse_unused_settings(spec.scene, settings)
     _refuse_unused_taesd(spec.model, settings)
     check_output_path(spec.output)
+    if spec.frames_dir is not None:
+        check_output_folder(spec.frames_dir)
     refuse_output_on_inputs(spec.output, "-o", [("sound file", spec.audio), ("init image", spec.scene.init_image),
                                                 *_model_inputs(spec.model, spec.backend, spec.conditioning)])
     check_init_image(spec.scene.init_image)

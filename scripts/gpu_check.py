@@ -464,9 +464,10 @@ def _live(plan: Plan, stack, settings) -> dict:
 
 def offline(plan: Plan, device: torch.device, stack) -> dict:
     """examples/groove.wav to an MP4 (conditions, scene, frames, PyAV encoding and muxing)."""
+    from tpos_live.audio.decode import decode_audio
     from tpos_live.backends.registry import create_backend
     from tpos_live.diffusion.renderer import TPoSRenderer
-    from tpos_live.offline import check_render_inputs, render_track
+    from tpos_live.offline import render_track
     from tpos_live.session import Models
     from tpos_live.specs import SceneSpec
 
@@ -479,8 +480,8 @@ def offline(plan: Plan, device: torch.device, stack) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "check.mp4"
         audio = _excerpt(example, plan.offline_seconds, Path(scratch) / "excerpt.wav")
-        source = check_render_inputs(audio, output)
-        report = render_track(models, source, audio, output, SceneSpec(PROMPT), say=say, progress=False)
+        source = decode_audio(audio, channels=2)
+        report = render_track(models, source, output, SceneSpec(PROMPT), say=say, progress=False)
         size = output.stat().st_size
     return {"backend": backend.describe(), "audio": example.name, "audio_seconds": source.duration,
             "frames": report.frames, "fps_target": plan.offline_fps,

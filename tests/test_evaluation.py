@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from media import write_frames_video, write_video_only
+from media import write_frames_video, write_tone, write_video_only
 
 from tpos_live.audio.envelope import loudness_envelope
 from tpos_live.cli.main import main
@@ -75,11 +75,12 @@ def test_reactivity_and_flicker_rank_the_made_videos(test_videos, tmp_path, caps
 
 def test_one_video_writes_one_object_and_external_audio_is_used(test_videos, tmp_path):
     out = tmp_path / "one.json"
-    silent = write_video_only(tmp_path / "silent.mp4")
-    sound = test_videos["follows"]  # any file with a sound track
-    assert run_evaluate(silent, "--audio", sound, "--metrics", "flicker", "--json", out) == 0
+    video = test_videos["noise"]
+    sound = write_tone(tmp_path / "tone.wav", seconds=SECONDS)
+    assert run_evaluate(video, "--audio", sound, "--metrics", "flicker,reactivity", "--json", out) == 0
     document = json.loads(out.read_text())
-    assert document["video"] == str(silent) and set(document["metrics"]) == {"flicker"}
+    assert document["video"] == str(video) and {"flicker", "reactivity"} <= set(document["metrics"])
+    assert document["details"]["audio"] == str(sound)
 
 
 def test_the_lag_is_found_and_signed():

@@ -23,7 +23,6 @@ to Ray workers. Ranges always follow the grid of ``batch_frames`` (frame i is re
 
 from __future__ import annotations
 
-import json
 import math
 import queue
 import sys
@@ -37,15 +36,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from tpos_live.audio.decode import Audio, decode_audio
+from tpos_live.audio.decode import Audio, resample
 from tpos_live.audio.envelope import loudness_envelope
 from tpos_live.conditioning.base import ConditionTrack
 from tpos_live.conditioning.interpolate import conditions_at, track_positions
 from tpos_live.conditioning.windows import condition_track
 from tpos_live.config import RenderSettings
-from tpos_live.errors import UserError
-from tpos_live.video.frames import FrameStore
-from tpos_live.video.writer import VideoWriter, check_output_path
+from tpos_live.video.frames import FrameStore, refuse_frames_of_another_render, render_record
+from tpos_live.video.writer import VideoWriter
 
 if TYPE_CHECKING:
     from tpos_live.diffusion.renderer import Scene, TPoSRenderer
@@ -83,13 +81,6 @@ def envelope_scales(mono: np.ndarray, sample_rate: int, times: np.ndarray, setti
         return np.ones(len(times))
     envelope = loudness_envelope(mono, sample_rate, times, settings.attack_seconds, settings.release_seconds)
     return 1.0 - settings.envelope_depth + settings.envelope_depth * envelope
-
-
-def check_render_inputs(audio: Path, output: Path) -> Audio:
-    """The decoded sound of ``audio`` (its own rate and channels, for the MP4), after checking that
-    ``output`` can be written: both fail before any model loads."""
-    check_output_path(output)
-    return decode_audio(audio, channels=2)
 
 
 # ---- what every frame is computed from ----------------------------------------------------------
@@ -136,14 +127,13 @@ class FramePlan:
         return [(a, min(a + self.batch_frames, stop)) for a in range(start, stop, self.batch_frames)]
 
 
-def plan_frames(models: Models, audio: Path, duration: float, say: Say = print) -> FramePlan:
-    """The plan of a render of ``audio`` (``duration`` seconds) with ``models``: the condition track
-    (the provider's encoding of the whole sound: the one call that builds it), the frame clock and the
-    envelope's scales."""
+def plan_frames(models: Models, source: Audio, say: Say = print) -> FramePlan:
+    """The plan of a render of the sound ``source`` with ``models``: the condition track (the provider's
+    encoding of the whole sound: the one call that builds it), the frame clock and the envelope's scales."""
     settings, provider = models.settings, models.provider
-    mono = decode_audio(audio, sample_rate=provider.sample_rate, channels=1).mono()
+    mono = resample(source, provider.sample_rate, channels=1).mono()
     track = condition_track(provider, mono, models.text_space, settings.windows, settings.condition_scale, say)
-    times = frame_times(duration, settings.fps)
+    times = frame_times(source.duration, settings.fps)
     scales = envelope_scales(mono, provider.sample_rate, times, settings)
     return FramePlan(times, track, scales, settings.batch_frames)
 
@@ -240,11 +230,11 @@ class Farm(Protocol):
 # ---- one render -----------------------------------------------------------------------------------
 
 
-def render_track(models: Models, source: Audio, audio: Path, output: Path, scene: SceneSpec,
+def render_track(models: Models, source: Audio, output: Path, scene: SceneSpec,
                  frames_dir: Path | None = None, say: Say = print, progress: bool = True, resume: bool = False,
                  manifest: Mapping[str, Any] | None = None, farm: Farm | None = None) -> RenderReport:
-    """Render the sound ``source`` (decoded from ``audio``) to ``output`` with ``models``. Nothing is left
-    at ``output`` unless it completes.
+    """Render the sound ``source`` (decoded once, before the models loaded) to ``output`` with ``models``.
+    Nothing is left at ``output`` unless it completes.
 
     Args:
         frames_dir: also write every frame there as a PNG.
@@ -255,7 +245,7 @@ def render_track(models: Models, source: Audio, audio: Path, output: Path, scene
     """
     started = time.perf_counter()
     settings, renderer = models.settings, models.renderer()
-    plan = plan_frames(models, audio, source.duration, say)
+    plan = plan_frames(models, source, say)
     say(f"rendering {plan.count} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
         f"{settings.mode} mode ({settings.sampler}, {settings.steps} steps, guided from step "
         f"{renderer.first_guided})" + (f" {farm.describe()}" if farm is not None else ""))
@@ -290,7 +280,7 @@ def open_output(output: Path, source: Audio, plan: FramePlan, settings: RenderSe
     elif resume:
         store, cache = FrameStore(cache_folder(output), settings.width, settings.height, CACHE_COMPRESSION), True
         say(f"frames cached in {store.folder} for --resume (removed when the render completes)")
-    manifest = _normalised({**manifest, "frames": plan.count})
+    manifest = render_record(manifest, plan.count)
     stored: set[int] = set()
     if store is not None:
         if resume:
@@ -303,21 +293,8 @@ def open_output(output: Path, source: Audio, plan: FramePlan, settings: RenderSe
     return RenderOutput(output, source, plan, settings, store, stored, cache, progress)
 
 
-def _normalised(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(manifest, default=str, sort_keys=True))
-
-
 def _frames_of_this_render(store: FrameStore, manifest: dict[str, Any], count: int) -> set[int]:
-    found = store.read_manifest()
-    if found is None:
-        if any(store.path(index).exists() for index in range(count)):
-            raise UserError(f"'{store.folder}' holds frames but no record of what rendered them: remove them "
-                            "or render without --resume")
-        return set()
-    if found != manifest:
-        differ = sorted(key for key in manifest.keys() | found.keys() if manifest.get(key) != found.get(key))
-        raise UserError(f"the frames in '{store.folder}' come from another render ({', '.join(differ)} differ): "
-                        "render without --resume, or give the same settings")
+    refuse_frames_of_another_render(store.folder, manifest, count)
     return store.valid_frames(range(count))
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tpos_live.audio.decode import Audio
 from tpos_live.audio.source_spec import SourceSpec, open_source
 from tpos_live.backends.base import Backend
 from tpos_live.backends.registry import create_backend
@@ -42,8 +43,18 @@ from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
+from tpos_live.preflight import (
+    Input,
+    check_conditioning,
+    check_init_image,
+    check_output_folder,
+    frames_of,
+    model_inputs,
+    refuse_output_on_inputs,
+)
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.specs import ConditioningSpec, SceneSpec
+from tpos_live.video.frames import FrameStore, refuse_frames_of_another_render, render_record
 
 if TYPE_CHECKING:
     from tpos_live.offline import FramePlan, FrameRenderer
@@ -153,6 +164,8 @@ class RenderSpec:
         frames_dir: also write every frame as a PNG here.
         resume: keep the valid frames an earlier run of the same render left (in ``frames_dir``, else in
             the cache beside ``output`` that a render with ``resume`` keeps until it completes).
+        overwrite_frames: let the frames replace PNGs in ``frames_dir`` that no render recorded writing
+            (without it they are refused).
         workers: render on this many Ray workers (None: in this process; see ``tpos_live.distributed``).
         ray_address: join the Ray cluster there (None: start a local one of ``workers`` CPUs).
     """
@@ -165,10 +178,16 @@ class RenderSpec:
     conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
     frames_dir: Path | None = None
     resume: bool = False
+    overwrite_frames: bool = False
     workers: int | None = None
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
+        if self.overwrite_frames and self.frames_dir is None:
+            raise ValueError("--overwrite-frames lets --frames DIR replace PNGs there: give --frames DIR")
+        if self.overwrite_frames and self.resume:
+            raise ValueError("--resume keeps the frames in --frames DIR, --overwrite-frames replaces them: "
+                             "pick one")
         if self.workers is not None and not 1 <= self.workers <= 1024:
             raise ValueError(f"workers must be in 1..1024, got {self.workers}")
         if self.ray_address is not None and self.workers is None:
@@ -178,19 +197,94 @@ class RenderSpec:
 def render(spec: RenderSpec, say: Say = print, progress: bool = True):
     """Render ``spec`` to its MP4; returns the :class:`~tpos_live.offline.RenderReport`.
 
-    1. check the output path and decode the audio (and, with workers, that Ray is there) before any
-       weights load;
+    1. check every input and the output, decoding the sound (once: the render takes it from here), and,
+       with workers, that Ray is there, before any weights load;
     2. load the models;
     3. render the track (``tpos_live.offline``), here or on Ray workers (``tpos_live.distributed``).
     """
-    from tpos_live.offline import check_render_inputs, render_track
+    from tpos_live.offline import render_track
 
-    audio = check_render_inputs(spec.audio, spec.output)
+    sound, manifest = check_render(spec)
     with _farm(spec, say) as farm:
         models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say, progress)
-        return render_track(models, audio, spec.audio, spec.output, spec.scene, frames_dir=spec.frames_dir,
-                            say=say, progress=progress, resume=spec.resume,
-                            manifest=render_manifest(spec, models.settings), farm=farm)
+        return render_track(models, sound, spec.output, spec.scene, frames_dir=spec.frames_dir, say=say,
+                            progress=progress, resume=spec.resume, manifest=manifest, farm=farm)
+
+
+def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
+    """Everything a render of ``spec`` reads and writes, checked before any weights load: the settings,
+    the output (writable, not an input), the init image, the concept bank, the sound (decoded: at least
+    one frame of it) and the frames an earlier render left. Returns the sound and the render's manifest."""
+    from tpos_live.offline import cache_folder, frame_times
+    from tpos_live.video.writer import check_output_path
+
+    settings = render_settings(spec.scene, spec.model)
+    _refuse_unused_settings(spec.scene, settings)
+    _refuse_unused_taesd(spec.model, settings)
+    check_output_path(spec.output)
+    if spec.frames_dir is not None:
+        check_output_folder(spec.frames_dir)
+    refuse_output_on_inputs(spec.output, "-o", [("sound file", spec.audio), ("init image", spec.scene.init_image),
+                                                *_model_inputs(spec.model, spec.backend, spec.conditioning)])
+    check_init_image(spec.scene.init_image)
+    check_conditioning(spec.conditioning.encoder, spec.conditioning.concepts)
+    sound = _decoded_sound(spec.audio, settings.fps, channels=2)  # the MP4 keeps the file's rate, <= 2 channels
+    manifest = render_manifest(spec, settings)
+    count = len(frame_times(sound.duration, settings.fps))
+    if spec.resume:
+        refuse_frames_of_another_render(spec.frames_dir or cache_folder(spec.output),
+                                        render_record(manifest, count), count)
+    elif spec.frames_dir is not None and not spec.overwrite_frames:
+        _refuse_foreign_frames(spec.frames_dir, count)
+    return sound, manifest
+
+
+def _refuse_unused_settings(scene: SceneSpec, settings: RenderSettings) -> None:
+    """UserError for a setting a render never reads with the others it has (live can turn the envelope and
+    the momentum up while it runs, so only a render refuses these)."""
+    given = scene.given()
+    if settings.envelope_depth == 0 and ({"attack_seconds", "release_seconds"} & given.keys()):
+        raise UserError("--attack and --release shape the loudness envelope, which is off here (--envelope 0, "
+                        "paper mode's): give --envelope DEPTH too, or leave them out")
+    if settings.momentum_scale == 0 and "momentum_beta" in given:
+        raise UserError("--momentum-beta is the momentum's decay, and the momentum is off here (--momentum 0): "
+                        "give --momentum M too, or leave --momentum-beta out")
+
+
+def _decoded_sound(path: Path, fps: float, channels: int | None = None) -> Audio:
+    """The sound of ``path`` at its own rate (``channels``: see :func:`decode_audio`); UserError unless it
+    holds at least one frame's worth at ``fps`` (less, resampled to the encoder's rate, can be nothing)."""
+    from tpos_live.audio.decode import decode_audio
+
+    sound = decode_audio(path, channels=channels)
+    if sound.duration * fps < 1:
+        raise UserError(f"audio file '{path}' holds {sound.duration * 1000:.2f} ms of sound, less than one frame "
+                        f"at {fps:g} fps: give a longer file")
+    return sound
+
+
+def _refuse_unused_taesd(model: ModelSpec, settings: RenderSettings) -> None:
+    if settings.decoder == "vae" and model.taesd not in (None, "none"):
+        raise UserError("--taesd is the decoder of --decoder taesd, and these frames are decoded by the full VAE "
+                        "(--decoder vae, paper mode's): leave --taesd out, or give --decoder taesd")
+
+
+def _model_inputs(model: ModelSpec, backend: BackendSpec, conditioning: ConditioningSpec) -> list[Input]:
+    return model_inputs(model.model, model.lora, model.taesd, conditioning.encoder, conditioning.concepts,
+                        backend.engines)
+
+
+def _refuse_foreign_frames(folder: Path, count: int) -> None:
+    """UserError when a render of ``count`` frames would overwrite PNGs in ``folder`` that no render
+    recorded writing there."""
+    record = FrameStore.read_manifest_in(folder)
+    recorded = record.get("frames") if isinstance(record, dict) else None
+    recorded = recorded if isinstance(recorded, int) else 0
+    foreign = sorted(path.name for index, path in frames_of(folder).items() if recorded <= index < count)
+    if foreign:
+        raise UserError(f"--frames '{folder}' holds {len(foreign)} PNGs this render would overwrite "
+                        f"({foreign[0]}, ...) that no render recorded writing: pass --overwrite-frames to "
+                        "replace them, or give another folder")
 
 
 def _farm(spec: RenderSpec, say: Say):
@@ -255,6 +349,53 @@ class LiveSpec:
     outputs: OutputSpec = field(default_factory=OutputSpec)
 
 
+def check_live(spec: LiveSpec) -> Audio | None:
+    """Everything a live session of ``spec`` reads and writes, checked before any weights load: the
+    settings, the recording (writable, not an input), the init image, the concept bank, the presets, the
+    MIDI map and the sound file (decoded: at least one frame of it). Returns the sound file's sound (the
+    session plays it from there), or None without one."""
+    settings = render_settings(spec.scene, spec.model)
+    _refuse_unused_taesd(spec.model, settings)
+    inputs = [("sound file", spec.source.file), ("init image", spec.scene.init_image),
+              *_model_inputs(spec.model, spec.backend, spec.conditioning)]
+    control = spec.control
+    if spec.outputs.record is not None:
+        from tpos_live.video.writer import check_output_path
+
+        check_output_path(spec.outputs.record)
+        refuse_output_on_inputs(spec.outputs.record, "--record", [*inputs, ("MIDI map", control.midi_map),
+                                                                  ("presets folder", control.presets)])
+    check_init_image(spec.scene.init_image)
+    check_conditioning(spec.conditioning.encoder, spec.conditioning.concepts)
+    _check_control_files(control, inputs)
+    if spec.source.file is None:
+        return None
+    from tpos_live.audio.file_source import check_channel
+
+    sound = _decoded_sound(spec.source.file, settings.fps)
+    check_channel(spec.source.file, sound, spec.source.channel)
+    return sound
+
+
+def _check_control_files(control: ControlSpec, inputs: list[Input]) -> None:
+    """The presets and the MIDI map parse; a MIDI map that --midi-learn writes lands on no input."""
+    if control.presets is not None:
+        from tpos_live.control.knobs import load_preset_folder
+
+        load_preset_folder(control.presets, may_be_empty=control.presets_may_be_empty)
+    if control.midi_port is None:
+        return
+    from tpos_live.control.midi import default_mappings_path, load_mappings
+
+    path = control.midi_map or default_mappings_path()
+    if control.midi_learn:
+        refuse_output_on_inputs(path, "--midi-map", inputs)
+    if path.exists():
+        load_mappings(path)
+    elif control.midi_map is not None and not control.midi_learn:
+        raise UserError(f"MIDI map '{path}' does not exist: check the path, or add --midi-learn to make it")
+
+
 def _check_live_scene(scene: SceneSpec, settings: RenderSettings, report: Reporter) -> None:
     """Refuse what only a render does (the edit prompt); say that live windows are always sliding."""
     if scene.edit_prompt is not None:
@@ -277,21 +418,22 @@ class LiveSession:
         models: from :func:`load_models` with the spec's model, backend, conditioning and scene.
         report: ``report(level, message)`` for what the engine and the controls say.
         fallback_source: the source to use when ``spec.source`` cannot be opened (None: the error stands).
+        sound: the sound file of ``spec.source`` as :func:`check_live` decoded it (None: decode it here).
     """
 
     def __init__(self, spec: LiveSpec, models: Models, report: Reporter = ignore_report,
-                 fallback_source: SourceSpec | None = None) -> None:
+                 fallback_source: SourceSpec | None = None, sound: Audio | None = None) -> None:
         self.spec, self.models, self.report = spec, models, report
         _check_live_scene(spec.scene, models.settings, report)
-        source = self._first_source(spec.source, fallback_source)
+        source = self._first_source(spec.source, fallback_source, sound)
         self.engine = LiveEngine(models.stack, models.settings, models.provider, source, spec.scene.prompt,
                                  spec.scene.negative_prompt, live=spec.live, init_image=spec.scene.init_image,
                                  report=report, backend=models.backend)
         self.controls: Controls | None = None
 
-    def _first_source(self, wanted: SourceSpec, fallback: SourceSpec | None):
+    def _first_source(self, wanted: SourceSpec, fallback: SourceSpec | None, sound: Audio | None):
         try:
-            return self.open_source(wanted)
+            return open_source(wanted, self.models.provider.sample_rate, self.report, decoded=sound)
         except UserError as error:
             if fallback is None:
                 raise

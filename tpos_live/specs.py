@@ -10,6 +10,14 @@ from typing import Any
 
 from tpos_live.names import IMG2IMG_PRESETS, MODES
 
+CLAP_ENCODER = "clap"  # the encoder name of the CLAP concept bank ("clap:FOLDER|REPO_ID": another CLAP)
+
+
+def concepts_without_clap(encoder: str) -> str:
+    """Why a concept bank does nothing with ``encoder`` (one that is no CLAP bank)."""
+    return f"--concepts is for the CLAP concept bank but the encoder is '{encoder}': drop --concepts, or use " \
+           "--encoder clap"
+
 
 @dataclass(frozen=True)
 class ConditioningSpec:
@@ -25,6 +33,11 @@ class ConditioningSpec:
     encoder: str | None = None
     concepts: Path | None = None
     clap_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.concepts is not None and self.encoder is not None \
+                and self.encoder.split(":")[0] != CLAP_ENCODER:
+            raise ValueError(concepts_without_clap(self.encoder))
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class SceneSpec:
             raise ValueError(f"img2img preset must be one of {IMG2IMG_PRESETS}, got {self.img2img_preset!r}")
         if self.init_image is None and (self.img2img_preset is not None or self.given().get("strength") is not None):
             raise ValueError("--strength and --img2img-preset are for an init image: give --init-image too")
+        if self.edit_prompt is None and self.given().get("edit_scale") is not None:
+            raise ValueError("--edit-scale scales the --edit-prompt concept: give --edit-prompt TEXT too")
 
     def given(self) -> dict[str, Any]:
         """The overrides that were given."""

@@ -7,21 +7,24 @@ import time
 from pathlib import Path
 
 from tpos_live.app.settings import AppSettings
+from tpos_live.audio.decode import Audio
 from tpos_live.audio.source_spec import SourceSpec
 from tpos_live.session import LiveSession, LiveSpec, load_models
 
 
 def open_window(spec: LiveSpec, settings: AppSettings, settings_file: Path, problem: str | None = None,
-                smoke_seconds: float | None = None, fallback_to_test_signal: bool = False) -> int:
+                smoke_seconds: float | None = None, fallback_to_test_signal: bool = False,
+                sound: Audio | None = None) -> int:
     """Load the models, start the session, and run the main window until it closes (or for
     ``smoke_seconds``). With ``fallback_to_test_signal`` a saved device that cannot be opened gives way
-    to the test signal, said as a warning. Returns the exit status."""
+    to the test signal, said as a warning. ``sound``: the sound file as ``check_live`` decoded it.
+    Returns the exit status."""
     from PySide6.QtWidgets import QApplication
 
     from tpos_live.app.assets import load_theme
     from tpos_live.app.main_window import MainWindow
 
-    session = start_session(spec, fallback_to_test_signal)
+    session = start_session(spec, fallback_to_test_signal, sound)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("tpos-live")
     app.setStyleSheet(load_theme())
@@ -36,7 +39,7 @@ def open_window(spec: LiveSpec, settings: AppSettings, settings_file: Path, prob
     return smoke(window, smoke_seconds)
 
 
-def start_session(spec: LiveSpec, fallback_to_test_signal: bool = False) -> LiveSession:
+def start_session(spec: LiveSpec, fallback_to_test_signal: bool = False, sound: Audio | None = None) -> LiveSession:
     """The app's session, started: the models (slow: weights), the sound source (the test signal, said
     as a warning, when a saved device cannot be opened and ``fallback_to_test_signal``), the engine, and
     its controls and outputs (OSC, MIDI, presets, tempo and Link, NDI/Spout/Syphon). It reports into the
@@ -48,7 +51,7 @@ def start_session(spec: LiveSpec, fallback_to_test_signal: bool = False) -> Live
 
     models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say=say)
     fallback = SourceSpec(kind="synthetic", gain_db=spec.source.gain_db) if fallback_to_test_signal else None
-    session = LiveSession(spec, models, report=Reports(), fallback_source=fallback)
+    session = LiveSession(spec, models, report=Reports(), fallback_source=fallback, sound=sound)
     say(f"sound: {session.engine.source.description}")
     say(f"frames rendered by {session.backend_description}")
     return session.start()

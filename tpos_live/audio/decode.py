@@ -12,6 +12,7 @@ from av.audio.resampler import AudioResampler
 from tpos_live.errors import UserError
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
+_RESAMPLE_BLOCK = 1 << 16  # samples per frame handed to the resampler: memory stays at the result's size
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,30 @@ def decode_audio(path: str | Path, sample_rate: int | None = None, channels: int
         ) from error
 
 
+def resample(audio: Audio, sample_rate: int, channels: int) -> Audio:
+    """``audio`` at another rate and channel count, through the resampler :func:`decode_audio` uses (so
+    the result equals decoding the file again at that rate: a file is decoded once per render)."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if channels not in _LAYOUTS or audio.channels not in _LAYOUTS:
+        raise ValueError(f"channels must be 1 or 2, got {channels} from {audio.channels}")
+    resampler = _resampler(_LAYOUTS[channels], sample_rate)
+    chunks = []
+    for start in range(0, audio.num_samples, _RESAMPLE_BLOCK):
+        block = np.ascontiguousarray(audio.samples[:, start:start + _RESAMPLE_BLOCK])
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=_LAYOUTS[audio.channels])
+        frame.sample_rate = audio.sample_rate
+        chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+    chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+    samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    return Audio(samples=samples, sample_rate=sample_rate)
+
+
+def _resampler(layout: str, rate: int) -> AudioResampler:
+    # Scale downmixes (stereo -> mono, 5.1 -> stereo) so that they cannot leave [-1, 1].
+    return AudioResampler(format="fltp", layout=layout, rate=rate, options={"rematrix_maxval": "1.0"})
+
+
 def _check_input_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
@@ -96,13 +121,7 @@ def _decode_first_audio_stream(
     out_channels = channels or min(source_channels, 2)
     # FFmpeg spreads mono over stereo at -3 dB; a copy of the mono signal in both channels keeps its level.
     mono_to_stereo = source_channels == 1 and out_channels == 2
-    resampler = AudioResampler(
-        format="fltp",
-        layout=_LAYOUTS[1 if mono_to_stereo else out_channels],
-        rate=out_rate,
-        # Scale downmixes (stereo -> mono, 5.1 -> stereo) so that they cannot leave [-1, 1].
-        options={"rematrix_maxval": "1.0"},
-    )
+    resampler = _resampler(_LAYOUTS[1 if mono_to_stereo else out_channels], out_rate)
 
     # Frames are converted as they are decoded, so only the float32 result grows with the file's length.
     chunks = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tpos_live.audio.channels import ChannelMap, db_to_gain
-from tpos_live.audio.decode import decode_audio
+from tpos_live.audio.decode import Audio, decode_audio, resample
 from tpos_live.audio.devices import DeviceInfo, find_device, sounddevice
 from tpos_live.audio.sources import Pacer, RingSource
 from tpos_live.audio.stream import StreamSupervisor, StreamTiming
@@ -29,22 +29,22 @@ class FileSource(RingSource):
         channel, gain_db: as in :class:`CaptureConfig`.
         sample_rate: decode at this rate (the encoder's, to spare resampling; an output device that
             cannot play it gets its default rate); None keeps the file's.
+        decoded: the file already decoded at its own rate (by the checks before the models loaded): it is
+            resampled instead of decoded again.
     """
 
     def __init__(self, path: str | Path, output_device: int | str | None = None, loop: bool = False,
                  channel: int | None = None, gain_db: float = 0.0, sample_rate: int | None = None,
                  buffer_seconds: float = 30.0, report: Reporter | None = None,
-                 stall_seconds: float = 2.0) -> None:
-        audio = decode_audio(path, sample_rate=sample_rate)
+                 stall_seconds: float = 2.0, decoded: Audio | None = None) -> None:
+        audio = _at_rate(path, decoded, sample_rate)
         self.output = None
         if output_device is not None:
             self.output = find_device(output_device, kind="output")
             rate = _playback_rate(self.output, audio.channels, audio.sample_rate)
             if rate != audio.sample_rate:
-                audio = decode_audio(path, sample_rate=rate)
-        if channel is not None and channel >= audio.channels:
-            raise UserError(f"'{path}' has {audio.channels} channel(s): pick a channel below "
-                            f"{audio.channels}")
+                audio = _at_rate(path, decoded, rate)
+        check_channel(path, audio, channel)
         self.samples = np.ascontiguousarray(audio.samples.T)  # (n, channels), as a stream delivers them
         self.loop = loop
         self.position = 0
@@ -103,6 +103,20 @@ class FileSource(RingSource):
                                  finished_callback=on_finished)
         stream.start()
         return stream
+
+
+def check_channel(path: str | Path, audio: Audio, channel: int | None) -> None:
+    """UserError when ``channel`` (None: all, mixed down) is not one of the file's."""
+    if channel is not None and channel >= audio.channels:
+        raise UserError(f"'{path}' has {audio.channels} channel(s): pick a channel below {audio.channels}")
+
+
+def _at_rate(path: str | Path, decoded: Audio | None, rate: int | None) -> Audio:
+    if decoded is None:
+        return decode_audio(path, sample_rate=rate)
+    if rate is None or rate == decoded.sample_rate:
+        return decoded
+    return resample(decoded, rate, decoded.channels)
 
 
 def _playback_rate(device: DeviceInfo, channels: int, file_rate: int) -> int:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tpos_live.errors import UserError
 from tpos_live.names import LATENCIES
 from tpos_live.reporting import Reporter
+
+if TYPE_CHECKING:
+    from tpos_live.audio.decode import Audio
 
 SOURCE_KINDS = ("device", "file", "synthetic")
 SYNTHETIC_NAME = "test signal (silence, noise, 440 Hz, 1760 Hz)"
@@ -58,8 +62,9 @@ class SourceSpec:
                              "out with --file or --synthetic")
 
 
-def open_source(spec: SourceSpec, preferred_rate: int, report: Reporter):
-    """The source ``spec`` names, not yet started. UserError when it cannot be opened as asked."""
+def open_source(spec: SourceSpec, preferred_rate: int, report: Reporter, decoded: Audio | None = None):
+    """The source ``spec`` names, not yet started (a file source resamples ``decoded``, its file decoded
+    at its own rate, when given). UserError when it cannot be opened as asked."""
     from tpos_live.audio.capture import CaptureConfig, DeviceSource
     from tpos_live.audio.file_source import FileSource
     from tpos_live.audio.signals import SyntheticSource, demo_pattern
@@ -67,7 +72,7 @@ def open_source(spec: SourceSpec, preferred_rate: int, report: Reporter):
     try:
         if spec.kind == "file":
             return FileSource(spec.file, output_device=spec.play_to, loop=spec.loop, channel=spec.channel,
-                              gain_db=spec.gain_db, sample_rate=preferred_rate, report=report)
+                              gain_db=spec.gain_db, sample_rate=preferred_rate, report=report, decoded=decoded)
         if spec.kind == "synthetic":
             return SyntheticSource(demo_pattern(preferred_rate), preferred_rate, gain_db=spec.gain_db,
                                    report=report, name=SYNTHETIC_NAME)

@@ -18,14 +18,13 @@ from tpos_live.backends.base import Backend
 from tpos_live.backends.cuda_graphs import CudaGraphRuntime
 from tpos_live.backends.engines import EngineStore
 from tpos_live.backends.onnx_backend import ORT_DTYPES, onnxruntime_backend, onnxruntime_unavailable_reason
+from tpos_live.backends.spec import FALLBACK_BACKEND
 from tpos_live.backends.tensorrt_backend import tensorrt_backend, tensorrt_unavailable_reason
 from tpos_live.backends.torch_backend import TorchBackend, cpu_has_fast_bf16
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.names import BACKENDS
-
-FALLBACK = "torch"
 
 
 def unavailable_reason(name: str, stack: ModelStack, decoder: str = "taesd") -> str | None:
@@ -79,8 +78,8 @@ def create_backend(name: str, stack: ModelStack, settings: RenderSettings, *, al
     if reason is not None:
         if not allow_fallback:
             raise UserError(f"backend '{name}' cannot run here: {reason}")
-        say(f"warning: backend '{name}' cannot run here ({reason}); using '{FALLBACK}' instead")
-        name = FALLBACK
+        say(f"warning: backend '{name}' cannot run here ({reason}); using '{FALLBACK_BACKEND}' instead")
+        name = FALLBACK_BACKEND
     store = EngineStore(Path(engines)) if engines is not None else EngineStore()
     if name == "torch":
         return TorchBackend(stack, settings.decoder)

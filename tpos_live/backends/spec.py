@@ -7,6 +7,9 @@ from pathlib import Path
 
 from tpos_live.names import BACKENDS
 
+FALLBACK_BACKEND = "torch"  # what a backend that cannot run gives way to
+ENGINE_BACKENDS = ("onnxruntime", "tensorrt")  # the backends that keep exports or engines in a folder
+
 
 @dataclass(frozen=True)
 class BackendSpec:
@@ -27,3 +30,15 @@ class BackendSpec:
     def __post_init__(self) -> None:
         if self.name not in BACKENDS:
             raise ValueError(f"unknown backend {self.name!r}: use one of {', '.join(BACKENDS)}")
+        if self.allow_fallback and self.name == FALLBACK_BACKEND:
+            raise ValueError(f"--allow-fallback falls back to {FALLBACK_BACKEND}, which runs everywhere: it goes "
+                             f"with another --backend")
+
+    def refuse_unused_engine_options(self) -> None:
+        """ValueError for --engines or --static-shapes on a backend that never reads them (the app may
+        switch to one that does, so only render and live call this)."""
+        if self.engines is not None and self.name not in ENGINE_BACKENDS:
+            raise ValueError(f"--engines holds the artefacts of {' and '.join(ENGINE_BACKENDS)}: it goes with "
+                             f"--backend {' or '.join(ENGINE_BACKENDS)}")
+        if self.static_shapes and self.name != "tensorrt":
+            raise ValueError("--static-shapes is for TensorRT engines: it goes with --backend tensorrt")

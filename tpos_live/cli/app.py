@@ -62,11 +62,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {problem}", file=sys.stderr, flush=True)
     settings = with_arguments(settings, args)
     spec = app_spec(args, settings)  # bad flags (e.g. --spout off Windows) fail here, before any window
+    from tpos_live.session import check_live
+
+    sound = check_live(spec)
     prepare_display(smoke=args.smoke is not None)
     from tpos_live.app.launch import open_window
 
     return open_window(spec, settings, settings_path(), problem, smoke_seconds=args.smoke,
-                       fallback_to_test_signal=not source_given(args))
+                       fallback_to_test_signal=not source_given(args), sound=sound)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -106,7 +109,7 @@ def app_spec(args: argparse.Namespace, settings):
     from tpos_live.app.settings import SYNTHETIC_DEVICE
     from tpos_live.cli.live import live_spec
 
-    spec = live_spec(args)
+    spec = live_spec(args, switchable=True)
     source = spec.source if source_given(args) else options.checked(
         replace, spec.source, kind="synthetic" if settings.device == SYNTHETIC_DEVICE else "device",
         device=None if settings.device == SYNTHETIC_DEVICE else settings.device)

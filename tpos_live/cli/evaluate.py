@@ -7,7 +7,22 @@ from pathlib import Path
 
 from tpos_live.cli import options
 from tpos_live.cli.render import printer
+from tpos_live.errors import UserError
 from tpos_live.names import DEFAULT_METRICS, METRICS
+from tpos_live.preflight import existed, model_inputs, refuse_output_on_inputs, written
+
+# The flags only some metrics read (EvaluationSpec field: flag, those metrics); left out, the spec's default.
+METRIC_FLAGS = {
+    "prompt": ("--prompt", ("clip-text",)),
+    "audio": ("--audio", ("reactivity", "clip-audio")),
+    "reference_videos": ("--reference-videos", ("fvd",)),
+    "clip_model": ("--clip-model", ("clip-text", "clip-audio")),
+    "is_model": ("--is-model", ("is",)),
+    "fvd_model": ("--fvd-model", ("fvd",)),
+    "encoder": ("--encoder", ("clip-audio",)),
+    "sample_fps": ("--sample-fps", ("clip-text", "clip-audio", "is")),
+    "max_lag_seconds": ("--max-lag", ("reactivity",)),
+}
 
 EPILOG = """\
 metrics (docs/evaluation.md defines each):
@@ -38,15 +53,16 @@ def add_command(commands) -> None:
                    help=f"comma-separated, or 'all': {', '.join(METRICS)} (default {','.join(DEFAULT_METRICS)})")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the scores and details as JSON")
     p.add_argument("--reference-videos", type=Path, metavar="DIR", help="real videos, fvd's reference set")
-    p.add_argument("--sample-fps", type=float, default=2.0, metavar="F",
+    p.add_argument("--sample-fps", type=float, metavar="F",
                    help="frames per second the image networks see (clip-text, clip-audio, is; default 2)")
-    p.add_argument("--max-lag", type=float, default=0.5, metavar="S", help="reactivity's lag window, +-S (0.5)")
+    p.add_argument("--max-lag", type=float, dest="max_lag_seconds", metavar="S",
+                   help="reactivity's lag window, +-S (0.5)")
     networks = p.add_argument_group("networks ('tiny': random weights, for trying)")
-    networks.add_argument("--clip-model", default="openai/clip-vit-large-patch14", metavar="NAME",
+    networks.add_argument("--clip-model", metavar="NAME",
                           help="CLIP for clip-text and clip-audio: folder or hub id (openai/clip-vit-large-patch14)")
-    networks.add_argument("--is-model", default="google/vit-base-patch16-224", metavar="NAME",
+    networks.add_argument("--is-model", metavar="NAME",
                           help="ImageNet classifier for is (google/vit-base-patch16-224)")
-    networks.add_argument("--fvd-model", default="MCG-NJU/videomae-base", metavar="NAME",
+    networks.add_argument("--fvd-model", metavar="NAME",
                           help="VideoMAE for fvd (MCG-NJU/videomae-base)")
     options.add_encoder_option(networks, "clip-audio's TPoS checkpoint (.safetensors with its .json) aligned to "
                                          "CLIP ViT-L/14, or 'random' (untrained). Default: the one set by "
@@ -64,15 +80,38 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from tpos_live.evaluation.evaluate import EvaluationSpec, evaluate, format_table, write_json
 
-    spec = options.checked(EvaluationSpec, videos=tuple(args.videos), metrics=parse_metrics(args.metrics),
-                           audio=args.audio, prompt=args.prompt, reference_videos=args.reference_videos,
-                           clip_model=args.clip_model, is_model=args.is_model, fvd_model=args.fvd_model,
-                           encoder=args.encoder, device=args.compute_device, sample_fps=args.sample_fps,
-                           max_lag_seconds=args.max_lag)
+    metrics = parse_metrics(args.metrics)
+    given = {name: getattr(args, name) for name in METRIC_FLAGS if getattr(args, name) is not None}
+    spec = options.checked(EvaluationSpec, videos=tuple(args.videos), metrics=metrics, device=args.compute_device,
+                           **given)
+    refuse_unused_flags(given, metrics)
+    if args.json is not None:
+        check_json_output(args.json, spec)
+    replacing = existed(args.json)
     say = printer(args.quiet)
     report = evaluate(spec, say=say, progress=not args.quiet)
     print(format_table(report))
     if args.json is not None:
-        say(f"wrote {write_json(report, args.json)}")
+        say(written(write_json(report, args.json), replacing))
     return 0
+
+
+def refuse_unused_flags(given: dict, metrics: tuple[str, ...]) -> None:
+    """UserError for a flag that none of ``metrics`` reads (it would do nothing)."""
+    for name in given:
+        flag, readers = METRIC_FLAGS[name]
+        if not set(readers) & set(metrics):
+            raise UserError(f"{flag} is read by {' and '.join(readers)} alone, which --metrics leaves out: add "
+                            f"{' or '.join(readers)} to --metrics, or leave {flag} out")
+
+
+def check_json_output(path: Path, spec) -> None:
+    """--json can be written, and is none of the files the evaluation reads."""
+    from tpos_live.video.writer import check_output_path
+
+    check_output_path(path, example="scores.json")
+    inputs = [*(("video", video) for video in spec.videos), ("sound file", spec.audio),
+              ("reference videos folder", spec.reference_videos), *model_inputs(encoder=spec.encoder),
+              *(("network", name) for name in (spec.clip_model, spec.is_model, spec.fvd_model))]
+    refuse_output_on_inputs(path, "--json", inputs)
 

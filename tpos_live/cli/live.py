@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tpos_live.cli import options
 from tpos_live.errors import UserError
+from tpos_live.preflight import existed, written
 
 EPILOG = """\
 examples:
@@ -73,28 +74,31 @@ def add_command(commands) -> None:
     p.set_defaults(run=run, mode="fast")
 
 
-def live_spec(args: argparse.Namespace):
-    """The session the live flags describe."""
+def live_spec(args: argparse.Namespace, switchable: bool = False):
+    """The session the live flags describe (``switchable``: the app, which can switch the backend while
+    it runs)."""
     from tpos_live.session import LiveSpec
 
     return LiveSpec(scene=options.scene_spec(args), model=options.model_spec(args),
-                    backend=options.backend_spec(args), conditioning=options.conditioning_spec(args),
+                    backend=options.backend_spec(args, switchable),
+                    conditioning=options.conditioning_spec(args),
                     source=options.source_spec(args), live=options.live_settings(args),
                     control=options.control_spec(args), outputs=options.output_spec(args))
 
 
 def run(args: argparse.Namespace) -> int:
-    from tpos_live.session import LiveSession, load_models
-    from tpos_live.video.writer import check_output_path
+    from tpos_live.session import LiveSession, check_live, load_models
 
     if args.duration is not None and not args.duration > 0:
         raise UserError(f"--duration must be positive seconds, got {args.duration}")
     spec = live_spec(args)
-    if spec.outputs.record is not None:
-        check_output_path(spec.outputs.record)
+    if spec.control.quantise != "off" and spec.control.presets is None:
+        raise UserError("--quantise times preset changes: give --presets FOLDER too")
+    sound = check_live(spec)
+    replacing = existed(spec.outputs.record)
     say = sayer(args.quiet)
     models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say=say, progress=not args.quiet)
-    session = LiveSession(spec, models, report=reporter(args.quiet))
+    session = LiveSession(spec, models, report=reporter(args.quiet), sound=sound)
     say(f"sound: {session.engine.source.description}")
     say(f"frames rendered by {session.backend_description}")
     say(session.engine.describe_frames())
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         f"{final.dropped_frames} dropped, {final.overflows} audio overflows, "
         f"{counters['render_errors'] + counters['bad_frames'] + counters['keyframe_errors']} render faults")
     if recorded is not None:
-        say(f"wrote {recorded}")
+        say(written(recorded, replacing))
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from tpos_live.audio.source_spec import SourceSpec
 from tpos_live.backends.spec import BackendSpec
 from tpos_live.control.spec import QUANTISE_CHOICES, TEMPO_CHOICES, ControlSpec, OutputSpec
-from tpos_live.diffusion.models import FAST_DEFAULT_MODEL, PAPER_DEFAULT_MODEL, ModelSpec, default_model
+from tpos_live.diffusion.models import ALIASES, FAST_DEFAULT_MODEL, PAPER_DEFAULT_MODEL, ModelSpec, default_model
 from tpos_live.errors import UserError
 from tpos_live.live.settings import LiveSettings
 from tpos_live.names import (
@@ -176,7 +176,8 @@ def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DE
     models = p.add_argument_group("models")
     add_model_option(models, model_default)
     models.add_argument("--lora", help="a LoRA to fuse (folder, .safetensors or repo id)")
-    models.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (1.0)")
+    models.add_argument("--lora-scale", type=float, metavar="S",
+                        help="strength of --lora, or of the model alias's LoRA (1.0)")
     models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
     models.add_argument("--decoder", choices=DECODERS, help="fast: taesd, paper: vae")
     add_encoder_option(models, "audio conditioning: a TPoS checkpoint (.safetensors with its .json), 'random' "
@@ -210,16 +211,24 @@ def add_backend_options(group) -> None:
 def model_spec(args: argparse.Namespace) -> ModelSpec:
     """The model flags' spec; no --model: the mode's default model (:func:`default_model`)."""
     model = args.model or default_model(getattr(args, "mode", "fast"))
-    return checked(ModelSpec, model=model, lora=args.lora, lora_scale=args.lora_scale, taesd=args.taesd,
-                   device=args.compute_device, dtype=args.dtype)
+    given = {} if args.lora_scale is None else {"lora_scale": args.lora_scale}
+    if given and args.lora is None and getattr(ALIASES.get(model), "lora", None) is None:
+        raise UserError(f"--lora-scale scales a LoRA and model '{model}' fuses none: give --lora too")
+    return checked(ModelSpec, model=model, lora=args.lora, taesd=args.taesd, device=args.compute_device,
+                   dtype=args.dtype, **given)
 
 
-def backend_spec(args: argparse.Namespace) -> BackendSpec:
-    return checked(BackendSpec, args.backend, args.allow_fallback, args.engines, args.static_shapes)
+def backend_spec(args: argparse.Namespace, switchable: bool = False) -> BackendSpec:
+    """The backend flags' spec; unless the backend can be ``switchable`` later (the app), --engines and
+    --static-shapes that the backend would not read are refused."""
+    spec = checked(BackendSpec, args.backend, args.allow_fallback, args.engines, args.static_shapes)
+    if not switchable:
+        checked(spec.refuse_unused_engine_options)
+    return spec
 
 
 def conditioning_spec(args: argparse.Namespace) -> ConditioningSpec:
-    return ConditioningSpec(args.encoder, args.concepts, getattr(args, "clap_model", None))
+    return checked(ConditioningSpec, args.encoder, args.concepts, getattr(args, "clap_model", None))
 
 
 # ---- live: sound, timing, control, outputs --------------------------------------------------------
@@ -239,7 +248,7 @@ def add_sound_options(p: argparse.ArgumentParser, device_default: str, gain_defa
                                                    "mix all down)")
     gain_help = "input gain in dB (" + ("the saved one" if gain_default is None else f"{gain_default:g}") + ")"
     audio.add_argument("--gain", type=float, default=gain_default, dest="gain_db", help=gain_help)
-    audio.add_argument("--latency", choices=LATENCIES, default=SourceSpec.latency,
+    audio.add_argument("--latency", choices=LATENCIES,
                        help=f"the device's input latency: PortAudio's suggested low or high one "
                             f"({SourceSpec.latency}); the stats show what the device gave")
     audio.add_argument("--play-to", help="with --file: also play it on this output device")
@@ -249,9 +258,15 @@ def add_sound_options(p: argparse.ArgumentParser, device_default: str, gain_defa
 def source_spec(args: argparse.Namespace, gain_db: float | None = None) -> SourceSpec:
     """The sound flags' source (``gain_db`` when the flags leave the gain to the caller)."""
     kind = "file" if args.file is not None else "synthetic" if args.synthetic else "device"
+    if kind != "device" and args.latency is not None:
+        raise UserError("--latency is how a device captures: leave it out with --file or --synthetic")
+    if kind == "synthetic" and args.channel is not None:
+        raise UserError("--channel picks an input channel of a device or a file; the test signal has one: "
+                        "leave --channel out with --synthetic")
     gain = args.gain_db if args.gain_db is not None else (gain_db or 0.0)
+    latency = {} if args.latency is None else {"latency": args.latency}
     return checked(SourceSpec, kind, args.device, args.file, args.host_api, args.sample_rate, args.channel, gain,
-                   args.play_to, args.loop, args.latency)
+                   args.play_to, args.loop, **latency)
 
 
 def add_live_timing_options(group, crossfade_default: float | None, crossfade_help: str) -> None:
@@ -270,8 +285,8 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
     """OSC, MIDI, presets, tempo, Link, modulation and NDI/Spout/Syphon (all off by default; docs/control.md)."""
     group = p.add_argument_group("live control (docs/control.md)")
     group.add_argument("--osc-port", type=int, metavar="PORT", help="listen for OSC on this UDP port")
-    group.add_argument("--osc-host", default="127.0.0.1", help="OSC address to listen on (127.0.0.1: this "
-                                                               "machine only; 0.0.0.0: the network)")
+    group.add_argument("--osc-host", help=f"with --osc-port: the address to listen on ({ControlSpec.osc_host}: "
+                                          "this machine only; 0.0.0.0: the network)")
     group.add_argument("--midi-port", metavar="NAME", help="MIDI input: index or (part of) its name")
     group.add_argument("--midi-map", type=Path, metavar="FILE", help="MIDI mappings (.json or .toml; default: "
                                                                      "midi.json in the settings folder)")
@@ -310,7 +325,10 @@ def parse_bpm_range(text: str) -> tuple[float, float]:
 
 def control_spec(args: argparse.Namespace) -> ControlSpec:
     learn = tuple(t.strip() for t in (args.midi_learn or "").split(",") if t.strip())
-    return checked(ControlSpec, osc_port=args.osc_port, osc_host=args.osc_host, midi_port=args.midi_port,
+    if args.osc_host is not None and args.osc_port is None:
+        raise UserError("--osc-host is where OSC listens: give --osc-port PORT too")
+    host = {} if args.osc_host is None else {"osc_host": args.osc_host}
+    return checked(ControlSpec, osc_port=args.osc_port, **host, midi_port=args.midi_port,
                    midi_map=args.midi_map, midi_learn=learn, presets=args.presets, quantise=args.quantise,
                    tempo=args.tempo, bpm_range=args.bpm_range, beats_per_bar=args.beats_per_bar,
                    modulate=tuple(args.modulate), link=args.link, link_lead=args.link_lead)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tpos_live.cli import options
 from tpos_live.names import MODES
+from tpos_live.preflight import existed, written
 
 EPILOG = """\
 examples:
@@ -40,6 +41,9 @@ def add_command(commands) -> None:
     options.add_frame_options(video, fps_help="frames per second (default 24)")
     video.add_argument("--frames", type=Path, dest="frames_dir", metavar="DIR",
                        help="also write every frame as a PNG here")
+    video.add_argument("--overwrite-frames", action="store_true",
+                       help="with --frames: replace frame_NNNNNN.png files there that no render recorded "
+                            "writing (refused without it)")
     options.add_sampling_options(p)
     options.add_paper_options(p)
     options.add_model_options(p, model_default=None)
@@ -69,14 +73,16 @@ def run(args: argparse.Namespace) -> int:
     spec = options.checked(RenderSpec, audio=args.audio, output=args.output, scene=options.scene_spec(args),
                            model=options.model_spec(args), backend=options.backend_spec(args),
                            conditioning=options.conditioning_spec(args), frames_dir=args.frames_dir,
-                           resume=args.resume, workers=args.workers, ray_address=args.ray_address)
+                           resume=args.resume, overwrite_frames=args.overwrite_frames, workers=args.workers,
+                           ray_address=args.ray_address)
     say = printer(args.quiet)
+    replacing = existed(spec.output)
     report = render(spec, say=say, progress=not args.quiet)
     earlier = report.frames - report.rendered if report.rendered >= 0 else 0
     found = f", {earlier} of them from an earlier run" if earlier else ""
     made = f" from {report.keyframes} keyframes" if report.keyframes else ""
-    say(f"wrote {report.output}: {report.frames} frames{made}{found}, {report.unet_calls} UNet calls, in "
-        f"{report.seconds:.1f} s ({report.seconds_per_frame:.3f} s/frame)")
+    say(f"{written(report.output, replacing)}: {report.frames} frames{made}{found}, {report.unet_calls} UNet calls, "
+        f"in {report.seconds:.1f} s ({report.seconds_per_frame:.3f} s/frame)")
     return 0
 
 

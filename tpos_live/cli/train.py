@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,13 @@ from typing import TYPE_CHECKING
 from tpos_live.cli import options
 from tpos_live.errors import UserError
 from tpos_live.names import SPECTROGRAM_FLOORS, TEXT_TARGETS
+from tpos_live.preflight import (
+    check_conditioning,
+    check_output_folder,
+    model_inputs,
+    refuse_output_on_inputs,
+    written,
+)
 
 if TYPE_CHECKING:
     from tpos_live.training.distributed import Processes
@@ -66,11 +74,10 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--val-fraction",
         type=float,
-        default=0.1,
-        help="share of each label's clips held out to validate, unless the data set fixes a "
-        "split (default 0.1)",
+        help="share of each label's clips held out to validate, where the data set fixes no split "
+        "(folders and prefix layouts; default 0.1)",
     )
-    data.add_argument("--val-fold", type=int, default=5, help="ESC-50 fold that validates (default 5)")
+    data.add_argument("--val-fold", type=int, help="ESC-50 fold that validates (default 5)")
     data.add_argument("--balanced", action="store_true", help="class-balanced batches")
     data.add_argument("--cache", type=Path, help="spectrogram cache folder (default: OUTPUT/cache)")
     data.add_argument(
@@ -187,7 +194,7 @@ def run_import(args: argparse.Namespace) -> int:
     from tpos_live.audio.spectrogram import SpectrogramConfig
     from tpos_live.conditioning.official import import_official
 
-    _refuse_overwrite(args.output, args.force)
+    replacing = _check_import_paths(args)
     spectrogram = (
         SpectrogramConfig(kind="stft", floor=args.spectrogram_floor)
         if args.front_end == "stft"
@@ -196,7 +203,7 @@ def run_import(args: argparse.Namespace) -> int:
     weights, config = import_official(
         args.encoder, args.map, args.output, spectrogram=spectrogram, text_family=args.text_family
     )
-    print(f"wrote {weights} and {config}", file=sys.stderr)
+    print(f"{written(weights, replacing)} and {config}", file=sys.stderr)
     _make_default(weights, args.no_default, lambda message: print(message, file=sys.stderr))
     return 0
 
@@ -205,6 +212,8 @@ def run_train(args: argparse.Namespace) -> int:
     from tpos_live.runtime import resolve_device
     from tpos_live.training.distributed import join_from_environment
 
+    _settings_from_args(args)  # bad values fail before anything else
+    check_train_paths(args)
     device, _ = resolve_device(args.compute_device, "float32")
     processes, device = join_from_environment(device)
     try:
@@ -320,7 +329,7 @@ def _settings_from_args(args: argparse.Namespace):
             amp=not args.no_amp,
         )
         template = PromptTemplate(args.label_prompt)
-        if not 0.0 <= args.val_fraction < 1.0:
+        if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must lie in [0, 1), got {args.val_fraction}")
         if args.data_workers < 0:
             raise ValueError(f"--data-workers must be at least 0, got {args.data_workers}")
@@ -334,9 +343,10 @@ def _prepare_data(
 ):
     """Find the clips, cache their spectrograms, split: ``(train, val, labels)``, clips paired with their
     cache entries."""
-    from tpos_live.training.datasets import SpectrogramCache, find_clips, split_clips
+    from tpos_live.training.datasets import VAL_FRACTION, SpectrogramCache, find_clips, split_clips
 
-    found = find_clips(args.data, args.layout, audio_dir=args.audio_dir, val_fold=args.val_fold)
+    fold = {} if args.val_fold is None else {"val_fold": args.val_fold}
+    found = find_clips(args.data, args.layout, audio_dir=args.audio_dir, **fold)
     if found.missing:
         say(
             f"warning: {len(found.missing)} clips the CSV lists are not in the audio folder and are left out "
@@ -353,7 +363,8 @@ def _prepare_data(
     if not usable:
         raise UserError(f"none of the {len(found.clips)} clips in '{args.data}' could be decoded")
     entry_of = {clip: entry for clip, entry in usable}
-    train, val = split_clips([clip for clip, _ in usable], args.val_fraction, seed)
+    fraction = VAL_FRACTION if args.val_fraction is None else args.val_fraction
+    train, val = split_clips([clip for clip, _ in usable], fraction, seed)
     labels = sorted({clip.label for clip, _ in usable})
     if len(labels) < 2:
         raise UserError(
@@ -408,12 +419,62 @@ def _initial_modules(init: str | None, tpos_config, seed: int):
     return provider.encoder, provider.map_model
 
 
-def _refuse_overwrite(output: Path, force: bool) -> None:
-    from tpos_live.conditioning.checkpoint import checkpoint_paths
+def check_train_paths(args: argparse.Namespace) -> None:
+    """What train-encoder reads and writes, checked before the text encoder loads: the data and the flags
+    that depend on its layout, the run folder (-o) and the cache away from the data, --resume against
+    the run saved there, --init outside the run folder it would be overwritten in."""
+    from tpos_live.training.datasets import CSV_LAYOUTS, FIXED_SPLIT_LAYOUTS, resolved_layout
+    from tpos_live.training.trainer import STATE_FILE
 
-    existing = [path for path in checkpoint_paths(output) if path.exists()]
-    if existing and not force:
+    if not args.data.exists():
+        raise UserError(f"training data '{args.data}' does not exist: give a folder of clips or a data set's CSV")
+    layout = resolved_layout(args.data, args.layout)
+    if args.audio_dir is not None and layout not in CSV_LAYOUTS:
+        raise UserError(f"--audio-dir is where a CSV's clips are and '{args.data}' is a {layout!r} data set: "
+                        "leave --audio-dir out, or give the data set's CSV")
+    if args.val_fold is not None and layout != "esc50":
+        raise UserError(f"--val-fold picks an ESC-50 fold and '{args.data}' is a {layout!r} data set: leave it out")
+    if args.val_fraction is not None and layout in FIXED_SPLIT_LAYOUTS:
+        raise UserError(f"'{args.data}' is a {layout!r} data set, which says which clips validate: leave "
+                        "--val-fraction out")
+    check_output_folder(args.output)
+    data = [("training data", args.data), ("audio folder", args.audio_dir)]
+    refuse_output_on_inputs(args.output, "-o", [*data, *model_inputs(model=args.model, encoder=args.init)])
+    if args.cache is not None:
+        refuse_output_on_inputs(args.cache, "--cache", data)
+    saved = (args.output / STATE_FILE).is_file()
+    if args.resume and not saved:
+        raise UserError(f"there is no training run to resume in '{args.output}' (no {STATE_FILE}): leave --resume "
+                        "out to start one")
+    if saved and not args.resume:
+        raise UserError(f"'{args.output}' already holds a training run: pass --resume to continue it, or give "
+                        "another output folder")
+    if args.init is not None and args.resume:
+        raise UserError("--init starts a new run from a checkpoint and --resume continues the saved one: pick one")
+    if args.init is not None and Path(args.init).resolve().is_relative_to(args.output.resolve()):
+        raise UserError(f"--init '{args.init}' is inside -o '{args.output}', whose checkpoints this run replaces: "
+                        "copy it elsewhere, or give another -o")
+    check_conditioning(args.init)
+
+
+def _check_import_paths(args: argparse.Namespace) -> bool:
+    """The two official files are two files, the checkpoint can be written and lands on neither of them,
+    and an existing one is replaced only with --force. Returns whether one is replaced."""
+    from tpos_live.conditioning.checkpoint import checkpoint_paths
+    from tpos_live.video.writer import check_output_path
+
+    inputs = [("official audio encoder", args.encoder), ("official MAP", args.map)]
+    if args.encoder.is_file() and args.map.is_file() and os.path.samefile(args.encoder, args.map):
+        raise UserError(f"the encoder and the MAP are the same file '{args.map}': give audio_encoder_23.pth, then "
+                        "map_model_23.pth")
+    existing = []
+    for path in checkpoint_paths(args.output):
+        check_output_path(path, example="tpos-official")
+        refuse_output_on_inputs(path, "-o", inputs)
+        existing += [path] if path.exists() else []
+    if existing and not args.force:
         raise UserError(f"'{existing[0]}' exists: choose another --output or pass --force to overwrite it")
+    return bool(existing)
 
 
 def _silent(_message: str) -> None:

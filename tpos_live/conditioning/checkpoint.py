@@ -103,11 +103,8 @@ def load_tpos(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
     unreadable, the JSON lacks a key or holds a bad value, or the tensors differ from the model the
     config describes (missing, extra or wrongly shaped keys).
     """
-    weights_path, config_path = checkpoint_paths(path)
-    for file in (config_path, weights_path):
-        if not file.is_file():
-            raise UserError(f"TPoS encoder file '{file}' does not exist: {_HOW_TO_GET_ONE}")
-    config, random_weights = _read_config(config_path)
+    weights_path, _ = checkpoint_paths(path)
+    config, random_weights = read_tpos_config(path)
     with torch.device("meta"):  # shapes only: the real tensors come from the file
         encoder, map_model = build_tpos_modules(config)
     modules = {"encoder": encoder, "map": map_model}
@@ -129,6 +126,16 @@ def load_tpos(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
         random_weights=random_weights,
         device=device,
     )
+
+
+def read_tpos_config(path: str | os.PathLike[str]) -> tuple[TPoSConfig, bool]:
+    """``(config, random_weights)`` of the checkpoint ``path`` names, after checking that both its files
+    are there (cheap: what a command checks before any model loads). UserError saying what is wrong."""
+    weights_path, config_path = checkpoint_paths(path)
+    for file in (config_path, weights_path):
+        if not file.is_file():
+            raise UserError(f"TPoS encoder file '{file}' does not exist: {_HOW_TO_GET_ONE}")
+    return _read_config(config_path)
 
 
 def random_tpos(config: TPoSConfig, seed: int = 0, device: str | torch.device = "cpu") -> TPoSProvider:

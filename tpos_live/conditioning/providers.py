@@ -34,9 +34,10 @@ from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
 from tpos_live.paths import settings_folder
+from tpos_live.specs import CLAP_ENCODER, concepts_without_clap
 
 RANDOM_ENCODER_SEED = 0
-CLAP = "clap"
+CLAP = CLAP_ENCODER
 DEFAULTS_FILE = "default_encoders.json"
 DEFAULTS_FORMAT = "tpos-live-default-encoders"
 _HOW_TO_SET_ONE = "`tpos-live import-tpos` or `tpos-live train-encoder` sets one"
@@ -67,8 +68,7 @@ def load_provider(encoder: str | None, stack: ModelStack, text_space: TextSpace,
         say(f"audio conditioning: CLAP concept bank, {len(bank)} concepts from {bank.source} "
             f"({provider.name})" + (f"; {reason}" if reason else ""))
     elif concepts is not None:
-        raise UserError(f"--concepts is for the CLAP concept bank but the encoder is '{encoder}': drop "
-                        f"--concepts, or use --encoder clap")
+        raise UserError(concepts_without_clap(encoder))
     elif encoder == "random":
         config = TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family)
         provider = random_tpos(config, seed=RANDOM_ENCODER_SEED, device=stack.device)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tpos_live.control.knobs import PresetBank, knob_value, set_knob
 from tpos_live.errors import UserError
+from tpos_live.fileio import write_text_atomically
 from tpos_live.live.control import LiveControl
 from tpos_live.live.knobs import KNOBS
 
@@ -340,7 +341,7 @@ def save_mappings(mappings: Sequence[MidiMapping], path: str | Path) -> Path:
         text = json.dumps({"mappings": rows}, indent=2) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_text_atomically(path, text)
     except OSError as error:
         raise UserError(f"cannot write MIDI mappings to '{path}' ({error.strerror}): pick a writable place") from None
     return path

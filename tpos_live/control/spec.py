@@ -62,6 +62,8 @@ class ControlSpec:
             raise ValueError("--link and --tempo midi-clock are two beat clocks: pick one")
         if self.midi_learn and self.midi_port is None:
             raise ValueError("--midi-learn learns from a MIDI input: give it with --midi-port")
+        if self.midi_map is not None and self.midi_port is None:
+            raise ValueError("--midi-map maps the controls of a MIDI input: give it with --midi-port")
 
 
 @dataclass(frozen=True)

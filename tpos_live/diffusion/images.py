@@ -12,6 +12,16 @@ from tpos_live.errors import UserError
 
 def load_image_tensor(path: str | Path, width: int, height: int) -> torch.Tensor:
     """An image file as a (1, 3, height, width) tensor in [-1, 1], centre-cropped to the aspect, then resized."""
+    from PIL import Image
+
+    with open_image(path) as image:
+        rgb = _crop_to_aspect(image, width / height).resize((width, height), Image.LANCZOS)
+    array = np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+
+
+def open_image(path: str | Path):
+    """The init image at ``path`` as a decoded RGB PIL image; UserError when it is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -19,11 +29,9 @@ def load_image_tensor(path: str | Path, width: int, height: int) -> torch.Tensor
         raise UserError(f"init image '{path}' does not exist: give the path of a PNG or JPEG file")
     try:
         with Image.open(path) as image:
-            rgb = _crop_to_aspect(image.convert("RGB"), width / height).resize((width, height), Image.LANCZOS)
+            return image.convert("RGB")  # decodes every pixel: a cut-off file fails here
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"init image '{path}' cannot be read ({error}): give a PNG or JPEG file") from None
-    array = np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
 
 
 def _crop_to_aspect(image, aspect: float):

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,10 @@ from tpos_live.evaluation import signals
 from tpos_live.evaluation.reader import VideoInfo, iter_frames, small_grey, video_info
 from tpos_live.fileio import write_text_atomically
 from tpos_live.names import DEFAULT_METRICS, METRICS
+from tpos_live.preflight import check_conditioning
+
+if TYPE_CHECKING:
+    from tpos_live.audio.decode import Audio
 
 Say = Callable[[str], None]
 AUDIO_METRICS = ("reactivity", "clip-audio")
@@ -108,11 +112,14 @@ def evaluate(spec: EvaluationSpec, say: Say = print, progress: bool = True) -> E
     3. stream each video once through every metric; then the pooled scores of the set.
     """
     infos = [video_info(path) for path in spec.videos]
+    if "clip-audio" in spec.metrics:
+        check_conditioning(spec.encoder)
     references = reference_videos(spec.reference_videos) if "fvd" in spec.metrics else []
+    sound = None
     if spec.audio is not None:
         from tpos_live.audio.decode import decode_audio
 
-        decode_audio(spec.audio)  # UserError now, not after the first video
+        sound = decode_audio(spec.audio)  # UserError now, not after the first video; decoded once for all
     elif any(name in spec.metrics for name in AUDIO_METRICS):
         for info in infos:
             if not info.has_audio:
@@ -120,7 +127,7 @@ def evaluate(spec: EvaluationSpec, say: Say = print, progress: bool = True) -> E
                                 "sound: pass --audio FILE")
     networks = _Networks(spec, say, progress) if set(spec.metrics) - {"reactivity", "flicker"} else None
     reference_features = networks.reference_features(references) if "fvd" in spec.metrics else None
-    results = [_evaluate_video(spec, info, prompt, networks, reference_features, progress)
+    results = [_evaluate_video(spec, info, prompt, sound, networks, reference_features, progress)
                for info, prompt in zip(infos, spec.prompts_per_video(), strict=True)]
     pooled = _pooled(spec, results, networks, reference_features)
     return EvaluationReport(results, pooled, networks.random if networks else [])
@@ -140,14 +147,17 @@ def reference_videos(folder: Path | None) -> list[VideoInfo]:
     return [video_info(path) for path in paths]
 
 
-def _mono(spec: EvaluationSpec, info: VideoInfo, rate: int) -> np.ndarray:
-    from tpos_live.audio.decode import decode_audio
+def _mono(sound: Audio | None, info: VideoInfo, rate: int) -> np.ndarray:
+    """The sound the video should follow (``sound``, the --audio decoded; else its own track) at ``rate``."""
+    from tpos_live.audio.decode import decode_audio, resample
 
-    return decode_audio(spec.audio or info.path, sample_rate=rate, channels=1).mono()
+    if sound is not None:
+        return resample(sound, rate, channels=1).mono()
+    return decode_audio(info.path, sample_rate=rate, channels=1).mono()
 
 
-def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, networks, reference_features,
-                    progress: bool) -> VideoResult:
+def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, sound: Audio | None, networks,
+                    reference_features, progress: bool) -> VideoResult:
     result = VideoResult(info.path)
     signal = signals.FrameDifferences() if {"reactivity", "flicker"} & set(spec.metrics) else None
     every = max(1, round(info.fps / spec.sample_fps)) if info.fps else 1
@@ -166,7 +176,7 @@ def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, n
                           audio=str(spec.audio or info.path))
     if "reactivity" in spec.metrics:
         times = np.arange(count) / fps
-        drive = signals.audio_drive(_mono(spec, info, SIGNAL_RATE), SIGNAL_RATE, times)
+        drive = signals.audio_drive(_mono(sound, info, SIGNAL_RATE), SIGNAL_RATE, times)
         try:
             score = signals.reactivity(np.array(signal.change), drive, fps, spec.max_lag_seconds)
         except ValueError as error:
@@ -179,7 +189,7 @@ def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, n
         result.metrics["flicker"] = signal.flicker()
         result.details["second_difference_mean"] = signal.second_difference_mean()
     if networks:
-        networks.score(spec, info, prompt, result, collectors, reference_features)
+        networks.score(info, prompt, sound, result, collectors, reference_features)
     return result
 
 
@@ -295,7 +305,7 @@ class _Networks:
         with torch.inference_mode():
             return clip_text_features(self.clip, tokens.input_ids.to(self.device)).float().cpu()
 
-    def score(self, spec: EvaluationSpec, info: VideoInfo, prompt: str | None, result: VideoResult, collectors,
+    def score(self, info: VideoInfo, prompt: str | None, sound: Audio | None, result: VideoResult, collectors,
               reference) -> None:
         from tpos_live.evaluation.metrics import cosine_mean, frechet_distance, inception_score, tpos_audio_embeddings
 
@@ -308,7 +318,7 @@ class _Networks:
                 result.metrics["clip-text"], result.details["clip-text_std"] = cosine_mean(images, text)
                 result.details["clip-text_prompt"] = prompt
             if "clip-audio" in self.wanted:
-                mono = _mono(spec, info, self.encoder.sample_rate)
+                mono = _mono(sound, info, self.encoder.sample_rate)
                 audio = tpos_audio_embeddings(self.encoder, mono, times)
                 result.metrics["clip-audio"], result.details["clip-audio_std"] = cosine_mean(images, audio)
         if "is" in collectors:

@@ -75,6 +75,9 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 ESC50_HEADER = ("filename", "fold", "target", "category")
+VAL_FRACTION = 0.1  # share of each label's clips held out to validate where the data set fixes no split
+FIXED_SPLIT_LAYOUTS = ("vggsound", "esc50")  # layouts whose data set says which clips validate
+CSV_LAYOUTS = ("vggsound", "esc50")  # layouts read from a CSV, whose clips may be elsewhere (audio_dir)
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 FINGERPRINT_CHUNK = 1 << 20  # bytes read from each end of a file to fingerprint it
 
@@ -141,8 +144,7 @@ def find_clips(
         raise UserError(
             f"training data '{source}' does not exist: give a folder of clips or a data set's CSV"
         )
-    if layout == "auto":
-        layout = _detect_layout(source)
+    layout = resolved_layout(source, layout)
     readers: dict[str, Callable[[], FoundClips]] = {
         "folders": lambda: FoundClips(_folder_clips(source), []),
         "prefix": lambda: FoundClips(_prefix_clips(source), []),
@@ -158,6 +160,11 @@ def find_clips(
             f"(one of {', '.join(LAYOUTS[1:])}) and the audio folder"
         )
     return found
+
+
+def resolved_layout(source: Path, layout: Layout = "auto") -> str:
+    """``layout``, or with "auto" the layout ``source`` (an existing folder or CSV) has."""
+    return _detect_layout(source) if layout == "auto" else layout
 
 
 def _detect_layout(source: Path) -> str:

@@ -78,8 +78,13 @@ class FrameStore:
     # ---- what the frames were rendered from ----------------------------------------------------------
 
     def read_manifest(self) -> dict[str, Any] | None:
+        return self.read_manifest_in(self.folder)
+
+    @staticmethod
+    def read_manifest_in(folder: Path) -> dict[str, Any] | None:
+        """The record of what rendered the frames in ``folder`` (None: none there, or unreadable)."""
         try:
-            return json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
+            return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
 
@@ -95,3 +100,24 @@ class FrameStore:
             leftover.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # something else is in there: not ours to delete
             self.folder.rmdir()
+
+
+def render_record(manifest: Mapping[str, Any], count: int) -> dict[str, Any]:
+    """What a render of ``count`` frames records in its frames folder: ``manifest`` as JSON reads it back."""
+    return json.loads(json.dumps({**manifest, "frames": count}, default=str, sort_keys=True))
+
+
+def refuse_frames_of_another_render(folder: Path, record: Mapping[str, Any], count: int) -> None:
+    """UserError when ``folder`` holds frames that a resumed render with ``record`` must not take as its
+    own: frames without a record of what rendered them, or a record that differs."""
+    found = FrameStore.read_manifest_in(folder)
+    if found is None:
+        if any((folder / f"frame_{index:06d}.png").exists() for index in range(count)):
+            raise UserError(f"'{folder}' holds frames but no record of what rendered them: remove them "
+                            "or render without --resume")
+        return
+    if found != record:
+        differ = sorted(key for key in record.keys() | found.keys() if record.get(key) != found.get(key))
+        raise UserError(f"the frames in '{folder}' come from another render ({', '.join(differ)} differ): "
+                        "render without --resume, or give the same settings")
+

@@ -35,12 +35,13 @@ FRAGMENTED_MOVFLAGS = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Return ``path`` as a Path if a file can be written there; raise UserError saying why not."""
+def check_output_path(path: str | Path, example: str = "out.mp4") -> Path:
+    """Return ``path`` as a Path if a file can be written there; raise UserError saying why not (a folder:
+    suggesting the file ``example`` in it)."""
     path = Path(path)
     folder = path.parent
     if path.is_dir():
-        raise UserError(f"output path '{path}' is a folder: give a file name such as '{path / 'out.mp4'}'")
+        raise UserError(f"output path '{path}' is a folder: give a file name such as '{path / example}'")
     if not folder.is_dir():
         raise UserError(f"output folder '{folder}' does not exist: create it or choose another path")
     if not os.access(folder, os.W_OK | os.X_OK):

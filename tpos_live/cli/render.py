@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     report = render(spec, say=say, progress=not args.quiet)
     earlier = report.frames - report.rendered if report.rendered >= 0 else 0
     found = f", {earlier} of them from an earlier run" if earlier else ""
-    made = f" from {report.keyframes} keyframes" if report.keyframes else ""
+    plural = "s" if report.keyframes != 1 else ""
+    made = f" from {report.keyframes} keyframe{plural}" if report.keyframes else ""
     say(f"{written(report.output, replacing)}: {report.frames} frames{made}{found}, {report.unet_calls} UNet calls, "
         f"in {report.seconds:.1f} s ({report.seconds_per_frame:.3f} s/frame)")
     return 0

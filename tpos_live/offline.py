@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from tpos_live.audio.decode import Audio, resample
-from tpos_live.audio.envelope import loudness_envelope
+from tpos_live.audio.envelope import guidance_multiplier, loudness_envelope
 from tpos_live.conditioning.base import ConditionTrack
 from tpos_live.conditioning.interpolate import conditions_at, track_positions
 from tpos_live.conditioning.windows import condition_track
@@ -80,7 +80,7 @@ def envelope_scales(mono: np.ndarray, sample_rate: int, times: np.ndarray, setti
     if settings.envelope_depth == 0.0:
         return np.ones(len(times))
     envelope = loudness_envelope(mono, sample_rate, times, settings.attack_seconds, settings.release_seconds)
-    return 1.0 - settings.envelope_depth + settings.envelope_depth * envelope
+    return guidance_multiplier(envelope, settings.envelope_depth)
 
 
 # ---- what every frame is computed from ----------------------------------------------------------

@@ -110,3 +110,9 @@ def loudness_envelope(
         return levels
     steps = np.diff(times, prepend=min(times[0], 0.0))
     return attack_release(levels, steps, attack_seconds, release_seconds, initial=0.0)
+
+
+def guidance_multiplier(loudness: np.ndarray, depth: float) -> np.ndarray:
+    """The multiplier of g_s per frame from the loudness envelope (0..1): 1 - depth + depth * loudness, so
+    depth 0 leaves g_s as it is (the paper) and depth 1 follows the loudness all the way."""
+    return 1.0 - depth + depth * loudness

@@ -108,18 +108,12 @@ class ComposeStage(RenderStage):
 
     def _render(self, state: ControlState) -> None:
         settings = self._frame_settings(state)
-        renderer = self.renderer
-        if renderer is None or renderer.settings != settings or renderer.backend is not self.backend:
-            renderer = self.renderer = TPoSRenderer(self.stack, settings, self.backend)
+        renderer = self._renderer_for(settings)
         keys, switch = self.keys, self._switch
         batch, interval = settings.batch_frames, 1.0 / settings.fps
-        started = time.monotonic()
-        if self._slot < started - interval:  # after a pause (frozen, no audio, a fault): back on the clock
-            self._slot = started
-        times = started + interval * np.arange(batch)
+        times = self._batch_times(batch, interval)
         fractions = keys.fractions(times)
-        loudness = self._loudness(times, settings)
-        scales = 1.0 - settings.envelope_depth + settings.envelope_depth * loudness
+        loudness, scales = self._loudness_and_scales(times, settings)
         pending = self._guarded_compose(renderer, keys, switch, times, scales)
         if pending is not None:
             if switch is not None and switch.done(times):
@@ -144,10 +138,7 @@ class ComposeStage(RenderStage):
                 images = switch.mix(images, times)
             pending = self._download.start(images, latents, completion_fence(self.backend))  # NaN check rides along
         except Exception as error:  # noqa: BLE001 - counted and reported; the show goes on
-            self.stats.add("render_errors")
-            self.report("error", f"composing a frame failed ({type(error).__name__}: {error}); keeping the "
-                                 f"last frame")
-            self._stop.wait(0.05)  # a persistent fault must not spin the CPU
+            self._count_fault("composing a frame", error)
             return None
         self.stats.stage("compose", composed - started)
         self.stats.stage("decode", time.perf_counter() - composed)

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 
 from tpos_live.audio.channels import StreamResampler
-from tpos_live.audio.envelope import attack_release, frame_loudness
+from tpos_live.audio.envelope import attack_release, frame_loudness, guidance_multiplier
 from tpos_live.audio.sources import AudioSource
 from tpos_live.backends.base import Backend, completion_fence
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.interpolate import SlerpPair
 from tpos_live.conditioning.streaming import StreamingConditioner, as_streamable
+from tpos_live.config import RenderSettings
 from tpos_live.diffusion.frames import FrameDownload, PendingFrames
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
@@ -359,17 +360,11 @@ class RenderStage(Stage):
 
     def _render(self, state: ControlState) -> None:
         settings = self._frame_settings(state)
-        renderer = self.renderer
-        if renderer is None or renderer.settings != settings or renderer.backend is not self.backend:
-            self.renderer = TPoSRenderer(self.stack, settings, self.backend)  # a cheap object, same models
+        self._renderer_for(settings)
         batch, interval = settings.batch_frames, 1.0 / settings.fps
-        started = time.monotonic()
-        if self._slot < started - interval:  # after a pause (frozen, no audio, a fault): back on the clock
-            self._slot = started
-        times = started + interval * np.arange(batch)
+        times = self._batch_times(batch, interval)
         conditions, fractions = self._conditions_at(times)
-        loudness = self._loudness(times, settings)
-        scales = 1.0 - settings.envelope_depth + settings.envelope_depth * loudness
+        loudness, scales = self._loudness_and_scales(times, settings)
         newest, previous, fade = self.newest, self.previous, self._fade
         scene = self.scene if fade is None else fade.scene_at(self.scene, times)
         pending = self._guarded_render(scene, conditions, scales)
@@ -383,6 +378,29 @@ class RenderStage(Stage):
             self._hand_over(_Rendered(pending, fade, interval, fresh, newest, np.broadcast_to(mix, (batch,)),
                                       scales, loudness))
         self._pace(batch, interval)
+
+    def _renderer_for(self, settings: RenderSettings) -> TPoSRenderer:
+        renderer = self.renderer
+        if renderer is None or renderer.settings != settings or renderer.backend is not self.backend:
+            renderer = self.renderer = TPoSRenderer(self.stack, settings, self.backend)  # a cheap object, same models
+        return renderer
+
+    def _batch_times(self, batch: int, interval: float) -> np.ndarray:
+        """The display times of the next batch's frames, from now."""
+        started = time.monotonic()
+        if self._slot < started - interval:  # after a pause (frozen, no audio, a fault): back on the clock
+            self._slot = started
+        return started + interval * np.arange(batch)
+
+    def _loudness_and_scales(self, times: np.ndarray, settings: RenderSettings) -> tuple[np.ndarray, np.ndarray]:
+        """The loudness envelope at ``times`` and the multiplier of g_s it gives."""
+        loudness = self._loudness(times, settings)
+        return loudness, guidance_multiplier(loudness, settings.envelope_depth)
+
+    def _count_fault(self, what: str, error: Exception) -> None:
+        self.stats.add("render_errors")
+        self.report("error", f"{what} failed ({type(error).__name__}: {error}); keeping the last frame")
+        self._stop.wait(0.05)  # a persistent fault must not spin the CPU
 
     def _frame_settings(self, state: ControlState):
         """The control's settings with the steps the scene was made for (made anew only on a change:
@@ -403,10 +421,7 @@ class RenderStage(Stage):
             images = renderer.decode_images(latents)
             pending = self._download.start(images, latents, completion_fence(self.backend))  # NaN check rides along
         except Exception as error:  # noqa: BLE001 - counted and reported; the show goes on
-            self.stats.add("render_errors")
-            self.report("error", f"rendering failed ({type(error).__name__}: {error}); keeping the last "
-                                 f"frame")
-            self._stop.wait(0.05)  # a persistent fault must not spin the CPU
+            self._count_fault("rendering", error)
             return None
         self.stats.stage("render", rendered - started)
         self.stats.stage("decode", time.perf_counter() - rendered)

@@ -38,8 +38,9 @@ the frame path.
 Reported: ``standin``, ``frames_path`` (the engine's line), ``delivered_fps`` (frames the consumer saw per
 second), ``keyframes_per_second`` and ``conditions_per_second`` (``keyframes_keep_up``: a keyframe for
 every condition, none replaced before the keyframe stage took it), ``unet_items`` (stand-in UNet items in the run),
-``overhead_ms_per_frame`` (the measured frame period minus the stand-in model time queued per
-delivered frame), ``stand_in_wait_ms_per_frame`` (sync: the stand-ins' measured sleeps; async: the
+``host_conversion_ms_per_frame`` (the CPU conversion of one frame to uint8, timed alone after the run: on
+CUDA it runs on the device), ``overhead_ms_per_frame`` (the measured frame period minus the stand-in
+model time queued per delivered frame), ``stand_in_wait_ms_per_frame`` (sync: the stand-ins' measured sleeps; async: the
 device time queued, per frame delivered), ``device`` (async only: busy fraction, max and mean lag
 from queuing an op to its completion, the host's fence waits), and audio-to-frame latency
 percentiles (the engine's own figure: see Frame in live/stages.py).
@@ -72,6 +73,7 @@ from tpos_live.conditioning.base import ConditionTrack, TextSpace
 from tpos_live.conditioning.streaming import SegmentGrid
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.architectures import ARCHITECTURES, tiny_text_config
+from tpos_live.diffusion.frames import FrameDownload
 from tpos_live.diffusion.random_stacks import tiny_tokenizer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.live.engine import LiveEngine
@@ -323,6 +325,21 @@ def stand_in_costs(args: argparse.Namespace) -> tuple[float, float]:
     return args.model_ms * (1 - args.decode_share), args.model_ms * args.decode_share
 
 
+def conversion_ms(size: int, batch: int, repeats: int = 50) -> float:
+    """Median host time of one frame's conversion to uint8 (``FrameDownload`` on the CPU: clamp, scale,
+    round, NaN check), measured alone after the run. On CUDA it runs on the device, so it is the part of
+    the CPU's overhead per frame that a GPU host does not pay."""
+    download = FrameDownload("cpu")
+    images = torch.rand(batch, 3, size, size) * 2 - 1
+    latents = torch.zeros(batch, 4, size // 8, size // 8)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        download.start(images, latents).result()
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times)) / batch
+
+
 def run(args: argparse.Namespace) -> dict:
     device = VirtualDevice() if args.standin == "async" else StandInDevice()
     unet_ms, decode_ms = stand_in_costs(args)
@@ -366,6 +383,7 @@ def run(args: argparse.Namespace) -> dict:
         "overhead_ms_per_frame": period_ms - stand_in_ms,
         "stand_in_wait_ms_per_frame": model_wait,
         "overhead_beyond_measured_waits_ms": period_ms - stand_in_ms,
+        "host_conversion_ms_per_frame": conversion_ms(args.size, args.batch),
         "device": device_report,
         "latency_ms": latency_ms(frames),
         "dropped_frames": after["dropped_frames"] - before["dropped_frames"],

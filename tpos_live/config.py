@@ -12,7 +12,6 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tpos_live import names
-from tpos_live.diffusion.guidance import GuidanceParams
 from tpos_live.names import DECODERS, FRAME_PATHS, MODES, SAMPLERS, WINDOWS
 
 # g = 1 is the text branch alone (diffusers' guidance_scale <= 1: no classifier-free guidance). Below 1,
@@ -24,6 +23,27 @@ DELTA_FIELDS = ("delta_timestep", "delta_step")
 FPS_RANGE = (1.0, 960.0)
 """The frame-rate caps a render accepts (the live FPS knob, ``tpos_live.live.knobs.FPS``, sweeps the same):
 960 lets keyframed frames, one decode each (~1 ms on a GPU), run uncapped by the setting."""
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    """The knobs of equations (6) and (7) (``tpos_live.diffusion.guidance``), as a render's settings give them."""
+
+    text_scale: float  # g: classifier-free guidance of the prompt (1: the text branch alone; >= 1, MIN_TEXT_GUIDANCE)
+    audio_scale: float  # g_s: strength of the audio semantic guidance
+    threshold: float  # q: quantile below which edit entries are dropped
+    momentum_scale: float  # sigma_m
+    momentum_beta: float  # beta of the momentum's moving average
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if not 0.0 <= self.momentum_scale <= 1.0:
+            raise ValueError(f"momentum scale must be in [0, 1], got {self.momentum_scale}")
+        if not 0.0 <= self.momentum_beta < 1.0:
+            raise ValueError(f"momentum beta must be in [0, 1), got {self.momentum_beta}")
+        if self.text_scale < 0 or self.audio_scale < 0:
+            raise ValueError("guidance scales must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,13 @@ from tpos_live.conditioning.tpos_encoder import (
     condition_vectors,
 )
 from tpos_live.diffusion.stack import ModelStack
+from tpos_live.diffusion.text import TEXT_TOKENS
 
 PRECISIONS: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-TEXT_TOKENS = 77
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ import torch
 
 from tpos_live.backends.base import Backend, run_in_batches
 from tpos_live.backends.engines import ArtefactKey, EngineStore, weights_hash
-from tpos_live.backends.registry import BACKENDS, create_backend, unavailable_reason
-from tpos_live.backends.specs import (
+from tpos_live.backends.network_specs import (
     NetworkSpec,
     ShapeProfile,
     TensorSpec,
@@ -18,6 +17,7 @@ from tpos_live.backends.specs import (
     unet_network,
     unet_spec,
 )
+from tpos_live.backends.registry import BACKENDS, create_backend, unavailable_reason
 from tpos_live.backends.torch_backend import TorchBackend, cpu_has_fast_bf16
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.random_stacks import build_tiny_stack

@@ -1,5 +1,5 @@
 """The inference backends' shared parts: the renderer's :class:`Backend` protocol (its home is
-``tpos_live.diffusion.networks``, beside the renderer that calls it), and the runners of ONNX Runtime and
+``tpos_live.diffusion.backend``, beside the renderer that calls it), and the runners of ONNX Runtime and
 TensorRT.
 
 ONNX Runtime and TensorRT run networks by tensor name; :class:`RunnerBackend` adapts two such
@@ -13,8 +13,8 @@ from typing import Protocol
 
 import torch
 
-from tpos_live.backends.specs import NetworkSpec
-from tpos_live.diffusion.networks import Backend, Fence, completion_fence
+from tpos_live.backends.network_specs import NetworkSpec
+from tpos_live.diffusion.backend import Backend, Fence, completion_fence
 
 __all__ = ["Backend", "Fence", "NetworkRunner", "RunnerBackend", "cast_inputs", "completion_fence",
            "run_in_batches"]

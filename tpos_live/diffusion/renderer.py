@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from tpos_live.config import RenderSettings
+from tpos_live.diffusion.backend import completion_fence
 from tpos_live.diffusion.frames import FrameDownload
 from tpos_live.diffusion.guidance import audio_guided, joint_guided, text_guided
-from tpos_live.diffusion.networks import completion_fence
 from tpos_live.diffusion.samplers import (
     Schedule,
     add_noise,
@@ -48,7 +48,7 @@ from tpos_live.diffusion.uploads import upload
 from tpos_live.errors import UserError
 
 if TYPE_CHECKING:
-    from tpos_live.diffusion.networks import Backend
+    from tpos_live.diffusion.backend import Backend
 
 
 @dataclass(frozen=True)

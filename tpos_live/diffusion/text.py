@@ -20,8 +20,7 @@ class TextSpace:
 
     Attributes:
         empty: ``(77, D)`` text-encoder output for the empty prompt ``""``. Row 0 is the start token.
-        family: which text encoder made it, e.g. ``"clip-vit-l-14"`` (SD 1.x),
-            ``"openclip-vit-h-14"`` (SD 2.x / sd-turbo) or ``"tiny"`` (tests).
+        family: which text encoder made it (one of :data:`~tpos_live.names.TEXT_FAMILIES`).
     """
 
     empty: torch.Tensor

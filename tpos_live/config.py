@@ -154,10 +154,6 @@ class RenderSettings:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         return replace(base, mode=mode, **given)
 
-    @property
-    def frame_interval(self) -> float:
-        return 1.0 / self.fps
-
 
 def _check(ok: bool, message: str) -> None:
     if not ok:

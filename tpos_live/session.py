@@ -57,13 +57,12 @@ from tpos_live.preflight import (
     check_conditioning,
     check_init_image,
     check_output_folder,
-    frames_of,
     model_inputs,
     refuse_output_on_inputs,
 )
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.specs import ConditioningSpec, SceneSpec
-from tpos_live.video.frames import FrameStore, refuse_frames_of_another_render, render_record
+from tpos_live.video.frames import FrameStore, frames_of, refuse_frames_of_another_render, render_record
 
 Say = Callable[[str], None]
 

@@ -1,9 +1,10 @@
 """Render settings: one frozen dataclass, one home for the defaults of both modes.
 
 ``fast`` is the real-time recipe (few-step sampler, one guided step, TAESD decode, loudness
-envelope on, sliding encoder windows). ``paper`` reproduces the official TPoS settings (design notes
-§2): 50 PLMS steps, text guidance 7.5, s_e 7, threshold 0.8, param_t 900, momentum 0.3 / 0.6, full VAE,
-no envelope, the official windows. :data:`IMG2IMG_PRESETS` holds the official img2img settings.
+envelope on, sliding encoder windows). ``paper`` reproduces the official TPoS settings
+(docs/design.md, "The official code"): 50 PLMS steps, text guidance 7.5, s_e 7, threshold 0.8, param_t
+900, momentum 0.3 / 0.6, full VAE, no envelope, the official windows. :data:`IMG2IMG_PRESETS` holds the
+official img2img settings.
 """
 
 from __future__ import annotations
@@ -167,11 +168,11 @@ PAPER_PRESET = RenderSettings(
     decoder="vae", windows="official",
 )
 
-# The official img2img script's settings (design notes §2), applied over the mode's: DDIM, text guidance
-# 1.5, s_e 10 (the official DDIM step halves it, so 5 here gives its edit), threshold 0.95, param_t 950,
-# MAP input x20, strength 0.75. Its momentum is never carried from one step to the next: v starts at 0
-# in every step, so edit' = edit + sigma_m * 0, which is momentum scale 0. Departure: it samples the VAE
-# posterior of the init image; we take its mode (deterministic frames).
+# The official img2img script's settings (docs/design.md, "The official code"), applied over the mode's:
+# DDIM, text guidance 1.5, s_e 10 (the official DDIM step halves it, so 5 here gives its edit), threshold
+# 0.95, param_t 950, MAP input x20, strength 0.75. Its momentum is never carried from one step to the
+# next: v starts at 0 in every step, so edit' = edit + sigma_m * 0, which is momentum scale 0. Departure: it
+# samples the VAE posterior of the init image; we take its mode (deterministic frames).
 IMG2IMG_PRESETS: dict[str, dict[str, Any]] = {
     "official": dict(sampler="ddim", steps=50, text_guidance=1.5, audio_guidance=10.0 / 2, threshold=0.95,
                      delta_timestep=950, condition_scale=20.0, momentum_scale=0.0, strength=0.75,

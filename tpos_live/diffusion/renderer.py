@@ -1,8 +1,8 @@
 """The TPoS frame renderer: a prepared scene plus per-frame audio conditions in, RGB frames out.
 
-A :class:`Scene` holds everything that is the same for every frame of a prompt and seed (design
-notes §3): z^T, the step noise, c_text and c_null, z^delta after the text-only steps, and the first
-guided step's text and null predictions. Rendering a batch of frames then costs one batched UNet
+A :class:`Scene` holds everything that is the same for every frame of a prompt and seed
+(docs/design.md, "Real-time design"): z^T, the step noise, c_text and c_null, z^delta after the text-only
+steps, and the first guided step's text and null predictions. Rendering a batch of frames then costs one batched UNet
 call per guided step and none for the cached steps.
 
 Keyframes. With one guided step a frame's final latent is affine in its audio guidance s (g_s times

@@ -4,9 +4,9 @@ Frames are independent once the scene is fixed by the seed, so the frames to ren
 contiguous chunks (on the grid of ``batch_frames``) and handed to Ray actors, each holding one model
 stack loaded once and the scene prepared from the seed (the same in every process). A worker builds
 them with the factory the composition root hands down (``tpos_live.offline.FrameRendererFactory``): the
-driver's own model assembly. The driver keeps
-every worker busy with a chunk or two, takes the results as they come, and the render's output
-(``tpos_live.offline.RenderOutput``) saves their PNGs at once and encodes the MP4 in frame order.
+driver's own model assembly. The driver keeps every worker busy with a chunk or two, takes the results
+as they come, and the render's output (``tpos_live.offline.RenderOutput``) saves their PNGs at once and
+encodes the MP4 in frame order.
 
 A worker whose process dies is restarted by Ray (``max_restarts``) and its chunk is run again
 (``max_task_retries``); the driver says so. On a cluster with GPUs each worker takes one GPU.
@@ -116,7 +116,7 @@ class RayFarm:
     def __init__(self, make_frame_renderer: FrameRendererFactory, workers: int, ray_address: str | None = None,
                  device: str = "cpu", say: Say = print) -> None:
         self.ray = require_ray()
-        self.make_frame_renderer, self.wanted, self.device, self.say = make_frame_renderer, workers, device, say
+        self.make_frame_renderer, self.workers_asked, self.device, self.say = make_frame_renderer, workers, device, say
         self.unet_calls = 0
         self.threads = torch.get_num_threads()
         self._started_here = not self.ray.is_initialized()
@@ -147,7 +147,7 @@ class RayFarm:
                             "--head` prints it) or leave it out for a local cluster") from None
 
     def _worker_count(self) -> tuple[int, bool]:
-        wanted, device = self.wanted, self.device
+        wanted, device = self.workers_asked, self.device
         gpus = int(self.ray.cluster_resources().get("GPU", 0))
         if device.startswith("cuda") and gpus == 0:
             raise UserError(f"--compute-device {device} was asked for but the Ray cluster has no GPU: "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install tpos-live with its test extras into .venv, then run the linter, the test suite and the GPU
-# check's CPU smoke run.
+# Install tpos-live with its test extras into .venv, then run the linter, the import contracts, the test
+# suite and the GPU check's CPU smoke run.
 # The live-capture tests talk to a real PulseAudio null sink through PortAudio, the app's tests run
 # Qt offscreen, and the output window's threaded OpenGL path runs under Xvfb with Mesa: the Debian
 # packages for all three are installed first (sudo when not root).
@@ -20,6 +20,7 @@ if [ -n "$missing" ]; then
 fi
 scripts/install.sh test
 .venv/bin/ruff check .
+.venv/bin/lint-imports  # the layers, Qt only in the app, no import cycles (pyproject.toml [tool.importlinter])
 .venv/bin/python -m pytest -q "$@"
 # The GPU check's sections on the CPU (tiny stack; under 3 minutes): they keep working where no GPU is.
 bash scripts/gpu_check.sh --cpu-smoke --python .venv/bin/python --out "${TMPDIR:-/tmp}/tpos-gpu-check-smoke"

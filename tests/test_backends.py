@@ -8,8 +8,7 @@ import torch
 
 from tpos_live.backends.base import Backend, run_in_batches
 from tpos_live.backends.engines import ArtefactKey, EngineStore, weights_hash
-from tpos_live.backends.registry import BACKENDS, create_backend, unavailable_reason
-from tpos_live.backends.specs import (
+from tpos_live.backends.network_specs import (
     NetworkSpec,
     ShapeProfile,
     TensorSpec,
@@ -18,6 +17,7 @@ from tpos_live.backends.specs import (
     unet_network,
     unet_spec,
 )
+from tpos_live.backends.registry import BACKENDS, create_backend, unavailable_reason
 from tpos_live.backends.torch_backend import TorchBackend, cpu_has_fast_bf16
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.random_stacks import build_tiny_stack
@@ -49,9 +49,9 @@ def test_tensor_spec_resolves_named_and_scaled_dimensions():
 
 def test_shape_profile_validates_and_has_a_canonical_key():
     profile = ShapeProfile({"batch": 1, "height": 32}, {"batch": 2, "height": 32}, {"batch": 6, "height": 32})
-    assert profile.key() == "batch=1:2:6,height=32" and not profile.is_static
+    assert profile.key() == "batch=1:2:6,height=32"
     assert profile.contains({"batch": 6, "height": 32}) and not profile.contains({"batch": 7, "height": 32})
-    assert ShapeProfile.static({"batch": 2}).is_static
+    assert ShapeProfile.static({"batch": 2}).key() == "batch=2"
     with pytest.raises(ValueError, match="min <= opt <= max"):
         ShapeProfile({"batch": 3}, {"batch": 2}, {"batch": 4})
     with pytest.raises(ValueError, match="same dimensions"):

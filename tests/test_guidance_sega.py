@@ -10,8 +10,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, SemanticStableDiffusionPipeline
 
-from tpos_live.config import IMG2IMG_PRESETS, RenderSettings, layered
-from tpos_live.diffusion.guidance import GuidanceParams, audio_guided, quantile_mask
+from tpos_live.config import IMG2IMG_PRESETS, GuidanceParams, RenderSettings, layered
+from tpos_live.diffusion.guidance import audio_guided, quantile_mask
 from tpos_live.diffusion.renderer import TPoSRenderer
 
 STEPS = 8

@@ -11,14 +11,7 @@ import onnx  # noqa: E402
 
 from tpos_live.backends import onnx_backend  # noqa: E402
 from tpos_live.backends.engines import EngineStore  # noqa: E402
-from tpos_live.backends.onnx_backend import (  # noqa: E402
-    OnnxSession,
-    ensure_onnx,
-    export_onnx,
-    onnx_parity,
-)
-from tpos_live.backends.registry import create_backend  # noqa: E402
-from tpos_live.backends.specs import (  # noqa: E402
+from tpos_live.backends.network_specs import (  # noqa: E402
     ShapeProfile,
     audio_profiles,
     audio_segment_network,
@@ -27,6 +20,13 @@ from tpos_live.backends.specs import (  # noqa: E402
     taesd_decoder_network,
     unet_network,
 )
+from tpos_live.backends.onnx_backend import (  # noqa: E402
+    OnnxSession,
+    ensure_onnx,
+    export_onnx,
+    onnx_parity,
+)
+from tpos_live.backends.registry import create_backend  # noqa: E402
 from tpos_live.conditioning.checkpoint import random_tpos  # noqa: E402
 from tpos_live.conditioning.tpos_encoder import TPoSConfig  # noqa: E402
 from tpos_live.config import RenderSettings  # noqa: E402

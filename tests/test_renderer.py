@@ -66,7 +66,7 @@ PROMPT_CASES = [pytest.param("fast", fast_defaults(name), id=name) for name in (
 @pytest.mark.parametrize("mode, overrides", PROMPT_CASES)
 def test_two_prompts_give_different_frames(tiny_stack, mode, overrides):
     if mode == "paper":
-        assert RenderSettings.for_mode("paper").text_guidance == ALIASES["sd14"].default_guidance == 7.5
+        assert RenderSettings.for_mode("paper").text_guidance == ALIASES["sd14"].sampling.guidance == 7.5
     a = prompt_frames(tiny_stack, "a red car", mode, **overrides)
     b = prompt_frames(tiny_stack, "a green forest", mode, **overrides)
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 1.0

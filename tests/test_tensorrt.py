@@ -16,14 +16,14 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"TensorRT tests need
 
 # The imports below need tensorrt; the skip above keeps them from failing elsewhere.
 from tpos_live.backends.engines import EngineStore  # noqa: E402
-from tpos_live.backends.onnx_backend import relative_error  # noqa: E402
-from tpos_live.backends.registry import create_backend  # noqa: E402
-from tpos_live.backends.specs import (  # noqa: E402
+from tpos_live.backends.network_specs import (  # noqa: E402
     ShapeProfile,
     render_profiles,
     taesd_decoder_network,
     unet_network,
 )
+from tpos_live.backends.onnx_backend import relative_error  # noqa: E402
+from tpos_live.backends.registry import create_backend  # noqa: E402
 from tpos_live.backends.tensorrt_backend import TensorRTEngine, engine_key, ensure_engine  # noqa: E402
 from tpos_live.config import RenderSettings  # noqa: E402
 from tpos_live.diffusion.random_stacks import build_tiny_stack  # noqa: E402

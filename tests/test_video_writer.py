@@ -6,7 +6,6 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from PIL import Image
 
 from tpos_live.audio.decode import decode_audio
 from tpos_live.errors import UserError
@@ -130,15 +129,6 @@ def test_video_only_file(tmp_path):
     assert info.video_duration == pytest.approx(10 / FPS)
 
 
-def test_frames_dir_gets_one_png_per_frame(tmp_path):
-    frames_dir = tmp_path / "frames" / "run1"
-    write_video(tmp_path / "out.mp4", frames=3, frames_dir=frames_dir)
-
-    names = sorted(os.listdir(frames_dir))
-    assert names == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
-    np.testing.assert_array_equal(np.asarray(Image.open(frames_dir / names[1])), flat_frame((5, 100, 200)))
-
-
 def test_abort_leaves_no_file_and_no_temporary_file(tmp_path):
     writer = VideoWriter(tmp_path / "out.mp4", FPS, WIDTH, HEIGHT, audio_sample_rate=RATE)
     writer.write_audio(stereo_tone(0.5))
@@ -227,13 +217,6 @@ def test_closing_without_frames_is_an_error_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="no frames"):
         writer.close()
     assert list(tmp_path.iterdir()) == []
-
-
-def test_frames_dir_that_cannot_be_made_is_a_user_error(tmp_path):
-    (tmp_path / "a_file").write_text("")
-    with pytest.raises(UserError, match="frames folder"):
-        VideoWriter(tmp_path / "out.mp4", FPS, WIDTH, HEIGHT, frames_dir=tmp_path / "a_file" / "frames")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_probe_falls_back_to_decoded_durations_where_the_container_has_none(tmp_path):

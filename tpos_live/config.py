@@ -1,9 +1,10 @@
 """Render settings: one frozen dataclass, one home for the defaults of both modes.
 
 ``fast`` is the real-time recipe (few-step sampler, one guided step, TAESD decode, loudness
-envelope on, sliding encoder windows). ``paper`` reproduces the official TPoS settings (design notes
-§2): 50 PLMS steps, text guidance 7.5, s_e 7, threshold 0.8, param_t 900, momentum 0.3 / 0.6, full VAE,
-no envelope, the official windows. :data:`IMG2IMG_PRESETS` holds the official img2img settings.
+envelope on, sliding encoder windows). ``paper`` reproduces the official TPoS settings
+(docs/design.md, "The official code"): 50 PLMS steps, text guidance 7.5, s_e 7, threshold 0.8, param_t
+900, momentum 0.3 / 0.6, full VAE, no envelope, the official windows. :data:`IMG2IMG_PRESETS` holds the
+official img2img settings.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tpos_live import names
-from tpos_live.diffusion.guidance import GuidanceParams
 from tpos_live.names import DECODERS, FRAME_PATHS, MODES, SAMPLERS, WINDOWS
 
 # g = 1 is the text branch alone (diffusers' guidance_scale <= 1: no classifier-free guidance). Below 1,
@@ -20,10 +20,33 @@ from tpos_live.names import DECODERS, FRAME_PATHS, MODES, SAMPLERS, WINDOWS
 # (every prompt gave the same frames), so it is refused. One home: the live text knob starts here too.
 MIN_TEXT_GUIDANCE = 1.0
 DELTA_FIELDS = ("delta_timestep", "delta_step")
+SEED_LIMIT = 2**63
+"""Seeds run 0..SEED_LIMIT - 1: what a torch generator takes (a signed 64-bit integer)."""
 
 FPS_RANGE = (1.0, 960.0)
 """The frame-rate caps a render accepts (the live FPS knob, ``tpos_live.live.knobs.FPS``, sweeps the same):
 960 lets keyframed frames, one decode each (~1 ms on a GPU), run uncapped by the setting."""
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    """The knobs of equations (6) and (7) (``tpos_live.diffusion.guidance``), as a render's settings give them."""
+
+    text_scale: float  # g: classifier-free guidance of the prompt (1: the text branch alone; >= 1, MIN_TEXT_GUIDANCE)
+    audio_scale: float  # g_s: strength of the audio semantic guidance
+    threshold: float  # q: quantile below which edit entries are dropped
+    momentum_scale: float  # sigma_m
+    momentum_beta: float  # beta of the momentum's moving average
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if not 0.0 <= self.momentum_scale <= 1.0:
+            raise ValueError(f"momentum scale must be in [0, 1], got {self.momentum_scale}")
+        if not 0.0 <= self.momentum_beta < 1.0:
+            raise ValueError(f"momentum beta must be in [0, 1), got {self.momentum_beta}")
+        if self.text_scale < 0 or self.audio_scale < 0:
+            raise ValueError("guidance scales must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -81,7 +104,7 @@ class RenderSettings:
                f"{self.width}x{self.height}")
         low, high = FPS_RANGE
         _check(low <= self.fps <= high, f"fps must be in {low:g}..{high:g}, got {self.fps}")
-        _check(0 <= self.seed < 2**63, f"seed must be in 0..2^63-1, got {self.seed}")
+        _check(0 <= self.seed < SEED_LIMIT, f"seed must be in 0..2^63-1, got {self.seed}")
         _check(1 <= self.steps <= 1000, f"steps must be in 1..1000, got {self.steps}")
         _check((self.delta_timestep is None) != (self.delta_step is None),
                "give exactly one of delta (a timestep) or delta step (a step index)")
@@ -132,10 +155,6 @@ class RenderSettings:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         return replace(base, mode=mode, **given)
 
-    @property
-    def frame_interval(self) -> float:
-        return 1.0 / self.fps
-
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
@@ -149,11 +168,11 @@ PAPER_PRESET = RenderSettings(
     decoder="vae", windows="official",
 )
 
-# The official img2img script's settings (design notes §2), applied over the mode's: DDIM, text guidance
-# 1.5, s_e 10 (the official DDIM step halves it, so 5 here gives its edit), threshold 0.95, param_t 950,
-# MAP input x20, strength 0.75. Its momentum is never carried from one step to the next: v starts at 0
-# in every step, so edit' = edit + sigma_m * 0, which is momentum scale 0. Departure: it samples the VAE
-# posterior of the init image; we take its mode (deterministic frames).
+# The official img2img script's settings (docs/design.md, "The official code"), applied over the mode's:
+# DDIM, text guidance 1.5, s_e 10 (the official DDIM step halves it, so 5 here gives its edit), threshold
+# 0.95, param_t 950, MAP input x20, strength 0.75. Its momentum is never carried from one step to the
+# next: v starts at 0 in every step, so edit' = edit + sigma_m * 0, which is momentum scale 0. Departure: it
+# samples the VAE posterior of the init image; we take its mode (deterministic frames).
 IMG2IMG_PRESETS: dict[str, dict[str, Any]] = {
     "official": dict(sampler="ddim", steps=50, text_guidance=1.5, audio_guidance=10.0 / 2, threshold=0.95,
                      delta_timestep=950, condition_scale=20.0, momentum_scale=0.0, strength=0.75,

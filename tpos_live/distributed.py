@@ -2,9 +2,11 @@
 
 Frames are independent once the scene is fixed by the seed, so the frames to render are cut into
 contiguous chunks (on the grid of ``batch_frames``) and handed to Ray actors, each holding one model
-stack loaded once and the scene prepared from the seed (the same in every process). The driver keeps
-every worker busy with a chunk or two, takes the results as they come, and the render's output
-(``tpos_live.offline.RenderOutput``) saves their PNGs at once and encodes the MP4 in frame order.
+stack loaded once and the scene prepared from the seed (the same in every process). A worker builds
+them with the factory the composition root hands down (``tpos_live.offline.FrameRendererFactory``): the
+driver's own model assembly. The driver keeps every worker busy with a chunk or two, takes the results
+as they come, and the render's output (``tpos_live.offline.RenderOutput``) saves their PNGs at once and
+encodes the MP4 in frame order.
 
 A worker whose process dies is restarted by Ray (``max_restarts``) and its chunk is run again
 (``max_task_retries``); the driver says so. On a cluster with GPUs each worker takes one GPU.
@@ -23,7 +25,6 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,8 +33,7 @@ import torch
 from tpos_live.errors import UserError, first_line
 
 if TYPE_CHECKING:
-    from tpos_live.offline import FramePlan, Range
-    from tpos_live.session import RenderSpec
+    from tpos_live.offline import FramePlan, FrameRendererFactory, Range
 
 Say = Callable[[str], None]
 INSTALL_HINT = "pip install 'tpos-live[distributed]' (or pip install ray)"
@@ -72,63 +72,69 @@ def chunk_frames_for(frames: int, workers: int, batch_frames: int) -> int:
 
 
 class RenderWorker:
-    """One Ray actor: a frame renderer for the render of ``spec``, loaded once (again after a restart).
+    """One Ray actor: the frame renderer of one render, built once (again after a restart).
 
     Args:
-        spec: the render (its model spec already names the worker's device).
+        make_frame_renderer: builds it (the driver's factory, pickled to the worker).
         plan: ``[ObjectRef]`` of the frame plan (the condition track and envelope) the driver put.
+        device: the worker's compute device (``"cuda"`` with a GPU of its own, else ``"cpu"``).
         threads: torch threads (the driver's own count, for the same numerics).
     """
 
-    def __init__(self, spec: RenderSpec, plan: list, threads: int) -> None:
+    def __init__(self, make_frame_renderer: FrameRendererFactory, plan: list, device: str, threads: int) -> None:
         import ray
-
-        from tpos_live.session import load_frame_renderer
 
         torch.set_num_threads(threads)
         # The plan comes as [ObjectRef] and is fetched here: a restarted worker fetches it again from the
         # driver's copy (a top-level ref argument would be resolved by Ray once, with a warning).
-        self.frames = load_frame_renderer(spec, ray.get(plan[0]), say=lambda message: None)
+        self.frame_renderer = make_frame_renderer(ray.get(plan[0]), device)
 
     def pid(self) -> int:
         return os.getpid()
 
     def render(self, start: int, stop: int) -> tuple[int, int, np.ndarray]:
         """(this process's id, UNet calls made, frames ``[start, stop)``)."""
-        calls = self.frames.unet_calls
-        frames = self.frames.render(start, stop)
-        return os.getpid(), self.frames.unet_calls - calls, frames
+        calls = self.frame_renderer.unet_calls
+        frames = self.frame_renderer.render(start, stop)
+        return os.getpid(), self.frame_renderer.unet_calls - calls, frames
 
 
 class RayFarm:
     """Renders ranges of frames on Ray workers (a :class:`tpos_live.offline.Farm`).
 
-    Joins the cluster at ``spec.ray_address``, or uses the one this process is already connected to,
-    or starts a local one of ``spec.workers`` CPUs (shut down again by :meth:`close`). UserError when
-    Ray is missing or the cluster cannot be reached.
+    Joins the cluster at ``ray_address``, or uses the one this process is already connected to, or
+    starts a local one of ``workers`` CPUs (shut down again by :meth:`close`). UserError when Ray is
+    missing or the cluster cannot be reached.
+
+    Args:
+        make_frame_renderer: builds each worker's frame renderer (picklable).
+        workers: how many workers to start (one GPU each, at most, on a cluster with GPUs).
+        ray_address: the cluster to join (None: this process's, or a local one).
+        device: the render's compute device (a CUDA one needs a cluster with GPUs).
     """
 
-    def __init__(self, spec: RenderSpec, say: Say = print) -> None:
+    def __init__(self, make_frame_renderer: FrameRendererFactory, workers: int, ray_address: str | None = None,
+                 device: str = "cpu", say: Say = print) -> None:
         self.ray = require_ray()
-        self.spec, self.say = spec, say
+        self.make_frame_renderer, self.workers_asked, self.device, self.say = make_frame_renderer, workers, device, say
         self.unet_calls = 0
         self.threads = torch.get_num_threads()
         self._started_here = not self.ray.is_initialized()
         if not self._started_here:
             self.where = "the Ray cluster this process is connected to"
-        elif spec.ray_address is not None:
-            self._init(address=spec.ray_address)
-            self.where = f"the Ray cluster at {spec.ray_address}"
+        elif ray_address is not None:
+            self._init(address=ray_address)
+            self.where = f"the Ray cluster at {ray_address}"
         else:
-            self._init(num_cpus=spec.workers)
-            self.where = f"a local Ray cluster of {spec.workers} CPUs"
+            self._init(num_cpus=workers)
+            self.where = f"a local Ray cluster of {workers} CPUs"
         try:
             self.workers, self.gpus = self._worker_count()
         except BaseException:
             self.close()
             raise
         cores = os.cpu_count() or 1
-        if self._started_here and spec.ray_address is None and not self.gpus and self.workers * self.threads > cores:
+        if self._started_here and ray_address is None and not self.gpus and self.workers * self.threads > cores:
             say(f"warning: {self.workers} workers x {self.threads} torch threads oversubscribe this machine's "
                 f"{cores} cores (slow): set OMP_NUM_THREADS={max(1, cores // self.workers)} (a render with the "
                 "same OMP_NUM_THREADS in one process gives the same frames)")
@@ -141,7 +147,7 @@ class RayFarm:
                             "--head` prints it) or leave it out for a local cluster") from None
 
     def _worker_count(self) -> tuple[int, bool]:
-        wanted, device = self.spec.workers, self.spec.model.device
+        wanted, device = self.workers_asked, self.device
         gpus = int(self.ray.cluster_resources().get("GPU", 0))
         if device.startswith("cuda") and gpus == 0:
             raise UserError(f"--compute-device {device} was asked for but the Ray cluster has no GPU: "
@@ -198,11 +204,11 @@ class RayFarm:
     def _start_workers(self, plan: FramePlan) -> list:
         ray = self.ray
         device = "cuda" if self.gpus else "cpu"
-        spec = replace(self.spec, model=replace(self.spec.model, device=device))
         worker = ray.remote(RenderWorker).options(
             num_cpus=1, num_gpus=1 if self.gpus else 0, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
         self._plan_ref = ray.put(plan)  # one copy, read by every worker (and a restarted one): kept while we run
-        return [worker.remote(spec, [self._plan_ref], self.threads) for _ in range(self.workers)]
+        return [worker.remote(self.make_frame_renderer, [self._plan_ref], device, self.threads)
+                for _ in range(self.workers)]
 
     def _result(self, ref, worker: int):
         ray = self.ray

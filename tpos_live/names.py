@@ -19,6 +19,11 @@ WINDOWS = ("official", "sliding")  # how a file is cut into encoder windows (con
 # How frames are made (diffusion/renderer.py): "auto" composes them from keyframes where that is exact (one
 # guided step) and renders each frame otherwise; "keyframes" also linearises several guided steps in g_s.
 FRAME_PATHS = ("auto", "keyframes", "per-frame")
+# The text encoders a model stack can have (ModelStack.text_family): an audio encoder is trained for one.
+CLIP_L14_FAMILY = "clip-vit-l-14"  # SD 1.x
+OPENCLIP_H14_FAMILY = "openclip-vit-h-14"  # SD 2.x, sd-turbo
+TINY_FAMILY = "tiny"  # the tiny test stacks
+TEXT_FAMILIES = (CLIP_L14_FAMILY, OPENCLIP_H14_FAMILY, TINY_FAMILY)
 IMG2IMG_PRESETS = ("official",)  # settings presets for an init image (config.IMG2IMG_PRESETS)
 
 BACKENDS: dict[str, str] = {

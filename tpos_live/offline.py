@@ -46,8 +46,9 @@ from tpos_live.video.frames import FrameStore, refuse_frames_of_another_render, 
 from tpos_live.video.writer import VideoWriter
 
 if TYPE_CHECKING:
+    from tpos_live.conditioning.base import ConditionProvider, TextSpace
     from tpos_live.diffusion.renderer import Scene, TPoSRenderer
-    from tpos_live.session import Models, SceneSpec
+    from tpos_live.specs import SceneSpec
 
 Say = Callable[[str], None]
 Range = tuple[int, int]
@@ -127,12 +128,13 @@ class FramePlan:
         return [(a, min(a + self.batch_frames, stop)) for a in range(start, stop, self.batch_frames)]
 
 
-def plan_frames(models: Models, source: Audio, say: Say = print) -> FramePlan:
-    """The plan of a render of the sound ``source`` with ``models``: the condition track (the provider's
-    encoding of the whole sound: the one call that builds it), the frame clock and the envelope's scales."""
-    settings, provider = models.settings, models.provider
+def plan_frames(settings: RenderSettings, provider: ConditionProvider, text_space: TextSpace, source: Audio,
+                say: Say = print) -> FramePlan:
+    """The plan of a render of the sound ``source`` at ``settings``: the condition track (the provider's
+    encoding of the whole sound into ``text_space``: the one call that builds it), the frame clock and the
+    envelope's scales."""
     mono = resample(source, provider.sample_rate, channels=1).mono()
-    track = condition_track(provider, mono, models.text_space, settings.windows, settings.condition_scale, say)
+    track = condition_track(provider, mono, text_space, settings.windows, settings.condition_scale, say)
     times = frame_times(source.duration, settings.fps)
     scales = envelope_scales(mono, provider.sample_rate, times, settings)
     return FramePlan(times, track, scales, settings.batch_frames)
@@ -216,6 +218,13 @@ class Keyframes:
         return self._batches[j]
 
 
+class FrameRendererFactory(Protocol):
+    """Builds the :class:`FrameRenderer` of a render in another process (a Ray worker), on ``device``, with
+    the model assembly of the process that planned it. Picklable: it travels to the worker."""
+
+    def __call__(self, plan: FramePlan, device: str) -> FrameRenderer: ...
+
+
 class Farm(Protocol):
     """Renders ranges of frames somewhere else (``tpos_live.distributed.RayFarm``)."""
 
@@ -230,38 +239,37 @@ class Farm(Protocol):
 # ---- one render -----------------------------------------------------------------------------------
 
 
-def render_track(models: Models, source: Audio, output: Path, scene: SceneSpec,
+def render_track(renderer: TPoSRenderer, plan: FramePlan, source: Audio, output: Path, scene: SceneSpec,
                  frames_dir: Path | None = None, say: Say = print, progress: bool = True, resume: bool = False,
                  manifest: Mapping[str, Any] | None = None, farm: Farm | None = None) -> RenderReport:
-    """Render the sound ``source`` (decoded once, before the models loaded) to ``output`` with ``models``.
-    Nothing is left at ``output`` unless it completes.
+    """Render the sound ``source`` (decoded once, before the models loaded) to ``output`` with ``renderer``
+    along ``plan`` (from :func:`plan_frames`). Nothing is left at ``output`` unless it completes.
 
     Args:
         frames_dir: also write every frame there as a PNG.
         resume: keep the frames already rendered (in ``frames_dir``, else in the cache beside ``output``
             that a render with ``resume`` keeps until it completes) and render only the others.
         manifest: what the frames are rendered from (a resumed render refuses frames of another).
-        farm: render the frames there (None: in this process).
+        farm: render the frames there (None: in this process, with ``renderer``).
     """
     started = time.perf_counter()
-    settings, renderer = models.settings, models.renderer()
-    plan = plan_frames(models, source, say)
+    settings = renderer.settings
     say(f"rendering {plan.count} frames at {settings.width}x{settings.height}, {settings.fps:g} fps, "
         f"{settings.mode} mode ({settings.sampler}, {settings.steps} steps, guided from step "
         f"{renderer.first_guided})" + (f" {farm.describe()}" if farm is not None else ""))
     keyframes = len(plan.track.times) if renderer.uses_keyframes else 0
     say(renderer.describe_frames(keyframes / source.duration if keyframes and source.duration > 0 else None))
     # the scene before any file is touched: a bad init image fails here (Ray workers prepare their own)
-    frames = FrameRenderer(renderer, prepare_scene(renderer, scene), plan) if farm is None else None
+    frame_renderer = FrameRenderer(renderer, prepare_scene(renderer, scene), plan) if farm is None else None
     with open_output(output, source, plan, settings, frames_dir, resume, manifest or {}, say, progress) as out:
         if farm is not None:
             farm.render(plan, out.todo, out.put)
             unet_calls = farm.unet_calls
         else:
             for a, b in out.todo:
-                for first, batch in frames.batches(a, b):
+                for first, batch in frame_renderer.batches(a, b):
                     out.put(first, batch)
-            unet_calls = frames.unet_calls
+            unet_calls = frame_renderer.unet_calls
     rendered = sum(b - a for a, b in out.todo)
     return RenderReport(output, plan.count, time.perf_counter() - started, unet_calls, rendered, keyframes)
 

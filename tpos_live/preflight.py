@@ -7,7 +7,6 @@ read. Each failure is a :class:`~tpos_live.errors.UserError` of one line; nothin
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from tpos_live.specs import CLAP_ENCODER
 
 # (what the input is, its path); None, or a name that is no local path (a hub id, 'tiny'), is skipped
 Input = tuple[str, "str | os.PathLike[str] | None"]
-FRAME_NAME = re.compile(r"frame_(\d{6})\.png")
 
 
 def refuse_output_on_inputs(output: Path, flag: str, inputs: Iterable[Input]) -> None:
@@ -107,8 +105,3 @@ def check_init_image(path: Path | None) -> None:
         open_image(path).close()
 
 
-def frames_of(folder: Path) -> dict[int, Path]:
-    """The ``frame_%06d.png`` files in ``folder`` by index (none when it is not a folder)."""
-    if not folder.is_dir():
-        return {}
-    return {int(match.group(1)): path for path in folder.iterdir() if (match := FRAME_NAME.fullmatch(path.name))}

@@ -24,7 +24,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tpos_live.audio.decode import Audio
 from tpos_live.audio.source_spec import SourceSpec, open_source
@@ -43,28 +42,34 @@ from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
+from tpos_live.offline import (
+    FramePlan,
+    FrameRenderer,
+    RenderReport,
+    cache_folder,
+    frame_times,
+    plan_frames,
+    prepare_scene,
+    render_track,
+)
 from tpos_live.preflight import (
     Input,
     check_conditioning,
     check_init_image,
     check_output_folder,
-    frames_of,
     model_inputs,
     refuse_output_on_inputs,
 )
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.specs import ConditioningSpec, SceneSpec
-from tpos_live.video.frames import FrameStore, refuse_frames_of_another_render, render_record
-
-if TYPE_CHECKING:
-    from tpos_live.offline import FramePlan, FrameRenderer
+from tpos_live.video.frames import FrameStore, frames_of, refuse_frames_of_another_render, render_record
 
 Say = Callable[[str], None]
 
 __all__ = [
     "BackendSpec", "ConditioningSpec", "ControlSpec", "LiveSession", "LiveSpec", "ModelSpec", "Models",
-    "OutputSpec", "RenderSpec", "SceneSpec", "SourceSpec", "load_frame_renderer", "load_models", "render",
-    "render_settings",
+    "OutputSpec", "RenderSpec", "SceneSpec", "SourceSpec", "WorkerFrameRenderers", "assemble_renderer",
+    "load_models", "render", "render_settings",
 ]
 
 
@@ -83,17 +88,25 @@ def render_settings(scene: SceneSpec, model: ModelSpec, stack: ModelStack | None
 
 @dataclass
 class Models:
-    """What a session renders with, loaded once: the stack, the backend, the settings and the audio
-    conditioning (with the text space it conditions)."""
+    """What a session renders with, loaded once: the stack, the backend, the settings, the renderer of the
+    three and the audio conditioning (with the text space it conditions).
+
+    ``renderer`` is built here unless :func:`load_models` built it already; a ``replace`` that changes the
+    stack, the settings or the backend builds a new one, so it never renders with what was swapped out.
+    """
 
     stack: ModelStack
     backend: Backend
     settings: RenderSettings
     provider: ConditionProvider
     text_space: TextSpace
+    renderer: TPoSRenderer | None = field(default=None, repr=False, compare=False)
 
-    def renderer(self) -> TPoSRenderer:
-        return TPoSRenderer(self.stack, self.settings, backend=self.backend)
+    def __post_init__(self) -> None:
+        made = self.renderer
+        if made is None or made.stack is not self.stack or made.backend is not self.backend \
+                or made.settings != self.settings:
+            self.renderer = TPoSRenderer(self.stack, self.settings, backend=self.backend)
 
     @property
     def random_weights(self) -> bool:
@@ -104,25 +117,36 @@ def load_models(model: ModelSpec, backend: BackendSpec, conditioning: Conditioni
                 say: Say = print, progress: bool = True) -> Models:
     """Load everything a render or a live session renders with, saying what runs.
 
+    1. the renderer (:func:`assemble_renderer`: the settings, the model stack, the backend);
+    2. the audio conditioning, refusing one whose width does not fit the model.
+    """
+    renderer = assemble_renderer(model, backend, scene, say, progress)
+    stack = renderer.stack
+    text_space = renderer.text_space()
+    provider = load_provider(conditioning.encoder, stack, text_space, say=say, concepts=conditioning.concepts,
+                             prompt_encoder=renderer.encode_prompt, progress=progress)
+    if stack.random_weights:
+        say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
+    return Models(stack, renderer.backend, renderer.settings, provider, text_space, renderer)
+
+
+def assemble_renderer(model: ModelSpec, backend: BackendSpec, scene: SceneSpec, say: Say = print,
+                      progress: bool = True) -> TPoSRenderer:
+    """The renderer of ``scene`` on ``model`` and ``backend``: the one model assembly, in this process and
+    in every Ray worker of a render.
+
     1. the settings (before any weights load, so that bad values fail at once);
-    2. the model stack, on its device;
+    2. the model stack, on its device (in paper mode with the full VAE, no TAESD fetched);
     3. the backend that runs its UNet and decoder (an unavailable one: UserError, or a warning and
        torch with ``allow_fallback``);
-    4. the audio conditioning, refusing one whose width does not fit the model.
+    4. the renderer, which refuses sizes and decoders the stack lacks.
     """
     settings = render_settings(scene, model)
     model = _paper_model(model, scene, settings, say)
     stack = load_stack(model, progress=progress)
     settings = render_settings(scene, model, stack)  # a model that is not an alias brings its own sampling
     say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
-    runs = make_backend(backend, stack, settings, say)
-    renderer = TPoSRenderer(stack, settings, backend=runs)  # refuses sizes and decoders the stack lacks
-    text_space = renderer.text_space()
-    provider = load_provider(conditioning.encoder, stack, text_space, say=say, concepts=conditioning.concepts,
-                             prompt_encoder=renderer.encode_prompt, progress=progress)
-    if stack.random_weights:
-        say(f"warning: model '{stack.name}' has RANDOM weights: frames show noise patterns, not images")
-    return Models(stack, runs, settings, provider, text_space)
+    return TPoSRenderer(stack, settings, backend=make_backend(backend, stack, settings, say))
 
 
 def _paper_model(model: ModelSpec, scene: SceneSpec, settings: RenderSettings, say: Say) -> ModelSpec:
@@ -194,28 +218,27 @@ class RenderSpec:
             raise ValueError("a Ray address needs --workers N: how many workers to start on that cluster")
 
 
-def render(spec: RenderSpec, say: Say = print, progress: bool = True):
-    """Render ``spec`` to its MP4; returns the :class:`~tpos_live.offline.RenderReport`.
+def render(spec: RenderSpec, say: Say = print, progress: bool = True) -> RenderReport:
+    """Render ``spec`` to its MP4.
 
     1. check every input and the output, decoding the sound (once: the render takes it from here), and,
        with workers, that Ray is there, before any weights load;
     2. load the models;
-    3. render the track (``tpos_live.offline``), here or on Ray workers (``tpos_live.distributed``).
+    3. plan the frames and render them (``tpos_live.offline``), here or on Ray workers
+       (``tpos_live.distributed``).
     """
-    from tpos_live.offline import render_track
-
     sound, manifest = check_render(spec)
     with _farm(spec, say) as farm:
         models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say, progress)
-        return render_track(models, sound, spec.output, spec.scene, frames_dir=spec.frames_dir, say=say,
-                            progress=progress, resume=spec.resume, manifest=manifest, farm=farm)
+        plan = plan_frames(models.settings, models.provider, models.text_space, sound, say)
+        return render_track(models.renderer, plan, sound, spec.output, spec.scene, frames_dir=spec.frames_dir,
+                            say=say, progress=progress, resume=spec.resume, manifest=manifest, farm=farm)
 
 
 def check_render(spec: RenderSpec) -> tuple[Audio, dict]:
     """Everything a render of ``spec`` reads and writes, checked before any weights load: the settings,
     the output (writable, not an input), the init image, the concept bank, the sound (decoded: at least
     one frame of it) and the frames an earlier render left. Returns the sound and the render's manifest."""
-    from tpos_live.offline import cache_folder, frame_times
     from tpos_live.video.writer import check_output_path
 
     settings = render_settings(spec.scene, spec.model)
@@ -294,7 +317,8 @@ def _farm(spec: RenderSpec, say: Say):
         return contextlib.nullcontext()
     from tpos_live.distributed import RayFarm
 
-    return RayFarm(spec, say)
+    workers = WorkerFrameRenderers(spec.model, spec.backend, spec.scene)
+    return RayFarm(workers, spec.workers, spec.ray_address, spec.model.device, say)
 
 
 def render_manifest(spec: RenderSpec, settings: RenderSettings) -> dict:
@@ -321,15 +345,25 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_frame_renderer(spec: RenderSpec, plan: FramePlan, say: Say = print, progress: bool = False) -> FrameRenderer:
-    """What a render worker renders with: the model stack and backend of ``spec`` (no audio conditioning:
-    ``plan`` holds the condition track) and the scene, prepared from the seed as every process prepares it."""
-    from tpos_live.offline import FrameRenderer, prepare_scene
+@dataclass(frozen=True)
+class WorkerFrameRenderers:
+    """Builds a render's frame renderer in a Ray worker (an :class:`~tpos_live.offline.FrameRendererFactory`):
+    the driver's model assembly (:func:`assemble_renderer`) on the worker's device, no audio conditioning
+    (the plan holds the condition track) and the scene, prepared from the seed as every process prepares it.
+    """
 
-    stack = load_stack(spec.model, progress=progress)
-    settings = render_settings(spec.scene, spec.model, stack)
-    renderer = TPoSRenderer(stack, settings, backend=make_backend(spec.backend, stack, settings, say))
-    return FrameRenderer(renderer, prepare_scene(renderer, spec.scene), plan)
+    model: ModelSpec
+    backend: BackendSpec
+    scene: SceneSpec
+
+    def __call__(self, plan: FramePlan, device: str) -> FrameRenderer:
+        renderer = assemble_renderer(replace(self.model, device=device), self.backend, self.scene,
+                                     say=_say_nothing, progress=False)
+        return FrameRenderer(renderer, prepare_scene(renderer, self.scene), plan)
+
+
+def _say_nothing(message: str) -> None:
+    """A worker's say: the driver has said what runs."""
 
 
 # ---- live ---------------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ from tpos_live.audio.ringbuffer import RingBuffer
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.worker import Stage
 
-STATES = ("stopped", "starting", "running", "lost", "finished")
-
 
 @runtime_checkable
 class AudioSource(Protocol):

@@ -21,7 +21,7 @@ import torch
 
 from tpos_live.backends.base import RunnerBackend
 from tpos_live.backends.engines import ArtefactKey, EngineStore, weights_hash
-from tpos_live.backends.specs import (
+from tpos_live.backends.network_specs import (
     Network,
     NetworkSpec,
     ShapeProfile,

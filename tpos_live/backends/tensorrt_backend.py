@@ -5,7 +5,7 @@ Written against the TensorRT 10 API and nothing older: named I/O tensors (``set_
 (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): the precision is the ONNX model's own (exported in
 float16 or bfloat16), not a builder flag, which is how TensorRT 11 requires it too.
 
-An engine has one optimisation profile, made from a :class:`~tpos_live.backends.specs.ShapeProfile`.
+An engine has one optimisation profile, made from a :class:`~tpos_live.backends.network_specs.ShapeProfile`.
 When the profile is static, the engine runs as a CUDA graph captured on first use (one launch per
 call instead of one per kernel). Builds share a timing cache per TensorRT version and GPU in
 ``engines/``, so a rebuild for another resolution reuses the kernel timings.
@@ -27,8 +27,7 @@ import torch
 
 from tpos_live.backends.base import RunnerBackend
 from tpos_live.backends.engines import ArtefactKey, EngineStore, weights_hash
-from tpos_live.backends.onnx_backend import OPSET, ensure_onnx
-from tpos_live.backends.specs import (
+from tpos_live.backends.network_specs import (
     PRECISIONS,
     Network,
     NetworkSpec,
@@ -37,6 +36,7 @@ from tpos_live.backends.specs import (
     taesd_decoder_network,
     unet_network,
 )
+from tpos_live.backends.onnx_backend import OPSET, ensure_onnx
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 

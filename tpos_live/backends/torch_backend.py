@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from tpos_live.backends.cuda_graphs import GraphedNetwork, GraphRuntime
-from tpos_live.backends.specs import DecodeModule, UNetModule
+from tpos_live.backends.network_specs import DecodeModule, UNetModule
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 

@@ -3,7 +3,8 @@
 A provider (the TPoS encoder, a zero-shot audio model, ...) turns audio into a :class:`ConditionTrack`:
 complete ``encoder_hidden_states`` for the UNet (77 tokens in the diffusion model's text space), one per
 moment of the audio, each with the weight (magnitude) of that moment. It learns what that text space
-looks like from a :class:`TextSpace`, which the diffusion side builds from its own text encoder.
+looks like from a :class:`TextSpace`, which the diffusion side builds from its own text encoder
+(``tpos_live.diffusion.text``).
 """
 
 from __future__ import annotations
@@ -14,45 +15,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from tpos_live.diffusion.text import TEXT_TOKENS, TextSpace
 from tpos_live.errors import UserError
 
-TEXT_TOKENS = 77  # CLIP's context length: every condition has this many token rows
-
-
-@dataclass(frozen=True)
-class TextSpace:
-    """What a provider needs from the diffusion model's text encoder.
-
-    Attributes:
-        empty: ``(77, D)`` text-encoder output for the empty prompt ``""``. Row 0 is the start token.
-        family: which text encoder made it, e.g. ``"clip-vit-l-14"`` (SD 1.x),
-            ``"openclip-vit-h-14"`` (SD 2.x / sd-turbo) or ``"tiny"`` (tests).
-    """
-
-    empty: torch.Tensor
-    family: str
-
-    def __post_init__(self) -> None:
-        if self.empty.ndim != 2 or self.empty.shape[0] != TEXT_TOKENS:
-            raise ValueError(f"empty must be ({TEXT_TOKENS}, D), got {tuple(self.empty.shape)}")
-        if not self.family:
-            raise ValueError("family must name the text encoder")
-
-    @property
-    def dim(self) -> int:
-        """Width D of the text space (768 for SD 1.x, 1024 for SD 2.x)."""
-        return int(self.empty.shape[-1])
-
-    def with_start_token(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(K, 76, D)`` audio tokens -> ``(K, 77, D)`` float32 conditions: the empty prompt's start
-        token, then the tokens (how TPoS places its MAP output). On ``empty``'s device."""
-        if tokens.ndim != 3 or tokens.shape[1:] != (TEXT_TOKENS - 1, self.dim):
-            raise ValueError(
-                f"expected tokens of shape (K, {TEXT_TOKENS - 1}, {self.dim}), got {tuple(tokens.shape)}"
-            )
-        start = self.empty[:1].to(torch.float32).expand(tokens.shape[0], 1, self.dim)
-        return torch.cat([start, tokens.to(device=self.empty.device, dtype=torch.float32)], dim=1)
-
+__all__ = ["TEXT_TOKENS", "ConditionProvider", "ConditionTrack", "TextSpace", "checked_mono"]
 
 @dataclass(frozen=True)
 class ConditionTrack:

@@ -49,8 +49,9 @@ from tpos_live.conditioning.tpos_encoder import (
     build_tpos_modules,
 )
 from tpos_live.errors import UserError
+from tpos_live.names import CLIP_L14_FAMILY
 
-OFFICIAL_TEXT_FAMILY = "clip-vit-l-14"  # SD 1.4
+OFFICIAL_TEXT_FAMILY = CLIP_L14_FAMILY  # SD 1.4
 OFFICIAL_SEGMENTS = 5
 UNUSED_WIDTH = 512  # width of the official T_A / T_A2 layers
 DATA_PARALLEL_PREFIX = "module."

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from tpos_live.conditioning.clap import DEFAULT_CLAP_MODEL, ClapConceptProvider,
 from tpos_live.conditioning.concepts import default_concepts, load_concepts
 from tpos_live.conditioning.tpos_encoder import TPoSConfig
 from tpos_live.diffusion.stack import ModelStack
+from tpos_live.diffusion.text import encode_prompt
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
 from tpos_live.paths import settings_folder
@@ -83,15 +85,7 @@ def load_provider(encoder: str | None, stack: ModelStack, text_space: TextSpace,
 
 def stack_prompt_encoder(stack: ModelStack) -> PromptEncoder:
     """prompt -> ``(1, 77, D)``: the stack's tokenizer and text encoder, as ``TPoSRenderer.encode_prompt``."""
-
-    @torch.inference_mode()
-    def encode(prompt: str) -> torch.Tensor:
-        tokenizer = stack.tokenizer
-        ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids
-        return stack.text_encoder(ids.to(stack.device))[0]
-
-    return encode
+    return partial(encode_prompt, stack)
 
 
 # --- default encoders ------------------------------------------------------------------------------

@@ -189,11 +189,6 @@ class StreamingConditioner:
         self._flushed = False
 
     @property
-    def received_samples(self) -> int:
-        """Samples pushed so far."""
-        return self._received
-
-    @property
     def cached_segments(self) -> int:
         """Segments whose features are held for later windows."""
         return len(self._features)

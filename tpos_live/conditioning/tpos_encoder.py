@@ -42,6 +42,7 @@ from tpos_live.audio.spectrogram import SpectrogramConfig, segment_map, segment_
 from tpos_live.conditioning.base import TEXT_TOKENS, ConditionTrack, TextSpace, checked_mono
 from tpos_live.conditioning.resnet import ResNet18
 from tpos_live.errors import UserError
+from tpos_live.names import CLIP_L14_FAMILY
 
 MAP_HIDDEN_MULT = 10  # official: (77 - 1) // 7 = 10 times the width in the hidden layer
 
@@ -69,7 +70,7 @@ class TPoSConfig:
     map_tokens: int = TEXT_TOKENS - 1
     segments: int = 5
     spectrogram: SpectrogramConfig = field(default_factory=_default_spectrogram)
-    text_family: str = "clip-vit-l-14"
+    text_family: str = CLIP_L14_FAMILY
     hop_seconds: float | None = None
 
     def __post_init__(self) -> None:

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tpos_live.names import CLIP_L14_FAMILY, OPENCLIP_H14_FAMILY, TINY_FAMILY
+
 # --- Stable Diffusion 1.x --------------------------------------------------------------------------
 
 SD15_UNET: dict[str, Any] = {
@@ -302,7 +304,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         vae=SD_VAE,
         taesd=TAESD,
         scheduler=SD15_SCHEDULER,
-        text_family="clip-vit-l-14",
+        text_family=CLIP_L14_FAMILY,
         tokenizer_repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
     ),
     "sd-turbo": Architecture(
@@ -312,7 +314,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         vae=SD_VAE,
         taesd=TAESD,
         scheduler=SD_TURBO_SCHEDULER,
-        text_family="openclip-vit-h-14",
+        text_family=OPENCLIP_H14_FAMILY,
         tokenizer_repo="stabilityai/sd-turbo",
     ),
     "tiny": Architecture(
@@ -322,7 +324,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         vae=TINY_VAE,
         taesd=TINY_TAESD,
         scheduler=SD15_SCHEDULER,
-        text_family="tiny",
+        text_family=TINY_FAMILY,
         tokenizer_repo=None,
     ),
 }

@@ -15,6 +15,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from tpos_live.diffusion.hub import progress_bars
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError, first_line
+from tpos_live.names import CLIP_L14_FAMILY, OPENCLIP_H14_FAMILY
 
 METADATA_FILE = "tpos_live.json"  # our own facts about a saved stack (defaults, random weights)
 
@@ -102,7 +103,7 @@ def _read_scheduler_config(folder: Path) -> dict[str, Any]:
 
 
 def _text_family(text_encoder: CLIPTextModel, source: Path) -> str:
-    families = {768: "clip-vit-l-14", 1024: "openclip-vit-h-14"}
+    families = {768: CLIP_L14_FAMILY, 1024: OPENCLIP_H14_FAMILY}
     width = text_encoder.config.hidden_size
     if width not in families:
         raise UserError(

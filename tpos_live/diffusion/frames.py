@@ -5,7 +5,7 @@
     ...                                         # render the next frame meanwhile
     frames, finite = pending.result()           # (B, H, W, 3) uint8, C-contiguous; False: NaN/Inf
 
-A backend that gives a completion fence (``backends/base.py``: :func:`completion_fence`) passes it
+A backend that gives a completion fence (``diffusion/backend.py``: :func:`completion_fence`) passes it
 to :meth:`FrameDownload.start`; :meth:`PendingFrames.result` waits on it before it converts (CPU) or
 hands out (CUDA) the frames. Without one (every real backend here) nothing changes.
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from tpos_live.backends.base import Fence
+    from tpos_live.diffusion.backend import Fence
 
 
 class PendingFrames:

@@ -14,30 +14,9 @@ Where the paper, the official code and diffusers' SemanticStableDiffusionPipelin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class GuidanceParams:
-    """The knobs of equations (6) and (7)."""
-
-    text_scale: float  # g: classifier-free guidance of the prompt (1: the text branch alone; >= 1, config.py)
-    audio_scale: float  # g_s: strength of the audio semantic guidance
-    threshold: float  # q: quantile below which edit entries are dropped
-    momentum_scale: float  # sigma_m
-    momentum_beta: float  # beta of the momentum's moving average
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
-        if not 0.0 <= self.momentum_scale <= 1.0:
-            raise ValueError(f"momentum scale must be in [0, 1], got {self.momentum_scale}")
-        if not 0.0 <= self.momentum_beta < 1.0:
-            raise ValueError(f"momentum beta must be in [0, 1), got {self.momentum_beta}")
-        if self.text_scale < 0 or self.audio_scale < 0:
-            raise ValueError("guidance scales must be >= 0")
+from tpos_live.config import GuidanceParams
 
 
 def quantile_mask(edit: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -56,9 +56,10 @@ def load_stack(spec: ModelSpec, progress: bool = True) -> ModelStack:
             fuse_lora(stack, spec.lora, spec.lora_scale, progress)
         attach_taesd(stack, spec.taesd, source, progress)
     if alias is not None:
-        stack.default_steps, stack.default_guidance = alias.default_steps, alias.default_guidance
+        stack.default_steps, stack.default_guidance = alias.sampling.steps, alias.sampling.guidance
     elif stack.default_steps < 1:  # the files record no sampling (a folder's metadata may hold other facts)
-        stack.default_steps, stack.default_guidance = suggested_sampling(stack, spec.lora)
+        sampling = suggested_sampling(stack, spec.lora)
+        stack.default_steps, stack.default_guidance = sampling.steps, sampling.guidance
     return _place(stack, device, DTYPES[dtype])
 
 

@@ -7,10 +7,32 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tpos_live.names import DEVICE_NAMES_HELP, DEVICE_PATTERN, DTYPE_NAMES
+from tpos_live.config import PAPER_PRESET
+from tpos_live.names import DEVICE_NAMES_HELP, DEVICE_PATTERN, DTYPE_NAMES, TINY_FAMILY
 
 if TYPE_CHECKING:
     from tpos_live.diffusion.stack import ModelStack
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The fast-mode sampling that suits a kind of model: steps, text guidance g, and the sampler (None: the
+    mode's, lcm)."""
+
+    steps: int
+    guidance: float
+    sampler: str | None = None
+
+
+# Text guidance g of equation (6) is at least 1 (tpos_live.config.MIN_TEXT_GUIDANCE): for the distilled
+# models, whose own pipelines run without classifier-free guidance (diffusers' guidance_scale 0 or 1), g = 1
+# is that: the text branch alone, eps(z, c_text). The null branch is still computed for the audio edit.
+# A model run with classifier-free guidance is not distilled: LCM's few steps do not suit it; PLMS, as the
+# official code samples plain SD. The aliases and the models known only by their files take theirs from here.
+LATENT_CONSISTENCY = Sampling(steps=4, guidance=1.0)  # few steps, guidance distilled in
+ADVERSARIAL = Sampling(steps=1, guidance=1.0)  # turbo: one step, the text branch alone
+PLAIN_SD = Sampling(PAPER_PRESET.steps, PAPER_PRESET.text_guidance, PAPER_PRESET.sampler)  # as in the paper
+TINY_SAMPLING = LATENT_CONSISTENCY  # the tiny stack stands in for sd15-lcm
 
 
 @dataclass(frozen=True)
@@ -20,49 +42,23 @@ class Alias:
     model: str
     lora: str | None
     taesd: str | None
-    default_steps: int
-    default_guidance: float
-    default_sampler: str | None = None  # None: the mode's (fast: lcm)
+    sampling: Sampling
 
 
-# A model run with classifier-free guidance is not distilled: LCM's few steps do not suit it; PLMS, as the
-# official code samples plain SD.
-NOT_DISTILLED_SAMPLER = "plms"
-
-# Text guidance g of equation (6) is at least 1 (tpos_live.config.MIN_TEXT_GUIDANCE): for the distilled
-# models, whose own pipelines run without classifier-free guidance (diffusers' guidance_scale 0 or 1), g = 1
-# is that: the text branch alone, eps(z, c_text). The null branch is still computed for the audio edit.
 ALIASES: dict[str, Alias] = {
     "sd15-lcm": Alias(
         model="stable-diffusion-v1-5/stable-diffusion-v1-5",
         lora="latent-consistency/lcm-lora-sdv1-5",
         taesd="madebyollin/taesd",
-        default_steps=4,
-        default_guidance=1.0,
+        sampling=LATENT_CONSISTENCY,
     ),
-    "sd-turbo": Alias(
-        model="stabilityai/sd-turbo",
-        lora=None,
-        taesd="madebyollin/taesd",
-        default_steps=1,
-        default_guidance=1.0,
-    ),
+    "sd-turbo": Alias(model="stabilityai/sd-turbo", lora=None, taesd="madebyollin/taesd", sampling=ADVERSARIAL),
     # The official TPoS code's model: plain SD v1.4 (no distillation), paper mode's default.
-    "sd14": Alias(
-        model="CompVis/stable-diffusion-v1-4",
-        lora=None,
-        taesd="madebyollin/taesd",
-        default_steps=50,
-        default_guidance=7.5,
-        default_sampler=NOT_DISTILLED_SAMPLER,
-    ),
+    "sd14": Alias(model="CompVis/stable-diffusion-v1-4", lora=None, taesd="madebyollin/taesd", sampling=PLAIN_SD),
 }
 FAST_DEFAULT_MODEL = "sd15-lcm"
 PAPER_DEFAULT_MODEL = "sd14"
-
-
 TINY_ALIAS = "tiny"
-TINY_DEFAULTS = (4, 1.0)  # steps, text guidance: the tiny stack stands in for sd15-lcm
 
 
 @dataclass(frozen=True)
@@ -104,8 +100,8 @@ def fast_defaults(model: str, stack: ModelStack | None = None) -> dict[str, int 
 
     Where they come from, in this order (paper mode takes none of them: its preset is the paper's):
 
-    1. ``tiny``: :data:`TINY_DEFAULTS`, every step guided;
-    2. an alias: its :class:`Alias` fields (the README lists them), known before loading;
+    1. ``tiny``: :data:`TINY_SAMPLING`;
+    2. an alias: its :class:`Sampling` (the README lists them), known before loading;
     3. any other model, once ``stack`` is loaded: ``ModelStack.default_steps`` / ``default_guidance``, which
        a folder saved by tpos-live records and :func:`suggested_sampling` fills in otherwise. A model run
        with classifier-free guidance (g > 1) is not distilled, so it gets PLMS, as ``sd14``.
@@ -115,13 +111,13 @@ def fast_defaults(model: str, stack: ModelStack | None = None) -> dict[str, int 
     if model == TINY_ALIAS:
         # One guided step, as the real fast models, so that frames come from keyframes (exact there). On
         # random weights it barely moves a frame (~0.1 of a level): --delta-step 0 shows the audio more.
-        return {"steps": TINY_DEFAULTS[0], "text_guidance": TINY_DEFAULTS[1]}
+        return {"steps": TINY_SAMPLING.steps, "text_guidance": TINY_SAMPLING.guidance}
     alias = ALIASES.get(model)
     if alias is not None:
-        steps, guidance, sampler = alias.default_steps, alias.default_guidance, alias.default_sampler
+        steps, guidance, sampler = alias.sampling.steps, alias.sampling.guidance, alias.sampling.sampler
     elif stack is not None:
         steps, guidance = stack.default_steps, stack.default_guidance
-        sampler = NOT_DISTILLED_SAMPLER if guidance > 1.0 else None
+        sampler = PLAIN_SD.sampler if guidance > 1.0 else None
     else:
         return {}
     defaults: dict[str, int | float | str] = {"steps": steps, "text_guidance": guidance}
@@ -130,16 +126,16 @@ def fast_defaults(model: str, stack: ModelStack | None = None) -> dict[str, int 
     return defaults
 
 
-def suggested_sampling(stack: ModelStack, lora: str | None) -> tuple[int, float]:
-    """Steps and text guidance that suit a model we know only by its files and name: what its name or
-    scheduler says of its distillation first (a tiny test model can be marked distilled too)."""
+def suggested_sampling(stack: ModelStack, lora: str | None) -> Sampling:
+    """The sampling that suits a model we know only by its files and name: what its name or scheduler says
+    of its distillation first (a tiny test model can be marked distilled too)."""
     if "lcm" in (lora or "").lower() or stack.scheduler_config.get("_class_name") == "LCMScheduler":
-        return 4, 1.0  # latent consistency: few steps, guidance distilled in
+        return LATENT_CONSISTENCY
     if "turbo" in stack.name.lower():
-        return 1, 1.0  # adversarial distillation: one step, the text branch alone (no classifier-free guidance)
-    if stack.text_family == "tiny":
-        return TINY_DEFAULTS
-    return 50, 7.5  # plain SD, as in the paper
+        return ADVERSARIAL
+    if stack.text_family == TINY_FAMILY:
+        return TINY_SAMPLING
+    return PLAIN_SD
 
 
 def default_model(mode: str) -> str:

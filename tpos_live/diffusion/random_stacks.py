@@ -21,7 +21,7 @@ from tpos_live.diffusion.architectures import (
     tiny_vocab_and_merges,
 )
 from tpos_live.diffusion.folders import METADATA_FILE, read_metadata, save_stack, write_json
-from tpos_live.diffusion.models import TINY_DEFAULTS
+from tpos_live.diffusion.models import TINY_SAMPLING
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.paths import cache_folder
 
@@ -30,8 +30,8 @@ TINY_SEED = 0
 
 def build_tiny_stack(seed: int = 0) -> ModelStack:
     """The tiny stack: the classes of SD 1.x at toy sizes, random weights (fixed by ``seed``)."""
-    steps, guidance = TINY_DEFAULTS
-    stack = _build_random(ARCHITECTURES["tiny"], seed, default_steps=steps, default_guidance=guidance)
+    stack = _build_random(ARCHITECTURES["tiny"], seed, default_steps=TINY_SAMPLING.steps,
+                          default_guidance=TINY_SAMPLING.guidance)
     _make_visibly_responsive(stack)
     return stack
 

@@ -1,8 +1,8 @@
 """The TPoS frame renderer: a prepared scene plus per-frame audio conditions in, RGB frames out.
 
-A :class:`Scene` holds everything that is the same for every frame of a prompt and seed (design
-notes §3): z^T, the step noise, c_text and c_null, z^delta after the text-only steps, and the first
-guided step's text and null predictions. Rendering a batch of frames then costs one batched UNet
+A :class:`Scene` holds everything that is the same for every frame of a prompt and seed
+(docs/design.md, "Real-time design"): z^T, the step noise, c_text and c_null, z^delta after the text-only
+steps, and the first guided step's text and null predictions. Rendering a batch of frames then costs one batched UNet
 call per guided step and none for the cached steps.
 
 Keyframes. With one guided step a frame's final latent is affine in its audio guidance s (g_s times
@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from tpos_live.backends.base import completion_fence
-from tpos_live.conditioning.base import TextSpace
 from tpos_live.config import RenderSettings
+from tpos_live.diffusion.backend import completion_fence
 from tpos_live.diffusion.frames import FrameDownload
 from tpos_live.diffusion.guidance import audio_guided, joint_guided, text_guided
 from tpos_live.diffusion.samplers import (
@@ -44,11 +43,12 @@ from tpos_live.diffusion.samplers import (
     sample_plms,
 )
 from tpos_live.diffusion.stack import ModelStack
+from tpos_live.diffusion.text import TextSpace, encode_prompt, text_space_of
 from tpos_live.diffusion.uploads import upload
 from tpos_live.errors import UserError
 
 if TYPE_CHECKING:
-    from tpos_live.backends.base import Backend
+    from tpos_live.diffusion.backend import Backend
 
 
 @dataclass(frozen=True)
@@ -112,19 +112,13 @@ class TPoSRenderer:
 
     # ---- public -------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def text_space(self) -> TextSpace:
         """The empty prompt's encoding, which audio providers need to build conditions."""
-        return TextSpace(empty=self.encode_prompt("")[0].float().cpu(), family=self.stack.text_family)
+        return text_space_of(self.stack)
 
-    @torch.inference_mode()
     def encode_prompt(self, text: str) -> torch.Tensor:
         """Text-encoder output (1, 77, D) in the UNet's dtype."""
-        tokenizer = self.stack.tokenizer
-        ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
-        hidden = self.stack.text_encoder(ids.to(self.stack.device))[0]
-        return hidden.to(self.stack.unet.dtype)
+        return encode_prompt(self.stack, text)
 
     @torch.inference_mode()
     def prepare_scene(self, prompt: str, negative_prompt: str = "", seed: int | None = None,

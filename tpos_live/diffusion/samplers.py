@@ -3,7 +3,8 @@
 Each sampler runs the steps ``start <= i < stop`` of a :class:`Schedule` and calls ``model(x, i)``
 for the (already guided) model output at step ``i``. Noise that a sampler injects comes in as an
 argument, so every frame of a video can see the same noise: with fixed z^T *and* fixed step noise,
-the text-only steps give the same z^delta for every frame and can be computed once (design notes §3).
+the text-only steps give the same z^delta for every frame and can be computed once
+(docs/design.md, "Real-time design").
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from tpos_live.diffusion.hub import hub_snapshot
 from tpos_live.diffusion.random_stacks import tiny_tokenizer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError, first_line
+from tpos_live.names import TINY_FAMILY
 
 _LDM_UNET = "model.diffusion_model."
 TOKENIZER_FILES = ("tokenizer/*",)
@@ -101,7 +102,7 @@ def load_single_file(path: Path, progress: bool) -> ModelStack:
         taesd=None,
         scheduler_config=dict(arch.scheduler),
         name=path.name,
-        random_weights=arch.text_family == "tiny",
+        random_weights=arch.text_family == TINY_FAMILY,
         text_family=arch.text_family,
         default_steps=0,  # load_stack suggests
         default_guidance=0.0,

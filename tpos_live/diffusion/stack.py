@@ -26,7 +26,7 @@ class ModelStack:
     scheduler_config: dict[str, Any]  # the model's own (pass to a scheduler class's from_config)
     name: str  # what was loaded, for messages
     random_weights: bool  # tiny / random stacks: pictures mean nothing
-    text_family: str  # "clip-vit-l-14" (SD 1.x), "openclip-vit-h-14" (SD 2.x, sd-turbo) or "tiny"
+    text_family: str  # one of tpos_live.names.TEXT_FAMILIES
     default_steps: int
     default_guidance: float
 

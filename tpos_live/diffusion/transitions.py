@@ -16,8 +16,8 @@ from dataclasses import replace
 
 import torch
 
-from tpos_live.conditioning.interpolate import slerp
 from tpos_live.diffusion.renderer import Scene
+from tpos_live.diffusion.slerp import slerp
 from tpos_live.diffusion.uploads import upload
 
 

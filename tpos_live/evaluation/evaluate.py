@@ -20,7 +20,7 @@ from tpos_live.errors import UserError
 from tpos_live.evaluation import signals
 from tpos_live.evaluation.reader import VideoInfo, iter_frames, small_grey, video_info
 from tpos_live.fileio import write_text_atomically
-from tpos_live.names import DEFAULT_METRICS, METRICS
+from tpos_live.names import CLIP_L14_FAMILY, DEFAULT_METRICS, METRICS
 from tpos_live.preflight import check_conditioning
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class _Networks:
                                       segment_frames=24)
             return random_tpos(TPoSConfig(embed_dim=width, spectrogram=small, text_family="random"), seed=0,
                                device=self.device)
-        path = spec.encoder or default_encoder("clip-vit-l-14")
+        path = spec.encoder or default_encoder(CLIP_L14_FAMILY)
         if path is None:
             raise UserError("clip-audio needs a TPoS encoder aligned to CLIP ViT-L/14: pass --encoder "
                             "FILE.safetensors, or set a default with `tpos-live import-tpos` or train-encoder")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +24,8 @@ from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
 
 MANIFEST = ".tpos-live-render.json"
+FRAME_FILE = "frame_{:06d}.png"  # frame i's file in a frames folder
+FRAME_NAME = re.compile(r"frame_(\d{6})\.png")  # the names FRAME_FILE gives, the index captured
 PIL_DEFAULT_COMPRESSION = 6  # what PIL writes without options: --frames PNGs stay byte for byte as before
 
 
@@ -48,7 +51,7 @@ class FrameStore:
                             "choose another path") from error
 
     def path(self, index: int) -> Path:
-        return self.folder / f"frame_{index:06d}.png"
+        return self.folder / FRAME_FILE.format(index)
 
     def save(self, index: int, frame: np.ndarray) -> None:
         """Write frame ``index`` (uint8 RGB, H x W x 3) whole or not at all."""
@@ -102,6 +105,13 @@ class FrameStore:
             self.folder.rmdir()
 
 
+def frames_of(folder: Path) -> dict[int, Path]:
+    """The frame files (:data:`FRAME_NAME`) in ``folder`` by index (none when it is not a folder)."""
+    if not folder.is_dir():
+        return {}
+    return {int(match.group(1)): path for path in folder.iterdir() if (match := FRAME_NAME.fullmatch(path.name))}
+
+
 def render_record(manifest: Mapping[str, Any], count: int) -> dict[str, Any]:
     """What a render of ``count`` frames records in its frames folder: ``manifest`` as JSON reads it back."""
     return json.loads(json.dumps({**manifest, "frames": count}, default=str, sort_keys=True))
@@ -112,7 +122,7 @@ def refuse_frames_of_another_render(folder: Path, record: Mapping[str, Any], cou
     own: frames without a record of what rendered them, or a record that differs."""
     found = FrameStore.read_manifest_in(folder)
     if found is None:
-        if any((folder / f"frame_{index:06d}.png").exists() for index in range(count)):
+        if any((folder / FRAME_FILE.format(index)).exists() for index in range(count)):
             raise UserError(f"'{folder}' holds frames but no record of what rendered them: remove them "
                             "or render without --resume")
         return

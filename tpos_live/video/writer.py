@@ -14,7 +14,6 @@ from pathlib import Path
 import av
 import numpy as np
 from av.audio.fifo import AudioFifo
-from PIL import Image
 
 from tpos_live.errors import UserError
 
@@ -30,8 +29,10 @@ AUDIO_BITRATE = 192_000
 # accumulate. A fragmented one writes a small index with each fragment (one per keyframe) instead;
 # delay_moov writes its header after the first fragment, when the AAC priming is known and can be cut by an
 # edit list (else the sound plays 23 ms late).
-STANDARD_MOVFLAGS = "+faststart"
-FRAGMENTED_MOVFLAGS = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
+MP4_LAYOUTS = {  # the movflags of each layout
+    "standard": "+faststart",
+    "fragmented": "+frag_keyframe+empty_moov+delay_moov+default_base_moof",
+}
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
 
@@ -63,7 +64,6 @@ class VideoWriter:
         audio_sample_rate: rate of the samples given to ``write_audio``; None writes a video-only file.
         audio_channels: 1 or 2.
         crf: x264 constant rate factor, 0 (lossless) to 51; 18 is visually transparent.
-        frames_dir: also save each frame there as ``frame_000000.png`` (the folder is created).
         fragmented: write a fragmented mp4 (an index per fragment, flushed as it goes), so memory stays
             flat however long the recording; the default is a standard mp4 with its index up front.
     """
@@ -77,7 +77,6 @@ class VideoWriter:
         audio_sample_rate: int | None = None,
         audio_channels: int = 2,
         crf: int = 18,
-        frames_dir: str | Path | None = None,
         fragmented: bool = False,
     ) -> None:
         _validate_settings(fps, width, height, audio_sample_rate, audio_channels, crf)
@@ -86,14 +85,13 @@ class VideoWriter:
         self.width, self.height = width, height
         self.audio_sample_rate = audio_sample_rate
         self.audio_channels = audio_channels
-        self.frames_dir = _make_frames_dir(frames_dir) if frames_dir is not None else None
         self.frames_written = 0
         self._partial_path = self.path.with_name(f".{self.path.stem}.part{self.path.suffix or '.mp4'}")
         self._audio_encoded = 0  # samples per channel handed to the encoder so far
         self._fifo = AudioFifo()
         self._finished = False
 
-        movflags = FRAGMENTED_MOVFLAGS if fragmented else STANDARD_MOVFLAGS
+        movflags = MP4_LAYOUTS["fragmented" if fragmented else "standard"]
         try:
             self._container = av.open(str(self._partial_path), "w", format="mp4", options={"movflags": movflags})
         except (av.FFmpegError, OSError) as error:
@@ -134,8 +132,6 @@ class VideoWriter:
                 f"frame must be uint8 of shape ({self.height}, {self.width}, 3), "
                 f"got {frame.dtype} {frame.shape}"
             )
-        if self.frames_dir is not None:
-            _save_png(frame, self.frames_dir / f"frame_{self.frames_written:06d}.png")
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts = self.frames_written  # in units of 1 / fps
         self._container.mux(self._video.encode(video_frame))
@@ -242,20 +238,3 @@ def _validate_settings(
     if not 0 <= crf <= 51:
         raise ValueError(f"crf must be in [0, 51], got {crf}")
 
-
-def _make_frames_dir(frames_dir: str | Path) -> Path:
-    frames_dir = Path(frames_dir)
-    try:
-        frames_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(
-            f"cannot create frames folder '{frames_dir}' ({error.strerror}): choose another path"
-        ) from error
-    return frames_dir
-
-
-def _save_png(frame: np.ndarray, path: Path) -> None:
-    """Write a PNG under a temporary name and rename it, so a reader never sees half a file."""
-    partial = path.with_name(f".{path.name}.part")
-    Image.fromarray(frame).save(partial, format="PNG")
-    os.replace(partial, path)

@@ -20,7 +20,6 @@ The networks (what each one's :class:`Network` module computes, positional input
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,13 +33,13 @@ from tpos_live.conditioning.tpos_encoder import (
     condition_vectors,
 )
 from tpos_live.diffusion.stack import ModelStack
+from tpos_live.diffusion.text import TEXT_TOKENS
 
 PRECISIONS: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-TEXT_TOKENS = 77
 
 
 @dataclass(frozen=True)
@@ -111,10 +110,6 @@ class ShapeProfile:
     def static(cls, values: Mapping[str, int]) -> ShapeProfile:
         """A profile of one shape."""
         return cls(dict(values), dict(values), dict(values))
-
-    @property
-    def is_static(self) -> bool:
-        return dict(self.min) == dict(self.max)
 
     def key(self) -> str:
         """A canonical text for manifests: ``batch=1:2:4,height=32,...``."""
@@ -398,7 +393,3 @@ def audio_profiles(max_segments: int = 32, max_windows: int = 32) -> dict[str, S
         "audio_segment": ShapeProfile({"segments": 1}, {"segments": 1}, {"segments": max_segments}),
         "audio_window": ShapeProfile({"windows": 1}, {"windows": 1}, {"windows": max_windows}),
     }
-
-
-def parameter_count(network: Network) -> int:
-    return sum(math.prod(p.shape) for p in network.module.parameters())

@@ -91,7 +91,7 @@ def add_prompt_option(group, help_text: str, required: bool = False, default: st
 
 
 def add_frame_options(group, fps_help: str) -> None:
-    """--size, --fps, --batch, --frame-path (``fps_help``: see :func:`with_fps_default`)."""
+    """--size, --fps, --batch, --frame-path (``fps_help`` says what --fps is to the command, and its default)."""
     group.add_argument("--size", type=parse_size, metavar="WxH",
                        help=f"frame size (default {fast('width')}x{fast('height')})")
     group.add_argument("--fps", type=float, help=fps_help)
@@ -104,12 +104,6 @@ def add_frame_options(group, fps_help: str) -> None:
                             "is exact (one guided step, fast mode's default), else each frame rendered; "
                             "keyframes: also with several guided steps, linearised in g_s (exact at each "
                             "keyframe); per-frame: the UNet runs for every frame")
-
-
-def with_fps_default(what: str) -> str:
-    """--fps's help: ``what`` the frame rate is to the command ("frames per second", "frame-rate cap"), with the
-    default it takes."""
-    return f"{what} (default {fast('fps')})"
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -312,9 +306,8 @@ def source_spec(args: argparse.Namespace, gain_db: float | None = None) -> Sourc
                    args.play_to, args.loop, **latency)
 
 
-def add_live_timing_options(group, crossfade_default: float | None = LiveSettings.crossfade_seconds,
-                            crossfade_help: str = "seconds a new scene fades in (%(default)s)") -> None:
-    """--hop and --crossfade (``crossfade_default`` None: the caller fills it in, see :func:`live_settings`)."""
+def add_live_timing_options(group, crossfade_default: float | None, crossfade_help: str) -> None:
+    """--hop and --crossfade (``crossfade_default`` None: LiveSettings' or the caller's, see :func:`live_settings`)."""
     group.add_argument("--hop", type=float, default=LiveSettings.hop_seconds,
                        help="seconds between encoder updates (%(default)s)")
     group.add_argument("--crossfade", type=float, default=crossfade_default, help=crossfade_help)

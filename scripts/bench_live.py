@@ -224,8 +224,8 @@ def run_path(stack, settings: RenderSettings, provider, args: argparse.Namespace
 
 
 def compare(paths: dict) -> dict:
-    """Keyframes against per-frame, where both ran: fps ratio and latency p50 difference (the issue's
-    target: fps at least 6x, latency p50 no worse)."""
+    """Keyframes against per-frame, where both ran: fps ratio and latency p50 difference (the
+    keyframe path's target: fps at least 6x, latency p50 no worse)."""
     keyframes, per_frame = paths.get("keyframes"), paths.get("per-frame")
     if keyframes is None or per_frame is None:
         return {}

@@ -44,16 +44,16 @@ from bench_timing import StageClock, Stopwatch, matmul_peak, parse_device, synch
 
 PROMPT = "a photo of a beautiful beach with a blue sky"
 SECOND_PROMPT = "a forest at night, lanterns"
-GRAPHS_BACKEND = "torch-cuda-graphs"  # helper "hot"'s backend (issue 12 item 3), where this checkout has it
+GRAPHS_BACKEND = "torch-cuda-graphs"  # the CUDA-graphs torch backend, timed where this checkout has it
 PACKAGES = ("diffusers", "transformers", "safetensors", "huggingface_hub", "tokenizers", "av", "numpy",
             "pillow", "tqdm", "tensorrt")
 PARITY_TOLERANCE = {"float16": 0.1, "bfloat16": 0.3}
-GOALS = {  # issue 12: the numbers the verdicts compare with
+GOALS = {  # the project's speed goals on a GPU: the numbers the verdicts compare with
     "throughput_fps": 200.0,  # at 512x512, any batch
     "live_fps": 60.0,  # delivered at batch 1 (a 2% tolerance for the frame clock's rounding)
     "live_latency_ms": 50.0,  # audio-to-frame, median of fresh frames
     "overhead_ms_per_frame": 2.0,  # frame time outside the UNet and decoder kernels, batch 1
-    "keyframes_fps": 240.0,  # displayed on the keyframe path at 512x512 (issue 21)
+    "keyframes_fps": 240.0,  # displayed on the keyframe path at 512x512 (docs/design.md, "Keyframes")
 }
 
 
@@ -170,7 +170,7 @@ def graphs_backend_reason(stack) -> str | None:
     from tpos_live.names import BACKENDS
 
     if GRAPHS_BACKEND not in BACKENDS:
-        return f"not present: this checkout has no '{GRAPHS_BACKEND}' backend (issue 12 item 3)"
+        return f"not present: this checkout has no '{GRAPHS_BACKEND}' backend (CUDA graphs of the UNet and decoder)"
     return unavailable_reason(GRAPHS_BACKEND, stack)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 12): one command on a GPU machine with no network, or a CPU smoke run.
+# The prepared GPU check (the speed and latency goals of fast mode on a GPU): one command on a GPU machine with no network, or a CPU smoke run.
 #
 #   scripts/gpu_check.sh --fetch-wheels       here (network): download the wheels the GPU machine lacks
 #                                             into gpu_wheels/ (git-ignored; carry it), fail over 64 MiB

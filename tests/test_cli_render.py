@@ -232,7 +232,7 @@ def test_unavailable_backend_is_an_error_or_a_named_fallback(tmp_path, capsys):
     assert "using 'torch' instead" in capsys.readouterr().err
 
 
-# ---- the prompt always counts; paper mode is the paper (issue 13) ----------------------------------------
+# ---- the prompt always counts; paper mode is the paper ----------------------------------------------------
 
 
 @pytest.mark.parametrize("extra", [[], ["--guidance", "1"], ["--guidance", "4"],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tpos_live.audio.source_spec import SourceSpec
 from tpos_live.backends.spec import BackendSpec
+from tpos_live.config import FAST_PRESET, IMG2IMG_PRESETS, MIN_TEXT_GUIDANCE, PAPER_PRESET
 from tpos_live.control.spec import QUANTISE_CHOICES, TEMPO_CHOICES, ControlSpec, OutputSpec
 from tpos_live.diffusion.models import ALIASES, FAST_DEFAULT_MODEL, PAPER_DEFAULT_MODEL, ModelSpec, default_model
 from tpos_live.errors import UserError
@@ -21,7 +22,6 @@ from tpos_live.names import (
     DEVICE_NAMES_HELP,
     DTYPE_NAMES,
     FRAME_PATHS,
-    IMG2IMG_PRESETS,
     LATENCIES,
     SAMPLERS,
     WINDOWS,
@@ -37,6 +37,20 @@ RENDER_SETTING_FLAGS = (
     "momentum_beta", "delta_timestep", "delta_step", "envelope_depth", "attack_seconds", "release_seconds",
     "decoder", "batch_frames", "windows", "condition_scale", "strength", "edit_scale", "frames",
 )
+
+
+def fast(setting: str) -> str:
+    """A render setting's fast-mode default as a help text shows it (24.0 as 24)."""
+    return shown(getattr(FAST_PRESET, setting))
+
+
+def paper(setting: str) -> str:
+    """A render setting's paper-mode default as a help text shows it."""
+    return shown(getattr(PAPER_PRESET, setting))
+
+
+def shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def checked(make, *args, **kwargs):
@@ -77,65 +91,86 @@ def add_prompt_option(group, help_text: str, required: bool = False, default: st
 
 
 def add_frame_options(group, fps_help: str) -> None:
-    """--size, --fps, --batch, --frame-path."""
-    group.add_argument("--size", type=parse_size, metavar="WxH", help="frame size (default 512x512)")
+    """--size, --fps, --batch, --frame-path (``fps_help`` says what --fps is to the command, and its default)."""
+    group.add_argument("--size", type=parse_size, metavar="WxH",
+                       help=f"frame size (default {fast('width')}x{fast('height')})")
     group.add_argument("--fps", type=float, help=fps_help)
     group.add_argument("--batch", type=int, dest="batch_frames", metavar="N",
-                       help="frames rendered per batch (default 1)")
+                       help=f"frames rendered per batch (default {fast('batch_frames')})")
+    conditions_per_second = shown(1 / LiveSettings.hop_seconds)
     group.add_argument("--frame-path", choices=FRAME_PATHS, dest="frames",
-                       help="how frames are made. auto (default): composed from keyframes, one UNet call per "
-                            "audio condition (4/s at the default hop), where that is exact (one guided step, "
-                            "fast mode's default), else each frame rendered; keyframes: also with several "
-                            "guided steps, linearised in g_s (exact at each keyframe); per-frame: the UNet "
-                            "runs for every frame")
+                       help=f"how frames are made. {fast('frames')} (default): composed from keyframes, one UNet "
+                            f"call per audio condition ({conditions_per_second}/s at the default hop), where that "
+                            "is exact (one guided step, fast mode's default), else each frame rendered; "
+                            "keyframes: also with several guided steps, linearised in g_s (exact at each "
+                            "keyframe); per-frame: the UNet runs for every frame")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """The sampler, steps and every guidance setting (defaults: the mode's and the model's)."""
     sampling = p.add_argument_group("sampling and guidance")
-    sampling.add_argument("--steps", type=int, metavar="N", help="denoising steps (fast: the model's, paper: 50)")
-    sampling.add_argument("--sampler", choices=SAMPLERS, help="fast: lcm, paper: plms")
+    sampling.add_argument("--steps", type=int, metavar="N",
+                          help=f"denoising steps (fast: the model's, paper: {paper('steps')})")
+    sampling.add_argument("--sampler", choices=SAMPLERS, help=f"fast: {fast('sampler')}, paper: {paper('sampler')}")
+    least = shown(MIN_TEXT_GUIDANCE)
     sampling.add_argument("--guidance", type=float, dest="text_guidance", metavar="G",
-                          help="text guidance scale g, at least 1 (1: the prompt alone, no classifier-free "
-                               "guidance; fast: the model's, 1 for LCM and sd-turbo; paper: 7.5)")
-    sampling.add_argument("--audio-guidance", type=float, metavar="GS", help="audio guidance scale g_s (default 7)")
-    sampling.add_argument("--threshold", type=float, metavar="Q", help="guidance quantile threshold q in [0, 1) (0.8)")
-    sampling.add_argument("--momentum", type=float, dest="momentum_scale", metavar="M", help="momentum scale (0.3)")
-    sampling.add_argument("--momentum-beta", type=float, metavar="B", help="momentum beta (0.6)")
+                          help=f"text guidance scale g, at least {least} ({least}: the prompt alone, no "
+                               "classifier-free guidance; fast: the model's, 1 for LCM and sd-turbo; paper: "
+                               f"{paper('text_guidance')})")
+    sampling.add_argument("--audio-guidance", type=float, metavar="GS",
+                          help=f"audio guidance scale g_s (default {fast('audio_guidance')})")
+    sampling.add_argument("--threshold", type=float, metavar="Q",
+                          help=f"guidance quantile threshold q in [0, 1) ({fast('threshold')})")
+    sampling.add_argument("--momentum", type=float, dest="momentum_scale", metavar="M",
+                          help=f"momentum scale ({fast('momentum_scale')})")
+    sampling.add_argument("--momentum-beta", type=float, metavar="B", help=f"momentum beta ({fast('momentum_beta')})")
     delta = sampling.add_mutually_exclusive_group()
     delta.add_argument("--delta", type=int, dest="delta_timestep", metavar="T",
                        help="audio guidance on steps with DDPM timestep t < T, like the official param_t "
-                            "(paper: 900)")
+                            f"(paper: {paper('delta_timestep')})")
     delta.add_argument("--delta-step", type=int, metavar="I",
                        help="audio guidance from step index I on (fast: the last step)")
     sampling.add_argument("--envelope", type=float, dest="envelope_depth", metavar="DEPTH",
-                          help="how much loudness scales g_s, 0..1 (fast 0.75, paper 0 = off)")
-    sampling.add_argument("--attack", type=float, dest="attack_seconds", metavar="S", help="envelope attack, s (0.01)")
+                          help=f"how much loudness scales g_s, 0..1 (fast {fast('envelope_depth')}, paper "
+                               f"{paper('envelope_depth')} = off)")
+    sampling.add_argument("--attack", type=float, dest="attack_seconds", metavar="S",
+                          help=f"envelope attack, s ({fast('attack_seconds')})")
     sampling.add_argument("--release", type=float, dest="release_seconds", metavar="S",
-                          help="envelope release, s (0.25)")
+                          help=f"envelope release, s ({fast('release_seconds')})")
 
 
 def add_paper_options(p: argparse.ArgumentParser) -> None:
     """The official procedure's choices: windows, condition scale, init strength and preset, text edit."""
-    paper = p.add_argument_group("the paper's procedure")
-    paper.add_argument("--windows", choices=WINDOWS,
+    group = p.add_argument_group("the paper's procedure")
+    group.add_argument("--windows", choices=WINDOWS,
                        help="official: consecutive windows of N segments, each giving its N segments' conditions "
                             "(the official txt2img); sliding: a window ending at each segment, its newest "
-                            "segment's condition (as live). Paper: official, fast: sliding")
-    paper.add_argument("--condition-scale", type=float, metavar="X",
-                       help="MAP input X * alpha_n * s_n (default N = 5, the paper; official img2img: 20)")
-    paper.add_argument("--strength", type=float, metavar="S",
+                            f"segment's condition (as live). Paper: {paper('windows')}, fast: {fast('windows')}")
+    img2img = IMG2IMG_PRESETS["official"]
+    group.add_argument("--condition-scale", type=float, metavar="X",
+                       help="MAP input X * alpha_n * s_n (default N = 5, the paper; official img2img: "
+                            f"{shown(img2img['condition_scale'])})")
+    group.add_argument("--strength", type=float, metavar="S",
                        help="with --init-image: noise it to the timestep of strength S in (0, 1] (the last "
                             "int(steps * S) steps run, as img2img), whatever delta is (default: noised to delta)")
-    paper.add_argument("--img2img-preset", choices=IMG2IMG_PRESETS,
-                       help="with --init-image: the official img2img settings (DDIM, g 1.5, s_e 10 halved, "
-                            "threshold 0.95, t<950, condition x20, no momentum carried, strength 0.75)")
-    paper.add_argument("--edit-prompt", metavar="TEXT",
+    group.add_argument("--img2img-preset", choices=tuple(IMG2IMG_PRESETS),
+                       help=f"with --init-image: the official img2img settings ({img2img_summary(img2img)})")
+    group.add_argument("--edit-prompt", metavar="TEXT",
                        help="a text concept guided beside the audio (the paper's joint text + audio "
                             "conditioning: a second SEGA edit, masked and summed)")
-    paper.add_argument("--edit-scale", type=float, metavar="S",
-                       help="guidance scale of --edit-prompt (fast: 5; paper: the audio guidance, as the "
-                            "official code scales both concepts by s_e)")
+    group.add_argument("--edit-scale", type=float, metavar="S",
+                       help=f"guidance scale of --edit-prompt (fast: {fast('edit_scale')}; paper: the audio "
+                            "guidance, as the official code scales both concepts by s_e)")
+
+
+def img2img_summary(preset: dict) -> str:
+    """An img2img preset's settings in a few words. Its s_e is given as the official script's, which the
+    official DDIM step halves (``config.IMG2IMG_PRESETS`` holds the halved one)."""
+    value = {name: shown(setting) for name, setting in preset.items()}
+    momentum = "no momentum carried" if preset["momentum_scale"] == 0 else f"momentum {value['momentum_scale']}"
+    return (f"{value['sampler'].upper()}, g {value['text_guidance']}, s_e {shown(2 * preset['audio_guidance'])} "
+            f"halved, threshold {value['threshold']}, t<{value['delta_timestep']}, condition "
+            f"x{value['condition_scale']}, {momentum}, strength {value['strength']}")
 
 
 def scene_spec(args: argparse.Namespace) -> SceneSpec:
@@ -162,13 +197,15 @@ def add_model_option(group, default: str | None = DEFAULT_MODEL, purpose: str = 
 def add_compute_device_option(group) -> None:
     """--compute-device: where the networks run (--device is always the sound device)."""
     group.add_argument("--compute-device", default="auto", metavar="DEVICE",
-                       help=f"where the networks run: {DEVICE_NAMES_HELP} (default auto: CUDA, else MPS, else "
-                            "the CPU)")
+                       help=f"where the networks run: {DEVICE_NAMES_HELP} (default %(default)s: CUDA, else MPS, "
+                            "else the CPU)")
 
 
-def add_seed_option(group, what: str) -> None:
-    """--seed: the seed of a command's randomness (the same seed, the same result)."""
-    group.add_argument("--seed", type=int, metavar="N", help=f"seed of {what}: the same seed, the same result (42)")
+def add_seed_option(group, what: str, default: int = FAST_PRESET.seed) -> None:
+    """--seed: the seed of a command's randomness (the same seed, the same result); ``default`` is the seed
+    the command's settings take when the flag is left out (shown, not set: None reaches the spec)."""
+    group.add_argument("--seed", type=int, metavar="N",
+                       help=f"seed of {what}: the same seed, the same result ({default})")
 
 
 def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DEFAULT_MODEL) -> None:
@@ -177,7 +214,7 @@ def add_model_options(p: argparse.ArgumentParser, model_default: str | None = DE
     add_model_option(models, model_default)
     models.add_argument("--lora", help="a LoRA to fuse (folder, .safetensors or repo id)")
     models.add_argument("--lora-scale", type=float, metavar="S",
-                        help="strength of --lora, or of the model alias's LoRA (1.0)")
+                        help=f"strength of --lora, or of the model alias's LoRA ({ModelSpec.lora_scale})")
     models.add_argument("--taesd", help="TAESD decoder (folder or repo id), or 'none'")
     models.add_argument("--decoder", choices=DECODERS, help="fast: taesd, paper: vae")
     add_encoder_option(models, "audio conditioning: a TPoS checkpoint (.safetensors with its .json), 'random' "
@@ -199,7 +236,7 @@ def add_encoder_option(group, help_text: str) -> None:
 
 def add_backend_options(group) -> None:
     """--backend, --allow-fallback, --engines, --static-shapes."""
-    group.add_argument("--backend", default="torch", choices=tuple(BACKENDS),
+    group.add_argument("--backend", default=BackendSpec.name, choices=tuple(BACKENDS),
                        help="what runs the UNet and decoder: " + "; ".join(f"{name}: {what}"
                                                                            for name, what in BACKENDS.items()))
     group.add_argument("--allow-fallback", action="store_true",
@@ -270,8 +307,9 @@ def source_spec(args: argparse.Namespace, gain_db: float | None = None) -> Sourc
 
 
 def add_live_timing_options(group, crossfade_default: float | None, crossfade_help: str) -> None:
-    """--hop and --crossfade."""
-    group.add_argument("--hop", type=float, default=0.25, help="seconds between encoder updates (0.25)")
+    """--hop and --crossfade (``crossfade_default`` None: LiveSettings' or the caller's, see :func:`live_settings`)."""
+    group.add_argument("--hop", type=float, default=LiveSettings.hop_seconds,
+                       help="seconds between encoder updates (%(default)s)")
     group.add_argument("--crossfade", type=float, default=crossfade_default, help=crossfade_help)
 
 
@@ -294,9 +332,9 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
                                                                   "next controls moved; saved to --midi-map")
     group.add_argument("--presets", type=Path, metavar="FOLDER", help="preset files (*.toml) to recall by "
                                                                       "OSC/MIDI")
-    group.add_argument("--quantise", choices=QUANTISE_CHOICES, default="off",
-                       help="preset changes land on the next beat or bar (off)")
-    group.add_argument("--tempo", choices=TEMPO_CHOICES, default="audio",
+    group.add_argument("--quantise", choices=QUANTISE_CHOICES, default=ControlSpec.quantise,
+                       help="preset changes land on the next beat or bar (%(default)s)")
+    group.add_argument("--tempo", choices=TEMPO_CHOICES, default=ControlSpec.tempo,
                        help="the beat clock follows the sound (default), only taps, or the 24-ppqn clock and "
                             "start/stop of --midi-port (midi-clock)")
     group.add_argument("--link", action="store_true",
@@ -304,9 +342,12 @@ def add_control_options(p: argparse.ArgumentParser) -> None:
                             "beat/bar modulation")
     group.add_argument("--link-lead", action="store_true",
                        help="with --link: push this session's tempo (--tempo audio or tap) to the Link session")
-    group.add_argument("--bpm-range", type=parse_bpm_range, default=(60.0, 200.0), metavar="LOW:HIGH",
-                       help="tempi the audio tempo may take (60:200); narrow it if it reads double or half")
-    group.add_argument("--beats-per-bar", type=int, default=4, help="for --quantise bar (4)")
+    low, high = ControlSpec.bpm_range
+    group.add_argument("--bpm-range", type=parse_bpm_range, default=ControlSpec.bpm_range, metavar="LOW:HIGH",
+                       help=f"tempi the audio tempo may take ({low:g}:{high:g}); narrow it if it reads double or "
+                            "half")
+    group.add_argument("--beats-per-bar", type=int, default=ControlSpec.beats_per_bar,
+                       help="for --quantise bar (%(default)s)")
     group.add_argument("--modulate", action="append", default=[], metavar="FEATURE:KNOB:LOW:HIGH[:GAIN[:SMOOTH]]",
                        help="drive a knob from low/mid/high/onset/loudness, or tempo-synced beat/bar "
                             "(repeatable)")
@@ -319,7 +360,8 @@ def parse_bpm_range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(part) for part in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--bpm-range takes LOW:HIGH in BPM, like 60:200; got {text!r}") from None
+        example = ":".join(f"{bpm:g}" for bpm in ControlSpec.bpm_range)
+        raise argparse.ArgumentTypeError(f"--bpm-range takes LOW:HIGH in BPM, like {example}; got {text!r}") from None
     return low, high
 
 

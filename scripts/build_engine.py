@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from tpos_live.backends.engines import EngineStore
+from tpos_live.backends.network_specs import PRECISIONS, render_profiles, taesd_decoder_network, unet_network
 from tpos_live.backends.onnx_backend import relative_error
-from tpos_live.backends.specs import PRECISIONS, render_profiles, taesd_decoder_network, unet_network
 from tpos_live.backends.tensorrt_backend import (
     ENGINE_PRECISIONS,
     TensorRTEngine,

@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 
 from tpos_live.backends.engines import EngineStore
-from tpos_live.backends.onnx_backend import OPSET, ensure_onnx, export_onnx, onnx_parity
-from tpos_live.backends.specs import (
+from tpos_live.backends.network_specs import (
     PRECISIONS,
     audio_profiles,
     audio_segment_network,
@@ -32,6 +31,7 @@ from tpos_live.backends.specs import (
     taesd_decoder_network,
     unet_network,
 )
+from tpos_live.backends.onnx_backend import OPSET, ensure_onnx, export_onnx, onnx_parity
 from tpos_live.cli.options import parse_size
 from tpos_live.errors import UserError
 

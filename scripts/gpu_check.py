@@ -467,21 +467,22 @@ def offline(plan: Plan, device: torch.device, stack) -> dict:
     from tpos_live.audio.decode import decode_audio
     from tpos_live.backends.registry import create_backend
     from tpos_live.diffusion.renderer import TPoSRenderer
-    from tpos_live.offline import render_track
-    from tpos_live.session import Models
+    from tpos_live.offline import plan_frames, render_track
     from tpos_live.specs import SceneSpec
 
     example = Path(__file__).resolve().parent.parent / "examples" / "groove.wav"
     name = _renderer_backends(stack)[-1]
     settings = fast_settings(plan, fps=plan.offline_fps)
     backend = create_backend(name, stack, settings)
-    text_space = TPoSRenderer(stack, settings, backend).text_space()
-    models = Models(stack, backend, settings, provider_for(stack, text_space), text_space)
+    renderer = TPoSRenderer(stack, settings, backend)
+    text_space = renderer.text_space()
+    provider = provider_for(stack, text_space)
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "check.mp4"
         audio = _excerpt(example, plan.offline_seconds, Path(scratch) / "excerpt.wav")
         source = decode_audio(audio, channels=2)
-        report = render_track(models, source, output, SceneSpec(PROMPT), say=say, progress=False)
+        plan = plan_frames(settings, provider, text_space, source, say)
+        report = render_track(renderer, plan, source, output, SceneSpec(PROMPT), say=say, progress=False)
         size = output.stat().st_size
     return {"backend": backend.describe(), "audio": example.name, "audio_seconds": source.duration,
             "frames": report.frames, "fps_target": plan.offline_fps,

@@ -1,21 +1,6 @@
 """Training loop of the TPoS audio encoder and MAP: optimisers, schedule, checkpoints, resume, metrics.
 
-Defaults follow the official TPoS training script (ku-vai/TPoS ``train_audio_encoder.py``, read from a
-public copy) where it says what it does:
-
-- encoder: SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, under ``CyclicLR(base_lr=1e-3, max_lr=0.1,
-  step_size_up=5, mode="triangular")`` stepped once per epoch (so the momentum cycles 0.9 -> 0.8 too,
-  torch's default ``cycle_momentum``); MAP: Adam, lr 1e-3, constant;
-- 50 epochs, batch 150, seed 42, full batches only; MAP trained on o (not N * alpha * s);
-- checkpoint whenever the validation loss reaches a new minimum.
-
-Our choices where the official code gives no answer or has defects (design notes section 2): the losses
-of :mod:`tpos_live.training.losses` (logit scale 1 / 0.07, augmented view contrasted with the original);
-a held-out split of the training clips unless the data set fixes one (official: VGGSound's test list);
-the backbone starts from random weights (official: timm's ImageNet ResNet-18, which cannot be fetched
-here; ``--init`` starts from any of our checkpoints instead); mixed precision (bfloat16 where the GPU
-has it, else float16 with loss scaling) on CUDA only; MAP's dropout masks from a generator of the run's
-own (seeded, saved, resumed).
+The settings, and where their defaults come from, are :mod:`tpos_live.training.recipe`'s.
 
 Under torchrun (:mod:`tpos_live.training.distributed`) N processes train one model with
 DistributedDataParallel and compute what one process computes on the same global batch of
@@ -43,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +46,14 @@ from tpos_live.fileio import write_atomically
 from tpos_live.training.datasets import EpochBatchSampler, WindowDataset, evaluation_batches
 from tpos_live.training.distributed import GlobalBatchDropout, Processes, use_global_batch_norm
 from tpos_live.training.losses import (
-    AUGMENT_WEIGHT,
-    TEMPERATURE,
     TERM_NAMES,
     LossTerms,
-    SpecAugmentConfig,
     attention_pooled,
     retrieval_accuracy,
     spec_augment_masks,
     tpos_loss,
 )
+from tpos_live.training.recipe import TrainConfig
 from tpos_live.training.targets import TextTargets
 
 STATE_FORMAT = "tpos-live-training-state"
@@ -81,59 +64,6 @@ METRICS_FILE = "metrics.jsonl"
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps"})
 # What a state written before a setting existed was trained with.
 LEGACY_TEXT_TARGET = "pooled"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train (see the module docstring for where each default comes from).
-
-    Attributes:
-        epochs: passes over the training clips.
-        batch_size: clips per step, over all processes (the InfoNCE negatives are the rest of the batch).
-        lr, max_lr, cycle_epochs: the encoder's CyclicLR: from ``lr`` up to ``max_lr`` over
-            ``cycle_epochs`` epochs and back down, triangular, stepped once per epoch.
-        momentum, weight_decay: the encoder's SGD.
-        map_lr: MAP's Adam learning rate.
-        temperature, augment_weight: of the losses (paper: 0.07 and 0.6).
-        spec_augment: the masks of the augmented view.
-        balanced: draw batches class-balanced (:class:`EpochBatchSampler`).
-        seed: fixes initial weights' draw (CLI), the batch order, crops, masks and dropout.
-        amp: mixed precision on CUDA (bfloat16, or float16 with loss scaling); no effect on a CPU.
-        max_steps: stop after this many optimiser steps in all (None: run all epochs).
-        grad_clip: clip the gradient norm of encoder and MAP together to this (ours; the official
-            code does not clip). Guards the LSTM against the large steps of a high learning rate.
-    """
-
-    epochs: int = 50
-    batch_size: int = 150
-    lr: float = 1e-3
-    max_lr: float = 0.1
-    cycle_epochs: int = 5
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    map_lr: float = 1e-3
-    temperature: float = TEMPERATURE
-    augment_weight: float = AUGMENT_WEIGHT
-    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    balanced: bool = False
-    seed: int = 42
-    amp: bool = True
-    max_steps: int | None = None
-    grad_clip: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2 or self.cycle_epochs < 1:
-            raise ValueError("epochs and cycle_epochs must be at least 1, batch_size at least 2 (InfoNCE)")
-        if not 0 < self.lr <= self.max_lr:
-            raise ValueError(f"need 0 < lr <= max_lr, got lr={self.lr}, max_lr={self.max_lr}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.map_lr <= 0:
-            raise ValueError("need momentum in [0, 1), weight_decay >= 0 and map_lr > 0")
-        if self.temperature <= 0 or self.augment_weight < 0:
-            raise ValueError("need temperature > 0 and augment_weight >= 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be None or at least 1, got {self.max_steps}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or positive, got {self.grad_clip}")
 
 
 class _Trained(nn.Module):

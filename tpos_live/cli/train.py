@@ -1,4 +1,8 @@
-"""``tpos-live train-encoder`` and ``tpos-live import-tpos``."""
+"""``tpos-live train-encoder`` and ``tpos-live import-tpos``: their flags, and the specs they fill.
+
+Help texts take their defaults from the dataclasses the flags fill (:mod:`tpos_live.training.spec`,
+:mod:`tpos_live.training.recipe`); :func:`tpos_live.training.build.train_encoder` builds the run.
+"""
 
 from __future__ import annotations
 

@@ -45,8 +45,9 @@ from tpos_live.training.datasets import (
     split_clips,
 )
 from tpos_live.training.distributed import Processes, join_from_environment
+from tpos_live.training.recipe import TrainConfig
 from tpos_live.training.targets import TextTargets
-from tpos_live.training.trainer import METRICS_FILE, STATE_FILE, TPoSTrainer, TrainConfig, fit
+from tpos_live.training.trainer import METRICS_FILE, STATE_FILE, TPoSTrainer, fit
 
 SR = 8000
 CLASSES = 5

@@ -29,7 +29,6 @@ from tpos_live.errors import UserError
 from tpos_live.training.datasets import (
     EpochBatchSampler,
     LabelledClip,
-    PromptTemplate,
     SpectrogramCache,
     WindowDataset,
     clip_frames,
@@ -39,14 +38,15 @@ from tpos_live.training.datasets import (
     window_maps,
 )
 from tpos_live.training.losses import (
-    SpecAugmentConfig,
     info_nce,
     retrieval_accuracy,
     spec_augment,
     tpos_loss,
 )
+from tpos_live.training.recipe import SpecAugmentConfig, TrainConfig
+from tpos_live.training.spec import PromptTemplate
 from tpos_live.training.targets import projected_text_encoder, text_targets
-from tpos_live.training.trainer import STATE_FILE, TPoSTrainer, TrainConfig, fit
+from tpos_live.training.trainer import STATE_FILE, TPoSTrainer, fit
 
 SR = 8000
 CLASSES = ("tone", "noise burst", "chirp", "click train", "low rumble")

@@ -1,18 +1,19 @@
-"""Labelled audio for training the TPoS encoder: finding clips, prompts, splits, cached spectrograms, batches.
+"""Labelled audio for training the TPoS encoder: finding clips, splits, cached spectrograms, batches.
 
-Layouts :func:`find_clips` reads (``layout="auto"`` picks one from what ``source`` is):
+How :func:`find_clips` reads each of the layouts (:data:`~tpos_live.training.spec.LAYOUTS`;
+``layout="auto"`` picks one from what ``source`` is):
 
 - ``folders``: ``root/<label>/<clip>`` (any depth below the label folder);
 - ``vggsound``: VGGSound's CSV (no header; YouTube id, start second, label, ``train`` | ``test``), the
   clips in one folder named ``<id>_<start, 6 digits>.<ext>`` (as the common download scripts write
   them; ``<id>_<start>`` and ``<id>`` are accepted too). The CSV's test rows validate;
 - ``esc50``: ESC-50's ``meta/esc50.csv`` (``filename, fold, target, category, ...``), the clips in
-  ``audio/`` next to ``meta/``; one fold validates (default 5);
+  ``audio/`` next to ``meta/``; one fold validates (:data:`~tpos_live.training.spec.VAL_FOLD`);
 - ``prefix`` (Landscape): ``root/<label>_<anything>.<ext>``, the label being the file name before its
   first ``_`` (as the official TPoS data set code reads it).
 
 Labels keep their words; underscores become spaces (``chirping_birds`` -> ``chirping birds``). A
-:class:`PromptTemplate` turns a label into the text the encoder is aligned to.
+:class:`~tpos_live.training.spec.PromptTemplate` turns a label into the text the encoder is aligned to.
 
 Spectrograms are computed once per clip and kept in a cache folder (:class:`SpectrogramCache`). A
 training item is a window of N segments cut from a clip's cached frames at a random column (the
@@ -54,9 +55,8 @@ from tpos_live.audio.spectrogram import (
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_atomically, write_text_atomically
 from tpos_live.training.distributed import Processes
+from tpos_live.training.spec import AUTO_LAYOUT, LAYOUT_CHOICES, LAYOUTS, VAL_FOLD
 
-Layout = Literal["auto", "folders", "vggsound", "esc50", "prefix"]
-LAYOUTS: tuple[str, ...] = ("auto", "folders", "vggsound", "esc50", "prefix")
 AUDIO_EXTENSIONS = frozenset(
     {
         ".wav",
@@ -75,9 +75,6 @@ AUDIO_EXTENSIONS = frozenset(
     }
 )
 ESC50_HEADER = ("filename", "fold", "target", "category")
-VAL_FRACTION = 0.1  # share of each label's clips held out to validate where the data set fixes no split
-FIXED_SPLIT_LAYOUTS = ("vggsound", "esc50")  # layouts whose data set says which clips validate
-CSV_LAYOUTS = ("vggsound", "esc50")  # layouts read from a CSV, whose clips may be elsewhere (audio_dir)
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 FINGERPRINT_CHUNK = 1 << 20  # bytes read from each end of a file to fingerprint it
 
@@ -101,36 +98,12 @@ class FoundClips(NamedTuple):
     missing: list[str]
 
 
-@dataclass(frozen=True)
-class PromptTemplate:
-    """Turns a label into the text the encoder learns to match, e.g. ``"the sound of {label}"``.
-
-    The default is the bare label, as the official TPoS training did.
-    """
-
-    template: str = "{label}"
-
-    def __post_init__(self) -> None:
-        if self.template.count("{label}") != 1:
-            raise ValueError(f"a prompt template must contain {{label}} once, got {self.template!r}")
-        try:
-            self.template.format(label="x")
-        except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(
-                f"prompt template {self.template!r} has braces other than {{label}} ({error}): "
-                "write literal braces as {{ and }}"
-            ) from None
-
-    def __call__(self, label: str) -> str:
-        return self.template.format(label=label)
-
-
 def find_clips(
     source: str | os.PathLike[str],
-    layout: Layout = "auto",
+    layout: str = AUTO_LAYOUT,
     *,
     audio_dir: str | os.PathLike[str] | None = None,
-    val_fold: int = 5,
+    val_fold: int = VAL_FOLD,
 ) -> FoundClips:
     """Labelled clips of a data set in one of the layouts of the module docstring.
 
@@ -152,19 +125,19 @@ def find_clips(
         "esc50": lambda: _esc50_clips(source, audio_dir, val_fold),
     }
     if layout not in readers:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise ValueError(f"layout must be one of {LAYOUT_CHOICES}, got {layout!r}")
     found = readers[layout]()
     if not found.clips:
         raise UserError(
             f"found no audio clips in '{source}' as a {layout!r} data set: check the layout "
-            f"(one of {', '.join(LAYOUTS[1:])}) and the audio folder"
+            f"(one of {', '.join(LAYOUTS)}) and the audio folder"
         )
     return found
 
 
-def resolved_layout(source: Path, layout: Layout = "auto") -> str:
-    """``layout``, or with "auto" the layout ``source`` (an existing folder or CSV) has."""
-    return _detect_layout(source) if layout == "auto" else layout
+def resolved_layout(source: Path, layout: str = AUTO_LAYOUT) -> str:
+    """``layout``, or with :data:`AUTO_LAYOUT` the layout ``source`` (an existing folder or CSV) has."""
+    return _detect_layout(source) if layout == AUTO_LAYOUT else layout
 
 
 def _detect_layout(source: Path) -> str:

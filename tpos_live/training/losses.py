@@ -10,8 +10,9 @@ c_t the text encoder's token outputs after the start token::
 
 where ``nce(a, b) = l_sim(a, b) + l_sim(b, a)``, l_sim being InfoNCE over the batch on cosine similarity
 divided by the temperature 0.07 (a logit scale of 1 / 0.07 ~ 14.3). Two defects of the official code
-are not copied (design notes section 2): it scales logits by exp(0.07) ~ 1.07 and contrasts the
-augmented view with itself.
+are not copied (docs/design.md, "The official code"): it scales logits by exp(0.07) ~ 1.07 and
+contrasts the augmented view with itself. The weights and the masks are settings of
+:mod:`tpos_live.training.recipe`.
 
 When two clips of a batch share a label their text embeddings are equal. Plain InfoNCE then counts the
 other clip's (identical) text as a negative; summed over both directions this equals InfoNCE with both
@@ -20,42 +21,15 @@ as positives, so no special case is needed (the class-balanced sampler avoids su
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from tpos_live.conditioning.tpos_encoder import EncoderOutput
+from tpos_live.training.recipe import AUGMENT_WEIGHT, TEMPERATURE, SpecAugmentConfig
 
-TEMPERATURE = 0.07  # paper, eq. (2)
-AUGMENT_WEIGHT = 0.6  # paper: lambda_s of L_semantic
 TERM_NAMES = ("text_last", "augment", "text_pooled", "map")
-
-
-@dataclass(frozen=True)
-class SpecAugmentConfig:
-    """Masks of SpecAugment (Park et al. 2019) on each segment map, filled with silence (0 in our maps).
-
-    Defaults follow what the official TPoS data set code masks: two bands of up to 30% of the rows
-    (frequency) and two of up to 15% of the columns (time) per segment. (It names them the other way
-    round, but indexes a segment as rows x columns = 128 mel bands x 153 frames.) Each band's width is
-    uniform in ``[0, max_fraction * size]`` and its start uniform over the positions where it fits.
-    """
-
-    freq_masks: int = 2
-    max_freq_fraction: float = 0.3
-    time_masks: int = 2
-    max_time_fraction: float = 0.15
-    fill: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.freq_masks < 0 or self.time_masks < 0:
-            raise ValueError("freq_masks and time_masks must be at least 0")
-        for name in ("max_freq_fraction", "max_time_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
 
 
 def spec_augment(maps: torch.Tensor, config: SpecAugmentConfig, generator: torch.Generator) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from tpos_live.errors import UserError
-from tpos_live.training.datasets import PromptTemplate
+from tpos_live.training.spec import PromptTemplate
 
 # The CLIP each text family's text encoder comes from (hub id), for the projected target.
 MATCHING_CLIP: dict[str, str] = {

@@ -1,21 +1,6 @@
 """Training loop of the TPoS audio encoder and MAP: optimisers, schedule, checkpoints, resume, metrics.
 
-Defaults follow the official TPoS training script (ku-vai/TPoS ``train_audio_encoder.py``, read from a
-public copy) where it says what it does:
-
-- encoder: SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, under ``CyclicLR(base_lr=1e-3, max_lr=0.1,
-  step_size_up=5, mode="triangular")`` stepped once per epoch (so the momentum cycles 0.9 -> 0.8 too,
-  torch's default ``cycle_momentum``); MAP: Adam, lr 1e-3, constant;
-- 50 epochs, batch 150, seed 42, full batches only; MAP trained on o (not N * alpha * s);
-- checkpoint whenever the validation loss reaches a new minimum.
-
-Our choices where the official code gives no answer or has defects (design notes section 2): the losses
-of :mod:`tpos_live.training.losses` (logit scale 1 / 0.07, augmented view contrasted with the original);
-a held-out split of the training clips unless the data set fixes one (official: VGGSound's test list);
-the backbone starts from random weights (official: timm's ImageNet ResNet-18, which cannot be fetched
-here; ``--init`` starts from any of our checkpoints instead); mixed precision (bfloat16 where the GPU
-has it, else float16 with loss scaling) on CUDA only; MAP's dropout masks from a generator of the run's
-own (seeded, saved, resumed).
+The settings, and where their defaults come from, are :mod:`tpos_live.training.recipe`'s.
 
 Under torchrun (:mod:`tpos_live.training.distributed`) N processes train one model with
 DistributedDataParallel and compute what one process computes on the same global batch of
@@ -43,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +46,14 @@ from tpos_live.fileio import write_atomically
 from tpos_live.training.datasets import EpochBatchSampler, WindowDataset, evaluation_batches
 from tpos_live.training.distributed import GlobalBatchDropout, Processes, use_global_batch_norm
 from tpos_live.training.losses import (
-    AUGMENT_WEIGHT,
-    TEMPERATURE,
     TERM_NAMES,
     LossTerms,
-    SpecAugmentConfig,
     attention_pooled,
     retrieval_accuracy,
     spec_augment_masks,
     tpos_loss,
 )
+from tpos_live.training.recipe import TrainConfig
 from tpos_live.training.targets import TextTargets
 
 STATE_FORMAT = "tpos-live-training-state"
@@ -81,59 +64,6 @@ METRICS_FILE = "metrics.jsonl"
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps"})
 # What a state written before a setting existed was trained with.
 LEGACY_TEXT_TARGET = "pooled"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train (see the module docstring for where each default comes from).
-
-    Attributes:
-        epochs: passes over the training clips.
-        batch_size: clips per step, over all processes (the InfoNCE negatives are the rest of the batch).
-        lr, max_lr, cycle_epochs: the encoder's CyclicLR: from ``lr`` up to ``max_lr`` over
-            ``cycle_epochs`` epochs and back down, triangular, stepped once per epoch.
-        momentum, weight_decay: the encoder's SGD.
-        map_lr: MAP's Adam learning rate.
-        temperature, augment_weight: of the losses (paper: 0.07 and 0.6).
-        spec_augment: the masks of the augmented view.
-        balanced: draw batches class-balanced (:class:`EpochBatchSampler`).
-        seed: fixes initial weights' draw (CLI), the batch order, crops, masks and dropout.
-        amp: mixed precision on CUDA (bfloat16, or float16 with loss scaling); no effect on a CPU.
-        max_steps: stop after this many optimiser steps in all (None: run all epochs).
-        grad_clip: clip the gradient norm of encoder and MAP together to this (ours; the official
-            code does not clip). Guards the LSTM against the large steps of a high learning rate.
-    """
-
-    epochs: int = 50
-    batch_size: int = 150
-    lr: float = 1e-3
-    max_lr: float = 0.1
-    cycle_epochs: int = 5
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    map_lr: float = 1e-3
-    temperature: float = TEMPERATURE
-    augment_weight: float = AUGMENT_WEIGHT
-    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    balanced: bool = False
-    seed: int = 42
-    amp: bool = True
-    max_steps: int | None = None
-    grad_clip: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2 or self.cycle_epochs < 1:
-            raise ValueError("epochs and cycle_epochs must be at least 1, batch_size at least 2 (InfoNCE)")
-        if not 0 < self.lr <= self.max_lr:
-            raise ValueError(f"need 0 < lr <= max_lr, got lr={self.lr}, max_lr={self.max_lr}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.map_lr <= 0:
-            raise ValueError("need momentum in [0, 1), weight_decay >= 0 and map_lr > 0")
-        if self.temperature <= 0 or self.augment_weight < 0:
-            raise ValueError("need temperature > 0 and augment_weight >= 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be None or at least 1, got {self.max_steps}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or positive, got {self.grad_clip}")
 
 
 class _Trained(nn.Module):
@@ -171,58 +101,62 @@ class TPoSTrainer:
         device: str | torch.device = "cpu",
         processes: Processes | None = None,
     ) -> None:
-        if targets.dim != tpos_config.embed_dim or encoder.embed_dim != tpos_config.embed_dim:
-            raise ValueError(
-                f"text targets ({targets.dim}), encoder ({encoder.embed_dim}) and config "
-                f"({tpos_config.embed_dim}) must have one width"
-            )
+        """In steps: 1. check that the parts fit; 2. put the modules and text targets on ``device``;
+        3. seed the run's own generators; 4. join encoder and MAP into the module a step runs;
+        5. make the official optimisers and schedule; 6. choose the precision; 7. start at step 0."""
         self.processes = processes or Processes()
-        if config.batch_size % self.processes.world_size:
-            raise UserError(
-                f"the batch of {config.batch_size} clips does not split evenly over "
-                f"{self.processes.world_size} processes: choose a --batch-size that is a multiple of "
-                f"{self.processes.world_size}"
-            )
+        _check_parts_fit(encoder, tpos_config, targets, config, self.processes)
+        self.tpos_config, self.targets, self.config = tpos_config, targets, config
         self.device = torch.device(device)
-        self.encoder = encoder.to(self.device)
-        self.map_model = map_model.to(self.device)
-        self.tpos_config = tpos_config
-        self.targets = targets
-        self.config = config
+        self.encoder, self.map_model = encoder.to(self.device), map_model.to(self.device)
         self.text_contrastive = targets.contrastive.to(self.device)
         self.text_tokens = targets.tokens.to(self.device)
         self.augment_generator = torch.Generator().manual_seed(config.seed)
         self.dropout_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.map_model.drop = GlobalBatchDropout(map_model.drop.p, self.processes, self.dropout_generator)
-        self.trained: nn.Module = _Trained(self.encoder, self.map_model)
-        if self.processes.distributed:
-            use_global_batch_norm(self.encoder)
-            self.trained = DistributedDataParallel(
-                self.trained,
-                device_ids=[self.device] if self.device.type == "cuda" else None,
-                gradient_as_bucket_view=True,  # MAP's 1.8 GB of gradients live in the buckets, not twice
-            )
-        self.optimizer = torch.optim.SGD(
-            encoder.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        # Fused: one pass over MAP's 454M parameters per step instead of several (~6x faster on a CPU,
-        # where the Adam step otherwise outweighs the encoder's forward and backward passes).
-        self.map_optimizer = torch.optim.Adam(map_model.parameters(), lr=config.map_lr, fused=True)
-        self.scheduler = torch.optim.lr_scheduler.CyclicLR(
-            self.optimizer,
-            base_lr=config.lr,
-            max_lr=config.max_lr,
-            step_size_up=config.cycle_epochs,
-            mode="triangular",
-        )
-        self.amp_dtype: torch.dtype | None = None
-        if config.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.trained = self._trained_module()
+        self.optimizer, self.map_optimizer, self.scheduler = self._optimisers()
+        self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best_val_loss = math.inf
+
+    def _trained_module(self) -> nn.Module:
+        """Encoder and MAP as one module whose dropout and BatchNorm see the global batch; wrapped in
+        DistributedDataParallel when there are several processes."""
+        self.map_model.drop = GlobalBatchDropout(self.map_model.drop.p, self.processes, self.dropout_generator)
+        trained = _Trained(self.encoder, self.map_model)
+        if not self.processes.distributed:
+            return trained
+        use_global_batch_norm(self.encoder)
+        return DistributedDataParallel(
+            trained,
+            device_ids=[self.device] if self.device.type == "cuda" else None,
+            gradient_as_bucket_view=True,  # MAP's 1.8 GB of gradients live in the buckets, not twice
+        )
+
+    def _optimisers(
+        self,
+    ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """The encoder's SGD under its cyclic schedule, and MAP's Adam."""
+        config = self.config
+        optimizer = torch.optim.SGD(
+            self.encoder.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        # Fused: one pass over MAP's 454M parameters per step instead of several (~6x faster on a CPU,
+        # where the Adam step otherwise outweighs the encoder's forward and backward passes).
+        map_optimizer = torch.optim.Adam(self.map_model.parameters(), lr=config.map_lr, fused=True)
+        scheduler = torch.optim.lr_scheduler.CyclicLR(
+            optimizer, base_lr=config.lr, max_lr=config.max_lr, step_size_up=config.cycle_epochs, mode="triangular"
+        )
+        return optimizer, map_optimizer, scheduler
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        """Mixed precision's type on CUDA (bfloat16 where the GPU has it), None for full precision."""
+        if not self.config.amp or self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     @property
     def steps_exhausted(self) -> bool:
@@ -435,6 +369,23 @@ class TPoSTrainer:
         self.load_state_dict(state, f"training state '{path}'")
 
 
+def _check_parts_fit(
+    encoder: TPoSAudioEncoder, tpos_config: TPoSConfig, targets: TextTargets, config: TrainConfig, processes: Processes
+) -> None:
+    """The encoder, its config and the text targets have one width, and the batch splits over the processes."""
+    if targets.dim != tpos_config.embed_dim or encoder.embed_dim != tpos_config.embed_dim:
+        raise ValueError(
+            f"text targets ({targets.dim}), encoder ({encoder.embed_dim}) and config "
+            f"({tpos_config.embed_dim}) must have one width"
+        )
+    if config.batch_size % processes.world_size:
+        raise UserError(
+            f"the batch of {config.batch_size} clips does not split evenly over "
+            f"{processes.world_size} processes: choose a --batch-size that is a multiple of "
+            f"{processes.world_size}"
+        )
+
+
 def _tpos_config_of(saved: dict[str, Any]) -> TPoSConfig | None:
     """The TPoSConfig a state recorded (its front end completed as :class:`SpectrogramConfig` completes
     a config written before a field existed), or None when it is not one."""
@@ -483,57 +434,95 @@ def fit(
     ``resume`` continues the run saved in ``output_dir`` from its step; without it, a folder that
     already holds a run is refused (UserError). ``on_step(step, terms)`` hears every step's loss terms.
     With several processes every one calls this alike; rank 0 alone prints and writes.
+
+    In steps: 1. resume the saved run, or refuse to start over one; 2. check that the data fills a batch
+    and validates; 3. make the output folder; 4. run epochs until the recipe's end.
     """
-    output_dir = Path(output_dir)
-    state_path = output_dir / STATE_FILE
-    config, processes = trainer.config, trainer.processes
-    if not processes.is_main:
-        say, progress = _silent, False
-    if resume:
-        if not state_path.is_file():
-            raise UserError(f"there is no training run to resume in '{output_dir}' (no {STATE_FILE})")
-        trainer.load_state(state_path)
-        say(f"resuming at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_in_epoch})")
-    elif state_path.exists():
-        raise UserError(
-            f"'{output_dir}' already holds a training run: pass --resume to continue it, "
-            "or give another output folder"
-        )
-    if len(val_set) == 0:
-        raise UserError("no validation clips: raise --val-fraction or give a data set with a test split")
-    sampler = EpochBatchSampler(
-        train_set.labels, config.batch_size, balanced=config.balanced, seed=config.seed, processes=processes
-    )
-    if sampler.batches_per_epoch == 0:
-        raise UserError(
-            f"batch size {config.batch_size} is larger than the {len(train_set)} training clips: "
-            "lower --batch-size"
-        )
-    processes.barrier()  # every process has read the state before rank 0 writes a new one
-    if processes.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    # Loaders get generators of their own: by default each new iterator draws a seed from the global
-    # RNG, which would make a resumed run differ from an uninterrupted one.
-    val_loader = DataLoader(
-        val_set,
-        batch_sampler=evaluation_batches(len(val_set), config.batch_size, processes),
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    if not trainer.processes.is_main:
+        say, progress = silent, False
+    run = _Fit(trainer, Path(output_dir), workers, keep_epochs, say, progress, on_step)
+    run.start(resume)
+    sampler = run.batch_sampler(train_set, val_set)
+    run.open_output_folder()
+    val_loader = run.validation_loader(val_set)
     metrics: dict[str, Any] = {}
-    while trainer.epoch < config.epochs and not trainer.steps_exhausted:
-        epoch, started = trainer.epoch, time.perf_counter()
-        sampler.set_epoch(epoch, skip=trainer.batch_in_epoch)
-        train_set.set_epoch(epoch)
-        loader = DataLoader(
-            train_set,
-            batch_sampler=sampler,
-            num_workers=workers,
-            pin_memory=trainer.device.type == "cuda",
-            generator=torch.Generator().manual_seed(config.seed + epoch),
+    while trainer.epoch < trainer.config.epochs and not trainer.steps_exhausted:
+        metrics = run.epoch(train_set, sampler, val_loader)
+    return FitResult(run.output_dir, trainer.step, trainer.epoch, trainer.best_val_loss, metrics)
+
+
+def silent(_message: str) -> None:
+    """A ``say`` that says nothing (the processes other than rank 0)."""
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """One :func:`fit` call: the trainer, where it writes, and how it reports."""
+
+    trainer: TPoSTrainer
+    output_dir: Path
+    workers: int
+    keep_epochs: bool
+    say: Callable[[str], None]
+    progress: bool
+    on_step: Callable[[int, dict[str, float]], None] | None
+
+    def start(self, resume: bool) -> None:
+        """Load the saved run to resume it, or refuse to start over one."""
+        state_path = self.output_dir / STATE_FILE
+        if resume:
+            if not state_path.is_file():
+                raise UserError(f"there is no training run to resume in '{self.output_dir}' (no {STATE_FILE})")
+            trainer = self.trainer
+            trainer.load_state(state_path)
+            self.say(f"resuming at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_in_epoch})")
+        elif state_path.exists():
+            raise UserError(
+                f"'{self.output_dir}' already holds a training run: pass --resume to continue it, "
+                "or give another output folder"
+            )
+
+    def batch_sampler(self, train_set: WindowDataset, val_set: WindowDataset) -> EpochBatchSampler:
+        """The sampler of every epoch's batches, once the data is known to fill a batch and to validate."""
+        config = self.trainer.config
+        if len(val_set) == 0:
+            raise UserError("no validation clips: raise --val-fraction or give a data set with a test split")
+        sampler = EpochBatchSampler(
+            train_set.labels,
+            config.batch_size,
+            balanced=config.balanced,
+            seed=config.seed,
+            processes=self.trainer.processes,
         )
-        lr = trainer.lr
-        train_means = _train_epoch(trainer, loader, f"epoch {epoch + 1}/{config.epochs}", progress, on_step)
+        if sampler.batches_per_epoch == 0:
+            raise UserError(
+                f"batch size {config.batch_size} is larger than the {len(train_set)} training clips: "
+                "lower --batch-size"
+            )
+        return sampler
+
+    def open_output_folder(self) -> None:
+        processes = self.trainer.processes
+        processes.barrier()  # every process has read the state before rank 0 writes a new one
+        if processes.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def validation_loader(self, val_set: WindowDataset) -> DataLoader:
+        # Loaders get generators of their own: by default each new iterator draws a seed from the global
+        # RNG, which would make a resumed run differ from an uninterrupted one.
+        config = self.trainer.config
+        return DataLoader(
+            val_set,
+            batch_sampler=evaluation_batches(len(val_set), config.batch_size, self.trainer.processes),
+            num_workers=self.workers,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+
+    def epoch(self, train_set: WindowDataset, sampler: EpochBatchSampler, val_loader: DataLoader) -> dict[str, Any]:
+        """Train an epoch (or up to ``max_steps``), validate, checkpoint, report. Returns its metrics."""
+        trainer = self.trainer
+        epoch, started, lr = trainer.epoch, time.perf_counter(), trainer.lr
+        train_means = self._train_steps(self._train_loader(train_set, sampler))
         complete = trainer.batch_in_epoch == sampler.batches_per_epoch
         if complete:
             trainer.end_epoch()
@@ -551,49 +540,62 @@ def fit(
             "best": is_best,
             "seconds": round(time.perf_counter() - started, 3),
         }
+        self._record(metrics)
+        self._report(metrics)
+        return metrics
+
+    def _train_loader(self, train_set: WindowDataset, sampler: EpochBatchSampler) -> DataLoader:
+        """The current epoch's batches, less those a resumed run has done."""
+        trainer = self.trainer
+        sampler.set_epoch(trainer.epoch, skip=trainer.batch_in_epoch)
+        train_set.set_epoch(trainer.epoch)
+        return DataLoader(
+            train_set,
+            batch_sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=trainer.device.type == "cuda",
+            generator=torch.Generator().manual_seed(trainer.config.seed + trainer.epoch),
+        )
+
+    def _train_steps(self, loader: DataLoader) -> dict[str, float]:
+        """A step per batch of ``loader`` until it ends or ``max_steps`` is reached: the mean loss terms."""
+        trainer = self.trainer
+        description = f"epoch {trainer.epoch + 1}/{trainer.config.epochs}"
+        sums: dict[str, float] = {}
+        batches = 0
+        with tqdm(loader, desc=description, unit="step", disable=not self.progress, leave=False) as bar:
+            for maps, labels in bar:
+                terms = trainer.train_step(maps, labels)
+                if self.on_step is not None:
+                    self.on_step(trainer.step, terms)
+                batches += 1
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                bar.set_postfix({name: f"{sums[name] / batches:.3f}" for name in (*TERM_NAMES, "total")})
+                if trainer.steps_exhausted:
+                    break
+        return {name: total / batches for name, total in sums.items()} if batches else {}
+
+    def _record(self, metrics: dict[str, Any]) -> None:
+        """Rank 0 writes the epoch's checkpoints, the state and the metrics line; the others wait for it."""
+        processes = self.trainer.processes
         if processes.is_main:
-            _save_epoch(trainer, output_dir, epoch + 1, is_best, keep_epochs)
-            with (output_dir / METRICS_FILE).open("a") as file:
+            self._save_checkpoints(metrics["epoch"], metrics["best"])
+            with (self.output_dir / METRICS_FILE).open("a") as file:
                 file.write(json.dumps(metrics) + "\n")
         processes.barrier()
-        say(
-            f"epoch {epoch + 1}{'' if complete else ' (part)'}: step {trainer.step}, train loss "
-            f"{train_means.get('total', math.nan):.4f}, val loss {val['total']:.4f}, "
-            f"val top-1 {val['top1']:.3f} "
-            f"top-5 {val['top5']:.3f}{' (best)' if is_best else ''}"
+
+    def _save_checkpoints(self, epoch: int, is_best: bool) -> None:
+        trainer = self.trainer
+        names = ["last"] + (["best"] if is_best else []) + ([f"epoch-{epoch:03d}"] if self.keep_epochs else [])
+        for name in names:
+            save_tpos(self.output_dir / name, trainer.encoder, trainer.map_model, trainer.tpos_config)
+        trainer.save_state(self.output_dir / STATE_FILE)  # last: a crash before it leaves the previous state whole
+
+    def _report(self, metrics: dict[str, Any]) -> None:
+        val = metrics["val"]
+        self.say(
+            f"epoch {metrics['epoch']}{'' if metrics['complete'] else ' (part)'}: step {metrics['step']}, "
+            f"train loss {metrics['train'].get('total', math.nan):.4f}, val loss {val['total']:.4f}, "
+            f"val top-1 {val['top1']:.3f} top-5 {val['top5']:.3f}{' (best)' if metrics['best'] else ''}"
         )
-    return FitResult(output_dir, trainer.step, trainer.epoch, trainer.best_val_loss, metrics)
-
-
-def _silent(_message: str) -> None:
-    pass
-
-
-def _train_epoch(
-    trainer: TPoSTrainer,
-    loader: DataLoader,
-    description: str,
-    progress: bool,
-    on_step: Callable[[int, dict[str, float]], None] | None,
-) -> dict[str, float]:
-    sums: dict[str, float] = {}
-    batches = 0
-    with tqdm(loader, desc=description, unit="step", disable=not progress, leave=False) as bar:
-        for maps, labels in bar:
-            terms = trainer.train_step(maps, labels)
-            if on_step is not None:
-                on_step(trainer.step, terms)
-            batches += 1
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value
-            bar.set_postfix({name: f"{sums[name] / batches:.3f}" for name in (*TERM_NAMES, "total")})
-            if trainer.steps_exhausted:
-                break
-    return {name: total / batches for name, total in sums.items()} if batches else {}
-
-
-def _save_epoch(trainer: TPoSTrainer, output_dir: Path, epoch: int, is_best: bool, keep_epochs: bool) -> None:
-    names = ["last"] + (["best"] if is_best else []) + ([f"epoch-{epoch:03d}"] if keep_epochs else [])
-    for name in names:
-        save_tpos(output_dir / name, trainer.encoder, trainer.map_model, trainer.tpos_config)
-    trainer.save_state(output_dir / STATE_FILE)  # last: a crash before it leaves the previous state whole

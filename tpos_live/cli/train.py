@@ -146,7 +146,7 @@ def _add_recipe_options(opt: argparse._ArgumentGroup) -> None:
     recipe_option("--map-lr", float, "MAP Adam learning rate (%(default)s)")
     recipe_option("--grad-clip", float, "clip the gradient norm to this (default: no clipping)")
     recipe_option("--max-steps", int, "stop after this many steps in all")
-    options.add_seed_option(opt, "weights, batches, crops, masks and dropout")
+    options.add_seed_option(opt, "weights, batches, crops, masks and dropout", default=TrainConfig.seed)
     opt.add_argument("--no-amp", action="store_true", help="full precision on a GPU too")
 
 

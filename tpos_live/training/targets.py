@@ -29,12 +29,13 @@ from typing import Any
 import torch
 
 from tpos_live.errors import UserError
+from tpos_live.names import CLIP_L14_FAMILY, OPENCLIP_H14_FAMILY
 from tpos_live.training.spec import PromptTemplate
 
 # The CLIP each text family's text encoder comes from (hub id), for the projected target.
 MATCHING_CLIP: dict[str, str] = {
-    "clip-vit-l-14": "openai/clip-vit-large-patch14",
-    "openclip-vit-h-14": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+    CLIP_L14_FAMILY: "openai/clip-vit-large-patch14",
+    OPENCLIP_H14_FAMILY: "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
 }
 CLIP_FILES = ("config.json", "model.safetensors")
 PROJECTION_KEY = "text_projection.weight"

@@ -40,7 +40,7 @@ from tpos_live.audio.channels import db_to_gain
 from tpos_live.audio.signals import SyntheticSource
 from tpos_live.audio.sources import AudioSource
 from tpos_live.conditioning.base import ConditionProvider
-from tpos_live.control.knobs import PresetBank, step_index
+from tpos_live.control.preset_bank import PresetBank, step_index
 from tpos_live.errors import UserError
 from tpos_live.live.presets import Preset, list_presets, load_preset, save_preset
 from tpos_live.names import BACKENDS

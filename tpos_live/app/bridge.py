@@ -144,7 +144,7 @@ class EngineBridge(QObject):
 
     def poll_audio(self) -> None:
         """Emit the spectrum and level of the newest audio block."""
-        mono, _ = self.engine.source.mono_window(SPECTRUM_SAMPLES)
+        mono, _ = self.engine.sound.mono_window(SPECTRUM_SAMPLES)
         self.audio.emit(log_spectrum(mono), level_db(mono))
 
     def poll_stats(self) -> None:

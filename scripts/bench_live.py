@@ -43,9 +43,9 @@ from tpos_live.config import RenderSettings
 from tpos_live.diffusion.random_stacks import build_random_stack, build_tiny_stack
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.diffusion.stack import DTYPES
+from tpos_live.live.encoder_stage import window_samples
 from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
-from tpos_live.live.stages import window_samples
 
 
 def build(arch: str, dtype: str, device: torch.device):

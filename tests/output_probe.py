@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QApplication
 from tpos_live.app.output_window import make_output_window
 from tpos_live.config import RenderSettings
 from tpos_live.live.control import LiveControl
+from tpos_live.live.frames import Frame
 from tpos_live.live.mailbox import Mailbox
-from tpos_live.live.stages import Frame
 
 
 def main() -> None:

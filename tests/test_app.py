@@ -18,7 +18,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from tests.test_live_engine import quick_provider, quick_settings
-from tpos_live.app.bridge import SPECTRUM_FLOOR_DB, Reports, log_spectrum
+from tpos_live.app.bridge import SPECTRUM_FLOOR_DB, ReportQueue, log_spectrum
 from tpos_live.app.main_window import MainWindow
 from tpos_live.app.settings import SYNTHETIC_DEVICE, AppSettings, load_settings, save_settings
 from tpos_live.audio.signals import tone
@@ -50,7 +50,7 @@ def make_session(tiny_stack, provider, tmp_path: Path, clap_model: str | None = 
     spec = LiveSpec(scene=SceneSpec("a beach"), source=SourceSpec(kind="synthetic"),
                     conditioning=ConditioningSpec(clap_model=clap_model), live=LiveSettings(crossfade_seconds=0.2),
                     control=ControlSpec(presets=tmp_path / "presets", presets_may_be_empty=True, **control))
-    return LiveSession(spec, models, report=Reports()).start()
+    return LiveSession(spec, models, report=ReportQueue()).start()
 
 
 def make_window(qtbot, tiny_stack, provider, tmp_path: Path, inputs=(), clap_model=None, **control) -> MainWindow:
@@ -333,7 +333,7 @@ def test_the_next_preset_is_prepared_before_the_switch_and_morphs_in(qtbot, wind
     control.set_scene("a desert", seed=4)
     window.save_preset_as("desert")  # the list: desert, forest; desert is current
     forest = window.bank.presets[1].state_after(control.state())
-    qtbot.waitUntil(lambda: engine.scene_ready(forest), timeout=FRAME_TIMEOUT_MS)  # prepared in the background
+    qtbot.waitUntil(lambda: forest.scene_key in engine.scenes, timeout=FRAME_TIMEOUT_MS)  # prepared in the background
     prepared, morphs = engine.scenes.get(forest.scene_key), engine.stats().counters["morphs"]
     window.step_preset(1)
     assert control.state().scene_key == forest.scene_key
@@ -422,7 +422,7 @@ def test_osc_moves_the_panel_and_recalls_presets_as_the_next_button_does(qtbot, 
         control.set_scene("a desert", seed=4)
         window.save_preset_as("desert")  # the list: desert, forest
         forest = window.bank.presets[1].state_after(control.state())
-        qtbot.waitUntil(lambda: engine.scene_ready(forest), timeout=FRAME_TIMEOUT_MS)  # prefetched, as for Next
+        qtbot.waitUntil(lambda: forest.scene_key in engine.scenes, timeout=FRAME_TIMEOUT_MS)  # prefetched, as for Next
         prepared, morphs = engine.scenes.get(forest.scene_key), engine.stats().counters["morphs"]
         client.send_message("/tpos/preset", "forest")
         qtbot.waitUntil(lambda: window.presets.currentText() == "forest", timeout=5000)  # the list follows

@@ -136,16 +136,16 @@ def test_freeze_and_blackout_hold_or_blank_the_output(tiny_stack, provider):
         engine.control.freeze(False)
         assert engine.wait_frame(held, timeout=5)[0] > held
         engine.control.blackout(True)
-        assert wait_until(lambda: not engine.latest_frame().image.any(), 5)
+        assert wait_until(lambda: not engine.frames.peek()[1].image.any(), 5)
         engine.control.blackout(False)
-        assert wait_until(lambda: engine.latest_frame().image.any(), 5)
+        assert wait_until(lambda: engine.frames.peek()[1].image.any(), 5)
 
 
 def test_runtime_knobs_take_effect(tiny_stack, provider):
     with make_engine(tiny_stack, provider, signal=tone(440.0, RATE)) as engine:
         engine.wait_frame(0, timeout=30)
         engine.control.set_guidance(envelope_depth=0.0)
-        assert wait_until(lambda: engine.latest_frame().audio_scale == 1.0, 5)
+        assert wait_until(lambda: engine.frames.peek()[1].audio_scale == 1.0, 5)
         engine.control.set_fps(4)
         time.sleep(0.5)
         slow = frames_during(engine, 1.5)
@@ -224,9 +224,9 @@ def test_a_prefetched_scene_switches_without_waiting_and_morphs(tiny_stack, prov
         engine.wait_frame(0, timeout=30)
         assert wait_until(lambda: engine.stats().counters["scene_switches"] == 1, 5)
         desert = engine.control.state().with_scene("a desert at noon", seed=5, guidance={"audio": 5.0})
-        assert not engine.scene_ready(desert)
+        assert desert.scene_key not in engine.scenes
         engine.prefetch([desert])
-        assert wait_until(lambda: engine.scene_ready(desert), 10), "the prefetched scene was not prepared"
+        assert wait_until(lambda: desert.scene_key in engine.scenes, 10), "the prefetched scene was not prepared"
         prepared = engine.stats().counters["scenes"]
         before = frames_during(engine, 0.3)[-1]
         engine.control.set_scene("a desert at noon", seed=5, guidance={"audio": 5.0})

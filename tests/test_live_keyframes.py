@@ -14,13 +14,14 @@ from tests.test_live_engine import RATE, Reports, frames_during, quick_provider,
 from tpos_live.audio.signals import SyntheticSource, demo_pattern
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.renderer import TPoSRenderer
+from tpos_live.live.context import StageContext
 from tpos_live.live.control import LiveControl
+from tpos_live.live.encoder_stage import LiveCondition
 from tpos_live.live.engine import LiveEngine
-from tpos_live.live.keyframes import KeyframeContext, KeyframeStage
+from tpos_live.live.keyframes import KeyframeStage
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.scenes import SceneCache, SceneStage
 from tpos_live.live.settings import LiveSettings
-from tpos_live.live.stages import LiveCondition
 from tpos_live.live.stats import LiveStats
 
 
@@ -69,7 +70,7 @@ def test_the_unet_runs_per_condition_threshold_and_scene_not_for_audio_guidance_
     stats, cache = LiveStats(), SceneCache()
     scenes = SceneStage(tiny_stack, None, cache, stats, Reports())  # not started: scenes are put by hand
     published = Mailbox()
-    stage = KeyframeStage(KeyframeContext(tiny_stack, control, scenes, cache, stats, Reports()), None,
+    stage = KeyframeStage(StageContext(tiny_stack, control, scenes, stats, Reports()), None,
                           Mailbox(), published)
 
     def prepare():

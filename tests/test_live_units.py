@@ -343,9 +343,9 @@ def test_live_command_runs_on_the_test_signal(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["audio", "text", "threshold", "momentum_scale", "momentum_beta",
                                   "envelope_depth", "attack_seconds", "release_seconds", "fps"])
 def test_every_path_takes_a_knobs_range_from_the_one_table(name):
-    from tpos_live.control.knobs import knob_value, set_knob
     from tpos_live.control.midi import MidiMapping
     from tpos_live.control.osc import KNOB_ADDRESSES, OscControl
+    from tpos_live.control.preset_bank import knob_value, set_knob
     from tpos_live.live.knobs import KNOBS
     from tpos_live.live.presets import Preset
 

@@ -7,7 +7,6 @@ import mido
 import pytest
 
 from tests.test_live_engine import quick_settings
-from tpos_live.control.knobs import PresetBank
 from tpos_live.control.midi import (
     MidiController,
     MidiMapping,
@@ -17,6 +16,7 @@ from tpos_live.control.midi import (
     open_input,
     save_mappings,
 )
+from tpos_live.control.preset_bank import PresetBank
 from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
 from tpos_live.live.knobs import FPS

@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tpos_live.control.ndi import NdiOutput, ndi_available
+from tpos_live.control.ndi import NdiSender, ndi_available
+from tpos_live.control.video_out import VideoOutput
 from tpos_live.live.mailbox import Mailbox
 
 WIDTH, HEIGHT, FRAMES = 96, 64, 24
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.skipif(not ndi_available()[0], reason=ndi_available()[1
 
 
 class FrameSource:
-    """What NdiOutput follows: the engine's settings and its latest-wins frame mailbox."""
+    """What a video output follows: the engine's settings and its latest-wins frame mailbox."""
 
     def __init__(self) -> None:
         self.settings = SimpleNamespace(width=WIDTH, height=HEIGHT, fps=15.0)
@@ -38,6 +39,11 @@ class FrameSource:
 
     def wait_frame(self, after: int = 0, timeout: float | None = None):
         return self.frames.wait_newer(after, timeout)
+
+
+def connections(sender: NdiSender) -> int:
+    """How many receivers are connected to ``sender`` now."""
+    return int(sender._sender.get_num_connections(0.0))
 
 
 def pattern(k: int) -> np.ndarray:
@@ -59,7 +65,7 @@ def start_probe(name: str, by_address: bool, folder: Path, seconds: float) -> su
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
 
 
-def warm_up(output: NdiOutput, source: FrameSource, stop: threading.Event) -> None:
+def warm_up(output: VideoOutput, source: FrameSource, stop: threading.Event) -> None:
     """Red-banded frames at 15 fps until ``stop``: an engine sends all the time, and a receiver that
     has just connected takes a moment before frames reach it."""
     image = pattern(0)
@@ -68,7 +74,7 @@ def warm_up(output: NdiOutput, source: FrameSource, stop: threading.Event) -> No
         source.frames.put(SimpleNamespace(image=image))
 
 
-def send_through(output: NdiOutput, source: FrameSource) -> None:
+def send_through(output: VideoOutput, source: FrameSource) -> None:
     for k in range(FRAMES):
         sent = output.sent
         source.frames.put(SimpleNamespace(image=pattern(k)))
@@ -78,7 +84,7 @@ def send_through(output: NdiOutput, source: FrameSource) -> None:
         time.sleep(0.125)  # the receiver polls every 5 ms: a loaded machine may still starve it a while
 
 
-def receive(name: str, output: NdiOutput, source: FrameSource, by_address: bool, folder: Path) -> dict:
+def receive(name: str, output: VideoOutput, source: FrameSource, by_address: bool, folder: Path) -> dict:
     probe = start_probe(name, by_address, folder, seconds=8 if not by_address else 30)
     try:
         stop = threading.Event()
@@ -90,7 +96,7 @@ def receive(name: str, output: NdiOutput, source: FrameSource, by_address: bool,
             stop.set()
             warming.join()
         if first.get("receiving"):
-            assert output.sender.connections() > 0, "frames arrive but the sender sees no connection"
+            assert connections(output.sender) > 0, "frames arrive but the sender sees no connection"
             send_through(output, source)
             first = json.loads(probe.stdout.readline())
         probe.wait(timeout=30)
@@ -104,7 +110,7 @@ def receive(name: str, output: NdiOutput, source: FrameSource, by_address: bool,
 def test_frames_sent_by_ndi_output_arrive_at_a_cyndilib_receiver(tmp_path, capsys):
     name = f"tpos-ndi-test-{os.getpid()}"
     source = FrameSource()
-    with NdiOutput(source, name) as output:
+    with VideoOutput(source, NdiSender(name)) as output:
         result = receive(name, output, source, by_address=False, folder=tmp_path)
         if not result.get("found"):
             result = receive(name, output, source, by_address=True, folder=tmp_path)

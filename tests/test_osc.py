@@ -14,8 +14,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from tests.test_live_engine import make_engine, quick_provider, quick_settings, wait_until
-from tpos_live.control.knobs import PresetBank
 from tpos_live.control.osc import KNOB_ADDRESSES, OscConfig, OscControl, OscServer
+from tpos_live.control.preset_bank import PresetBank
 from tpos_live.errors import UserError
 from tpos_live.live.control import LiveControl
 from tpos_live.live.presets import Preset
@@ -64,9 +64,9 @@ def test_messages_change_a_running_engine_and_the_state_can_be_queried(tiny_stac
             number = engine.frames.peek()[0]
             assert engine.wait_frame(number, timeout=5)[0] > number
             client.send_message("/tpos/blackout", 1)
-            assert wait_until(lambda: not engine.latest_frame().image.any(), 5)
+            assert wait_until(lambda: not engine.frames.peek()[1].image.any(), 5)
             client.send_message("/tpos/blackout", False)
-            assert wait_until(lambda: engine.latest_frame().image.any(), 5)
+            assert wait_until(lambda: engine.frames.peek()[1].image.any(), 5)
             answer = query(client)
             assert answer["prompt"] == "a dark forest at night" and answer["audio"] == 11.5
             assert answer["fps"] == 6.0 and answer["blackout"] is False
@@ -182,7 +182,7 @@ def test_a_preset_bank_prefetches_the_scenes_next_to_the_current_one():
 
 
 def test_preset_steps_wrap_and_start_from_none():
-    from tpos_live.control.knobs import neighbours, step_index
+    from tpos_live.control.preset_bank import neighbours, step_index
 
     assert [step_index(-1, 1, 3), step_index(-1, -1, 3), step_index(2, 1, 3), step_index(0, -1, 3)] == [0, 2, 0, 2]
     assert neighbours(-1, 3) == [0, 2] and neighbours(1, 3) == [2, 0] and neighbours(0, 2) == [1]

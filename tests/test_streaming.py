@@ -168,8 +168,9 @@ def test_nearest_hop_divides_the_segment():
 def test_the_encoder_stage_streams_and_equals_whole_window_encoding(text_space, capture_rate):
     from tpos_live.audio.signals import SyntheticSource, silence
     from tpos_live.conditioning.streaming import TPoSStreaming
+    from tpos_live.live.encoder_stage import EncoderStage, window_samples
     from tpos_live.live.mailbox import Mailbox
-    from tpos_live.live.stages import EncoderStage, window_samples
+    from tpos_live.live.source_feed import SourceFeed
     from tpos_live.live.stats import LiveStats
 
     plain = random_tpos(TPoSConfig(embed_dim=DIM, text_family="tiny"), seed=0)
@@ -177,7 +178,7 @@ def test_the_encoder_stage_streams_and_equals_whole_window_encoding(text_space, 
     stream_view = TPoSStreaming(counting, hop_samples=11264)  # what the stage makes of a 0.25 s hop
     source = SyntheticSource(silence(), capture_rate)  # never started: the test writes the ring itself
     audio = sound(26.0, capture_rate, seed=3).astype(np.float32)
-    stage = EncoderStage(stream_view, text_space, source, 0.25, Mailbox(), LiveStats(1.0), lambda *a: None)
+    stage = EncoderStage(stream_view, text_space, SourceFeed(source), 0.25, Mailbox(), LiveStats(1.0), lambda *a: None)
     window = window_samples(plain)
     hop = round(0.25 * capture_rate)
     first = int(window * capture_rate / TPOS_SR) + hop  # a whole window of history, as a running source has

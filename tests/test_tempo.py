@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.test_live_engine import quick_settings
-from tpos_live.control.knobs import PresetBank
+from tpos_live.control.preset_bank import PresetBank
 from tpos_live.control.tempo import BeatClock, BeatQuantiser, OnsetTempo, TapTempo
 from tpos_live.live.control import LiveControl
 from tpos_live.live.presets import Preset
@@ -220,6 +220,7 @@ def test_routes_move_knobs_with_gain_range_and_smoothing():
 def test_the_tempo_of_a_live_source_is_followed_in_real_time():
     from tpos_live.audio.signals import SyntheticSource
     from tpos_live.control.tempo import SourceTempo
+    from tpos_live.live.source_feed import SourceFeed
 
     loop, _ = click_track([(150.0, 3.2)], start=0.0)  # eight beats, looped seamlessly
 
@@ -229,7 +230,7 @@ def test_the_tempo_of_a_live_source_is_followed_in_real_time():
     source = SyntheticSource(clicks, RATE)
     clock = BeatClock()
     source.start()
-    follower = SourceTempo(source, clock).start()
+    follower = SourceTempo(SourceFeed(source), clock).start()
     try:
         assert wait_for(lambda: clock.bpm is not None and abs(clock.bpm - 150.0) < 1.0, 8.0), clock.bpm
     finally:

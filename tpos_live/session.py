@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from tpos_live.audio.channels import db_to_gain
 from tpos_live.audio.decode import Audio
 from tpos_live.audio.source_spec import SourceSpec, open_source
 from tpos_live.backends.base import Backend
@@ -447,6 +448,10 @@ class LiveSession:
     that one is used instead, said as a warning). :meth:`start` starts the engine, the recording and the
     controls; :meth:`stop` (or leaving ``with``) stops them all and returns the recording's path.
 
+    Every change of what runs while it runs goes through the session (:meth:`switch_source`,
+    :meth:`set_gain`, :meth:`switch_conditioning`, :meth:`switch_backend`), so that :attr:`spec` and
+    :attr:`models` always say what the engine runs now.
+
     Args:
         spec: the session.
         models: from :func:`load_models` with the spec's model, backend, conditioning and scene.
@@ -458,6 +463,7 @@ class LiveSession:
     def __init__(self, spec: LiveSpec, models: Models, report: Reporter = ignore_report,
                  fallback_source: SourceSpec | None = None, sound: Audio | None = None) -> None:
         self.spec, self.models, self.report = spec, models, report
+        self._capture = spec.source  # the capture options every device picked later is opened with
         _check_live_scene(spec.scene, models.settings, report)
         source = self._first_source(spec.source, fallback_source, sound)
         self.engine = LiveEngine(models.stack, models.settings, models.provider, source, spec.scene.prompt,
@@ -472,20 +478,20 @@ class LiveSession:
             if fallback is None:
                 raise
             self.report("warning", f"{error}; using the {fallback.kind} source instead")
+            self.spec = replace(self.spec, source=fallback)
             return self.open_source(fallback)
 
     def open_source(self, spec: SourceSpec):
         """A source for ``spec`` at the conditioning's rate (not started); UserError if it cannot be had."""
         return open_source(spec, self.models.provider.sample_rate, self.report)
 
-    def source_for_device(self, device: str | None, gain_db: float, synthetic: bool = False):
-        """A source for a device picked by name (or the test signal), with the session's capture options."""
-        base = self.spec.source
+    def device_source(self, device: str | None, gain_db: float, synthetic: bool = False) -> SourceSpec:
+        """The source of a device picked by name (or of the test signal), with the session's capture options."""
+        base = self._capture
         if synthetic:
-            return self.open_source(SourceSpec(kind="synthetic", channel=base.channel, gain_db=gain_db))
-        return self.open_source(SourceSpec(kind="device", device=device, host_api=base.host_api,
-                                           sample_rate=base.sample_rate, channel=base.channel, gain_db=gain_db,
-                                           latency=base.latency))
+            return SourceSpec(kind="synthetic", channel=base.channel, gain_db=gain_db)
+        return SourceSpec(kind="device", device=device, host_api=base.host_api, sample_rate=base.sample_rate,
+                          channel=base.channel, gain_db=gain_db, latency=base.latency)
 
     # ---- life cycle -----------------------------------------------------------------------------
 
@@ -516,6 +522,31 @@ class LiveSession:
         self.stop()
 
     # ---- changing what runs ----------------------------------------------------------------------
+
+    def switch_source(self, spec: SourceSpec):
+        """Open the source of ``spec`` and take the sound from it from now on, without stopping the frames;
+        the old source is stopped (slow: call it off the GUI thread). UserError when it cannot be opened
+        (then nothing changes). Returns the new source."""
+        source = self.open_source(spec)
+        old = self.engine.set_source(source)  # starts the new one; UserError leaves the old running
+        self.spec = replace(self.spec, source=spec)
+        old.stop()
+        return source
+
+    def set_gain(self, gain_db: float) -> None:
+        """The input gain of the sound source in use, in dB, from the next block read."""
+        source = self.engine.source
+        source.channel_map = replace(source.channel_map, gain=db_to_gain(gain_db))
+        self.spec = replace(self.spec, source=replace(self.spec.source, gain_db=gain_db))
+
+    def switch_conditioning(self, provider: ConditionProvider, encoder: str) -> ConditionProvider:
+        """Condition the running engine on ``provider`` (what ``load_provider`` loaded from ``encoder``) from
+        the next encoder hop. UserError when it does not fit the model (then nothing changes). Returns the
+        old provider."""
+        old = self.engine.set_provider(provider)
+        self.models = replace(self.models, provider=provider)
+        self.spec = replace(self.spec, conditioning=replace(self.spec.conditioning, encoder=encoder))
+        return old
 
     def switch_backend(self, spec: BackendSpec, say: Say | None = None) -> Backend:
         """Build the backend of ``spec`` and swap it into the running engine (slow: exports or compiles;

@@ -1,1 +1,1 @@
-"""The Qt desktop app (issue 6)."""
+"""The Qt desktop app: the live engine in a window (the only package that imports Qt)."""

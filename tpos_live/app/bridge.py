@@ -15,7 +15,7 @@ from collections import deque
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from tpos_live.control.knobs import PresetBank
+from tpos_live.control.preset_bank import PresetBank
 from tpos_live.live.engine import LiveEngine
 
 SPECTRUM_BINS = 128  # rows of the scrolling spectrogram
@@ -24,8 +24,8 @@ SPECTRUM_FLOOR_DB = -80.0  # fixed levels of the spectrogram: floor .. 0 dB
 LEVEL_FLOOR_DB = -60.0
 
 
-class Reports:
-    """A thread-safe reporter (``report(level, message)``) that keeps messages for the GUI to take."""
+class ReportQueue:
+    """A thread-safe reporter (``report(level, message)``) that queues messages for the GUI thread to take."""
 
     def __init__(self, keep: int = 200) -> None:
         self._messages: deque[tuple[str, str]] = deque(maxlen=keep)
@@ -89,7 +89,7 @@ class EngineBridge(QObject):
     control_changed = Signal(object)
     preset_changed = Signal(int)
 
-    def __init__(self, engine: LiveEngine, reports: Reports | None = None, presets: PresetBank | None = None,
+    def __init__(self, engine: LiveEngine, reports: ReportQueue | None = None, presets: PresetBank | None = None,
                  frame_hz: float = 60.0, audio_hz: float = 30.0, stats_hz: float = 4.0,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -144,7 +144,7 @@ class EngineBridge(QObject):
 
     def poll_audio(self) -> None:
         """Emit the spectrum and level of the newest audio block."""
-        mono, _ = self.engine.source.mono_window(SPECTRUM_SAMPLES)
+        mono, _ = self.engine.sound.mono_window(SPECTRUM_SAMPLES)
         self.audio.emit(log_spectrum(mono), level_db(mono))
 
     def poll_stats(self) -> None:

@@ -44,14 +44,14 @@ def start_session(spec: LiveSpec, fallback_to_test_signal: bool = False, sound: 
     as a warning, when a saved device cannot be opened and ``fallback_to_test_signal``), the engine, and
     its controls and outputs (OSC, MIDI, presets, tempo and Link, NDI/Spout/Syphon). It reports into the
     app's message queue."""
-    from tpos_live.app.bridge import Reports
+    from tpos_live.app.bridge import ReportQueue
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     models = load_models(spec.model, spec.backend, spec.conditioning, spec.scene, say=say)
     fallback = SourceSpec(kind="synthetic", gain_db=spec.source.gain_db) if fallback_to_test_signal else None
-    session = LiveSession(spec, models, report=Reports(), fallback_source=fallback, sound=sound)
+    session = LiveSession(spec, models, report=ReportQueue(), fallback_source=fallback, sound=sound)
     say(f"sound: {session.engine.source.description}")
     say(f"frames rendered by {session.backend_description}")
     return session.start()

@@ -6,6 +6,8 @@ of its own (or, without threaded OpenGL, on its own GUI timer), and the controls
 cheap, thread-safe setters. One engine runs for the whole session: a new scene, steps, init image,
 sound device, conditioning source or backend changes it in place (slow parts, such as opening a
 device, loading an encoder or building a backend, on a worker thread), so the output never stops.
+The sound device, the gain, the conditioning and the backend change through the session
+(``LiveSession``), which keeps its spec and models in step with the engine.
 Presets go through the session's preset bank, the same one OSC and MIDI recall from.
 """
 
@@ -36,11 +38,10 @@ from tpos_live.app.output_window import make_output_window
 from tpos_live.app.panels import AudioPanel, FrameView, ScenePanel, StatusPanel
 from tpos_live.app.settings import SYNTHETIC_DEVICE, AppSettings, save_settings
 from tpos_live.app.tasks import BackgroundJob
-from tpos_live.audio.channels import db_to_gain
 from tpos_live.audio.signals import SyntheticSource
 from tpos_live.audio.sources import AudioSource
 from tpos_live.conditioning.base import ConditionProvider
-from tpos_live.control.knobs import PresetBank, step_index
+from tpos_live.control.preset_bank import PresetBank, step_index
 from tpos_live.errors import UserError
 from tpos_live.live.presets import Preset, list_presets, load_preset, save_preset
 from tpos_live.names import BACKENDS
@@ -76,7 +77,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("tpos-live")
         self.setWindowIcon(icon("app"))
         self.bridge = EngineBridge(self.engine, self.reports, presets=self.bank, parent=self)
-        provider = self.engine.provider
+        provider = session.models.provider
         self._providers = {kind_of(provider): provider}  # loaded ones: switching back is instant
         self.device_job = BackgroundJob("opening the sound device", self)
         self.conditioning_job = BackgroundJob("loading the audio conditioning", self)
@@ -160,7 +161,8 @@ class MainWindow(QMainWindow):
         return self.session.controls.presets
 
     def _weights(self) -> str:
-        return f"model: {self.session.models.stack.name} · encoder: {self.engine.provider.name}"
+        models = self.session.models
+        return f"model: {models.stack.name} · encoder: {models.provider.name}"
 
     def _connect(self) -> None:
         self.bridge.frame.connect(self.preview.show_frame)
@@ -224,10 +226,8 @@ class MainWindow(QMainWindow):
         gain = self.audio.gain.value()
 
         def open_and_switch() -> AudioSource:
-            source = self.session.source_for_device(name, gain, synthetic=name == SYNTHETIC_DEVICE)
-            old = self.engine.set_source(source)  # starts the new one; UserError leaves the old running
-            old.stop()
-            return source
+            spec = self.session.device_source(name, gain, synthetic=name == SYNTHETIC_DEVICE)
+            return self.session.switch_source(spec)  # UserError leaves the old source running
 
         started = self.device_job.start(open_and_switch, lambda source: self._device_switched(name, source))
         if not started:
@@ -261,22 +261,22 @@ class MainWindow(QMainWindow):
     def use_conditioning(self, choice: ConditioningChoice) -> bool:
         """Condition on ``choice`` (TPoS encoder or CLAP concept bank): loaded on a worker thread, then
         swapped into the running engine. Returns False when it cannot start (the reason is shown)."""
-        if choice.kind == kind_of(self.engine.provider) and choice.encoder is not None:
+        if choice.kind == kind_of(self.session.models.provider) and choice.encoder is not None:
             return True
         if choice.encoder is None:
             self._conditioning_failed(choice.why_not)
             return False
-        session, engine, loaded = self.session, self.engine, self._providers.get(choice.kind)
+        session, loaded = self.session, self._providers.get(choice.kind)
 
         def load_and_switch() -> ConditionProvider:
-            provider = loaded or load_conditioning(choice, session.models.stack, engine.text_space, self.reports,
-                                                   session.spec.conditioning.concepts)
-            engine.set_provider(provider)
+            provider = loaded or load_conditioning(choice, session.models.stack, session.models.text_space,
+                                                   self.reports, session.spec.conditioning.concepts)
+            session.switch_conditioning(provider, choice.encoder)
             return provider
 
         if not self.conditioning_job.start(load_and_switch, self._conditioning_switched):
             self.say("warning", "still loading the last conditioning source picked: try again in a moment")
-            self.scene.show_conditioning(kind_of(self.engine.provider))
+            self.scene.show_conditioning(kind_of(self.session.models.provider))
             return False
         if loaded is None:
             self.say("info", f"loading {choice.label} …")
@@ -284,14 +284,13 @@ class MainWindow(QMainWindow):
 
     def _conditioning_switched(self, provider: ConditionProvider) -> None:
         self._providers[kind_of(provider)] = provider
-        random = self.session.models.stack.random_weights or getattr(provider, "random_weights", False)
-        self.status.show_weights(self._weights(), bool(random))
+        self.status.show_weights(self._weights(), self.session.models.random_weights)
         self.scene.show_conditioning(kind_of(provider))
         self.say("info", f"audio conditioning: {provider.name}")
 
     def _conditioning_failed(self, message: str) -> None:
         self.say("error", message)
-        self.scene.show_conditioning(kind_of(self.engine.provider))
+        self.scene.show_conditioning(kind_of(self.session.models.provider))
 
     def use_backend(self, name: str) -> bool:
         """Run the UNet and the decoder on backend ``name`` from now on: built on a worker thread (an
@@ -321,8 +320,7 @@ class MainWindow(QMainWindow):
         self.scene.show_backend(self.session.spec.backend.name)
 
     def set_gain(self, db: float) -> None:
-        source = self.engine.source
-        source.channel_map = replace(source.channel_map, gain=db_to_gain(db))
+        self.session.set_gain(float(db))
         self.update_settings(gain_db=float(db))
 
     # ---- performance ------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from tpos_live.app.panels import FrameView, frame_image, paint_fitted
 from tpos_live.live.control import LiveControl
+from tpos_live.live.frames import Frame
 from tpos_live.live.mailbox import Mailbox
-from tpos_live.live.stages import Frame
 from tpos_live.reporting import Reporter, Reports
 
 POLL_HZ = 120.0  # twice a 60 Hz display: a new frame waits at most half a refresh

@@ -28,12 +28,13 @@ from PySide6.QtWidgets import (
 
 from tpos_live.app.bridge import LEVEL_FLOOR_DB, SPECTRUM_BINS, SPECTRUM_FLOOR_DB
 from tpos_live.app.settings import SYNTHETIC_DEVICE
-from tpos_live.live.control import MAX_CROSSFADE_SECONDS, ControlState, LiveControl
+from tpos_live.limits import MAX_CROSSFADE_SECONDS
+from tpos_live.live.control import ControlState, LiveControl
 from tpos_live.live.knobs import FPS, GUIDANCE
 from tpos_live.live.stats import StatsSnapshot
 
 SPECTROGRAM_COLUMNS = 240  # eight seconds at the bridge's 30 Hz
-TRACE_POINTS = 64  # encoder updates shown (16 s at a 0.25 s hop)
+TRACE_POINTS = 64  # encoder updates shown (16 s at the default hop, LiveSettings.hop_seconds)
 MAX_SEED = 2**31 - 1  # QSpinBox holds 32-bit ints
 
 

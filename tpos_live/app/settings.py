@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from tpos_live.fileio import write_text_atomically
-from tpos_live.live.control import MAX_CROSSFADE_SECONDS
+from tpos_live.limits import MAX_CROSSFADE_SECONDS
 from tpos_live.paths import settings_folder
 
 SETTINGS_FILE = "app.json"

@@ -13,7 +13,9 @@ import os
 import sys
 from dataclasses import replace
 
+from tpos_live.app.settings import AppSettings
 from tpos_live.cli import options
+from tpos_live.config import RenderSettings
 from tpos_live.errors import UserError
 
 DEFAULT_PROMPT = "a photo of a beautiful beach with a blue sky"
@@ -38,9 +40,9 @@ def add_command(commands) -> None:
     options.add_sound_options(p, device_default="the device saved in the app settings", gain_default=None)
     options.add_scene_options(p, prompt_default=DEFAULT_PROMPT, init_image_help="start every scene from this image")
     output = p.add_argument_group("output")
-    options.add_frame_options(output, fps_help="frame-rate cap (default 24)")
+    options.add_frame_options(output, fps_help=f"frame-rate cap (default {RenderSettings.fps:g})")
     options.add_live_timing_options(output, None, "seconds a scene switch takes (default: the saved crossfade, "
-                                                  "1.0 at first)")
+                                                  f"{AppSettings.crossfade_seconds:g} at first)")
     output.add_argument("--screen", type=int, help="screen index for the output window (default: saved)")
     options.add_sampling_options(p)
     options.add_model_options(p, model_default=None)

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 from tpos_live.cli import options
+from tpos_live.config import RenderSettings
 from tpos_live.errors import UserError
+from tpos_live.live.settings import LiveSettings
 from tpos_live.preflight import existed, written
 
 EPILOG = """\
@@ -62,8 +64,8 @@ def add_command(commands) -> None:
     options.add_sound_options(p, device_default="the default input", gain_default=0.0)
     options.add_scene_options(p)
     output = p.add_argument_group("output")
-    options.add_frame_options(output, fps_help="frame-rate cap (default 24)")
-    options.add_live_timing_options(output, 0.5, "seconds a new scene fades in (0.5)")
+    options.add_frame_options(output, fps_help=f"frame-rate cap (default {RenderSettings.fps:g})")
+    options.add_live_timing_options(output, None, f"seconds a new scene fades in ({LiveSettings.crossfade_seconds:g})")
     output.add_argument("--record", type=Path, metavar="MP4", help="record the frames and the sound here")
     output.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: "
                                                                           "at Ctrl-C)")

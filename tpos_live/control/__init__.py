@@ -70,8 +70,8 @@ def attach_controls(engine, spec: ControlSpec, report: Reporter, outputs: Output
 
 
 def _attach(controls: Controls, engine, spec: ControlSpec, report: Reporter) -> None:
-    from tpos_live.control.knobs import PresetBank, load_preset_folder
     from tpos_live.control.modulation import TEMPO_FEATURES
+    from tpos_live.control.preset_bank import PresetBank, load_preset_folder
     from tpos_live.control.tempo import BeatClock, BeatQuantiser, TapTempo
 
     try:
@@ -89,7 +89,7 @@ def _attach(controls: Controls, engine, spec: ControlSpec, report: Reporter) -> 
     synced = any(route.split(":", 1)[0] in TEMPO_FEATURES for route in spec.modulate)
     local_tempo = not spec.link or spec.link_lead  # following Link, the session's tempo rules
     if spec.tempo == "audio" and local_tempo and (spec.quantise != "off" or synced or spec.link_lead):
-        controls.tempo = _follow_tempo(engine.source, controls.clock, controls, spec.bpm_range)
+        controls.tempo = _follow_tempo(engine.sound, controls.clock, controls, spec.bpm_range)
     if spec.tempo == "midi-clock":
         from tpos_live.control.tempo import MidiClockTempo
 
@@ -166,16 +166,16 @@ def _start_modulation(controls: Controls, engine, specs: list[str], report: Repo
         routes = [parse_route(spec) for spec in specs]
     except ValueError as error:
         raise UserError(f"--modulate: {error}") from None
-    controls.modulator = Modulator(engine.control, routes, engine.source.sample_rate, report,
-                                   clock=controls.clock).start(engine.source)
+    controls.modulator = Modulator(engine.control, routes, engine.sound.sample_rate, report,
+                                   clock=controls.clock).start(engine.sound)
     controls.on_close(controls.modulator.stop)
 
 
-def _follow_tempo(source, clock, controls: Controls, bpm_range: tuple[float, float]):
+def _follow_tempo(sound, clock, controls: Controls, bpm_range: tuple[float, float]):
     from tpos_live.control.tempo import SourceTempo
 
     try:
-        follower = SourceTempo(source, clock, *bpm_range).start()
+        follower = SourceTempo(sound, clock, *bpm_range).start()
     except ValueError as error:
         raise UserError(f"--bpm-range: {error}") from None
     controls.on_close(follower.stop)

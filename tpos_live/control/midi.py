@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from tpos_live.control.knobs import PresetBank, knob_value, set_knob
+from tpos_live.control.preset_bank import PresetBank, knob_value, set_knob
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
 from tpos_live.live.control import LiveControl
@@ -197,10 +197,6 @@ class MidiController:
             argument = 0 if target == "preset_recall" else None
             self._learning = _Learning(target, argument, {}, skip)
             self.report("info", f"MIDI learn: move the control for '{target}'")
-
-    def cancel_learn(self) -> None:
-        with self._lock:
-            self._learning, self._queue = None, []
 
     def handle(self, message) -> str:
         """Apply one mido message; returns what it did: ``"learned"``, ``"set"``, ``"waiting"`` (soft

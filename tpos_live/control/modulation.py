@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tpos_live.control.knobs import set_knob
+from tpos_live.control.preset_bank import set_knob
 from tpos_live.live.control import LiveControl
 from tpos_live.live.knobs import KNOBS
 from tpos_live.reporting import Reporter, ignore_report
@@ -164,7 +164,9 @@ class Modulator(Stage):
         return applied
 
     def start(self, source, rate: float = 30.0) -> Modulator:
-        """Update from ``source.mono_window`` ``rate`` times a second on a thread until :meth:`stop`."""
+        """Update from ``source.mono_window`` (a source, or the engine's
+        :class:`~tpos_live.live.source_feed.SourceFeed`, which follows a swap) ``rate`` times a second on a
+        thread until :meth:`stop`."""
         self._source, self._interval = source, 1.0 / rate
         return super().start()
 
@@ -172,7 +174,7 @@ class Modulator(Stage):
         interval = self._interval
         while not self._stop.wait(interval):
             try:
-                mono, _ = self._source.mono_window(self.features.window)
+                mono, _ = self._source.mono_window(self.features.window, self.features.sample_rate)
                 self.update(mono, interval)
             except ValueError as error:  # a knob the engine refuses: say so, keep going
                 self.report("warning", f"modulation: {error}")

@@ -1,20 +1,16 @@
 """NDI video out: the frames on screen sent as an NDI source on the local network (cyndilib).
 
-    with NdiOutput(engine, name="tpos-live") as ndi:   # follows engine.frames on its own thread
-        ...
-    ndi.sent                                           # frames sent so far
-
-An :class:`NdiOutput` is a :class:`~tpos_live.control.video_out.VideoOutput` with an
-:class:`~tpos_live.control.video_out.NdiSender` (the interface Spout and Syphon share). NDI needs
-cyndilib (``pip install cyndilib``; its wheels carry the NDI runtime). Where it cannot be imported,
-:func:`ndi_available` says why and :class:`NdiOutput` raises a UserError saying what to do.
+:class:`NdiSender` is the NDI :class:`~tpos_live.control.video_out.FrameSender` (the interface Spout and
+Syphon share); a :class:`~tpos_live.control.video_out.VideoOutput` runs it. NDI needs cyndilib
+(``pip install cyndilib``; its wheels carry the NDI runtime). Where it cannot be imported,
+:func:`ndi_available` says why.
 """
 
 from __future__ import annotations
 
-from tpos_live.control.video_out import NdiSender, VideoOutput
-from tpos_live.errors import UserError
-from tpos_live.reporting import Reporter
+from fractions import Fraction
+
+import numpy as np
 
 INSTALL_HINT = "pip install cyndilib (its wheels carry the NDI runtime)"
 
@@ -28,15 +24,33 @@ def ndi_available() -> tuple[bool, str]:
     return True, ""
 
 
-class NdiOutput(VideoOutput):
-    """Sends each new frame of ``engine.frames`` as RGBA over NDI, under the source name ``name``.
-    Raises UserError where NDI is unavailable."""
+class NdiSender:
+    """An NDI source named ``name`` (cyndilib); the engine sets the pace, not NDI's clock."""
 
-    name = "ndi"
+    kind = "NDI"
 
-    def __init__(self, engine, name: str = "tpos-live", report: Reporter | None = None) -> None:
-        usable, why = ndi_available()
-        if not usable:
-            raise UserError(why)
-        super().__init__(engine, NdiSender(name), report)
-        self.source_name = name
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._sender = None
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        from cyndilib.sender import Sender
+        from cyndilib.video_frame import VideoSendFrame
+        from cyndilib.wrapper.ndi_structs import FourCC
+
+        sender = Sender(self.name, clock_video=False)
+        frame = VideoSendFrame()
+        frame.set_resolution(width, height)
+        frame.set_frame_rate(Fraction(fps).limit_denominator(1001))
+        frame.set_fourcc(FourCC.RGBA)
+        sender.set_video_frame(frame)
+        sender.open()
+        self._sender = sender
+
+    def send(self, rgba: np.ndarray) -> None:
+        self._sender.write_video(rgba.reshape(-1))
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None

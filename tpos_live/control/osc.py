@@ -51,9 +51,11 @@ from dataclasses import dataclass
 from pythonosc.osc_message_builder import build_msg
 from pythonosc.osc_packet import OscPacket
 
-from tpos_live.control.knobs import PresetBank, knob_value, set_knob
+from tpos_live.control.preset_bank import PresetBank, knob_value, set_knob
+from tpos_live.control.spec import OSC_HOST
 from tpos_live.control.tempo import BeatClock
 from tpos_live.errors import UserError
+from tpos_live.limits import SEED_LIMIT, SEED_RANGE
 from tpos_live.live.control import MAX_PROMPT_CHARS, LiveControl
 from tpos_live.live.knobs import KNOBS
 
@@ -82,10 +84,10 @@ class Rejected(ValueError):
 
 @dataclass(frozen=True)
 class OscConfig:
-    """Where the OSC server listens: 127.0.0.1 (this machine only) unless a host is given; port 0
+    """Where the OSC server listens: ``OSC_HOST`` (this machine only) unless a host is given; port 0
     picks a free port (see :attr:`OscServer.port`)."""
 
-    host: str = "127.0.0.1"
+    host: str = OSC_HOST
     port: int = 9000
 
     def __post_init__(self) -> None:
@@ -259,8 +261,8 @@ def _seed(args: tuple) -> int:
     seed = _one(args, "int")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise Rejected("bad_arguments", f"a seed must be an int, got {type(seed).__name__}")
-    if not 0 <= seed < 2**63:
-        raise Rejected("out_of_range", f"a seed must be in 0..2^63-1, got {seed}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise Rejected("out_of_range", f"a seed must be in {SEED_RANGE}, got {seed}")
     return seed
 
 

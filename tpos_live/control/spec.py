@@ -9,6 +9,8 @@ from pathlib import Path
 
 QUANTISE_CHOICES = ("off", "beat", "bar")
 TEMPO_CHOICES = ("audio", "tap", "midi-clock")
+OSC_HOST = "127.0.0.1"  # this machine only: a performer opens OSC to the network by choice
+BPM_RANGE = (60.0, 200.0)  # the tempi the audio tempo follower searches unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class ControlSpec:
     """The live controls to start (all off by default; docs/control.md).
 
     Attributes:
-        osc_port, osc_host: listen for OSC on this UDP port and address (127.0.0.1: this machine only).
+        osc_port, osc_host: listen for OSC on this UDP port and address (``OSC_HOST``: this machine only).
         midi_port: MIDI input by index or (part of) its name.
         midi_map: the MIDI mappings file (None: midi.json in the settings folder).
         midi_learn: knobs or triggers to learn in turn from the next controls moved.
@@ -35,7 +37,7 @@ class ControlSpec:
     """
 
     osc_port: int | None = None
-    osc_host: str = "127.0.0.1"
+    osc_host: str = OSC_HOST
     midi_port: str | None = None
     midi_map: Path | None = None
     midi_learn: tuple[str, ...] = ()
@@ -43,7 +45,7 @@ class ControlSpec:
     presets_may_be_empty: bool = False
     quantise: str = "off"
     tempo: str = "audio"
-    bpm_range: tuple[float, float] = (60.0, 200.0)
+    bpm_range: tuple[float, float] = BPM_RANGE
     beats_per_bar: int = 4
     modulate: tuple[str, ...] = ()
     link: bool = False

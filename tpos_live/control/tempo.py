@@ -22,6 +22,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tpos_live.audio.sources import AudioSource
+from tpos_live.control.spec import BPM_RANGE
+from tpos_live.live.source_feed import SourceFeed
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.worker import Stage
 
@@ -120,8 +123,8 @@ class OnsetTempo:
         update_seconds: how often the estimate is renewed.
     """
 
-    def __init__(self, sample_rate: int, clock: BeatClock | None = None, min_bpm: float = 60.0,
-                 max_bpm: float = 200.0, window_seconds: float = 6.0, hop_seconds: float = 0.005,
+    def __init__(self, sample_rate: int, clock: BeatClock | None = None, min_bpm: float = BPM_RANGE[0],
+                 max_bpm: float = BPM_RANGE[1], window_seconds: float = 6.0, hop_seconds: float = 0.005,
                  update_seconds: float = 0.25) -> None:
         if not (20.0 <= min_bpm < max_bpm <= 400.0):
             raise ValueError(f"need 20 <= min_bpm < max_bpm <= 400, got {min_bpm}..{max_bpm}")
@@ -256,20 +259,30 @@ def _beat_offset(onsets: np.ndarray, period: float) -> float:
 
 
 class SourceTempo(Stage):
-    """Feeds a live source's newest audio (mixed to mono) to an :class:`OnsetTempo` every ``interval``
-    seconds on its own thread, timed by the source's capture clock (``time.monotonic``)."""
+    """Feeds the newest audio of ``sound`` (mixed to mono) to an :class:`OnsetTempo` every ``interval``
+    seconds on its own thread, timed by the source's capture clock (``time.monotonic``). A swapped source
+    is followed from the next read (with a new tracker when it runs at another rate)."""
 
     name = "tempo"
 
-    def __init__(self, source, clock: BeatClock, min_bpm: float = 60.0, max_bpm: float = 200.0,
-                 interval: float = 0.02, report: Reporter = ignore_report) -> None:
+    def __init__(self, sound: SourceFeed, clock: BeatClock, min_bpm: float = BPM_RANGE[0],
+                 max_bpm: float = BPM_RANGE[1], interval: float = 0.02, report: Reporter = ignore_report) -> None:
         super().__init__(report)
-        self.source, self.interval = source, interval
-        self.tracker = OnsetTempo(source.ring.sample_rate, clock, min_bpm, max_bpm)
-        self._reader = source.ring.reader()
+        self.sound, self.clock, self.interval = sound, clock, interval
+        self.bpm_range = (min_bpm, max_bpm)
+        self.tracker: OnsetTempo | None = None
+        self._follow(sound.current)
+
+    def _follow(self, source: AudioSource) -> None:
+        rate = source.ring.sample_rate
+        if self.tracker is None or self.tracker.sample_rate != rate:
+            self.tracker = OnsetTempo(rate, self.clock, *self.bpm_range)
+        self.source, self._reader = source, source.ring.reader()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.sound.current is not self.source:
+                self._follow(self.sound.current)
             frames = self._reader.read()
             end_time = self.source.capture_time(self._reader.position - 1)
             if len(frames) and end_time is not None:

@@ -1,6 +1,6 @@
 """Video out: the frames on screen sent to other programs (NDI, Spout, Syphon) through one interface.
 
-    output = VideoOutput(engine, NdiSender("tpos-live"), report).start()   # follows engine.frames
+    output = VideoOutput(engine, make_sender("ndi", "tpos-live"), report).start()   # follows engine.frames
     output.sent, output.errors                                              # so far
     output.stop()
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import sys
 import threading
-from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
 
+from tpos_live.control.ndi import NdiSender, ndi_available
 from tpos_live.errors import UserError, first_line
 from tpos_live.reporting import Reporter, ignore_report
 from tpos_live.worker import Stage
@@ -130,42 +130,6 @@ class VideoOutput(Stage):
 # ---- the senders ----------------------------------------------------------------------------------
 
 
-class NdiSender:
-    """An NDI source named ``name`` (cyndilib); the engine sets the pace, not NDI's clock."""
-
-    kind = "NDI"
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._sender = None
-
-    def open(self, width: int, height: int, fps: float) -> None:
-        from cyndilib.sender import Sender
-        from cyndilib.video_frame import VideoSendFrame
-        from cyndilib.wrapper.ndi_structs import FourCC
-
-        sender = Sender(self.name, clock_video=False)
-        frame = VideoSendFrame()
-        frame.set_resolution(width, height)
-        frame.set_frame_rate(Fraction(fps).limit_denominator(1001))
-        frame.set_fourcc(FourCC.RGBA)
-        sender.set_video_frame(frame)
-        sender.open()
-        self._sender = sender
-
-    def send(self, rgba: np.ndarray) -> None:
-        self._sender.write_video(rgba.reshape(-1))
-
-    def connections(self, timeout: float = 0.0) -> int:
-        """How many receivers are connected (waiting up to ``timeout`` seconds for one)."""
-        return 0 if self._sender is None else int(self._sender.get_num_connections(timeout))
-
-    def close(self) -> None:
-        if self._sender is not None:
-            self._sender.close()
-            self._sender = None
-
-
 class SpoutSender:
     """A Spout sender named ``name`` (Windows, ``SpoutGL``; Spout makes its own OpenGL context).
     Not run by the project's tests: there is no Windows machine to run it on."""
@@ -228,8 +192,6 @@ def make_sender(output: str, name: str) -> FrameSender:
     (wrong platform, or its package missing)."""
     check_platform(output)
     if output == "ndi":
-        from tpos_live.control.ndi import ndi_available
-
         usable, why = ndi_available()
         if not usable:
             raise UserError(why)

@@ -1,1 +1,1 @@
-"""The live engine (issue 4)."""
+"""The live engine: sound in, audio-reactive frames out (docs/design.md, "Real-time design")."""

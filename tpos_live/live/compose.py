@@ -3,7 +3,8 @@
 Every frame is ``A + g_s envelope(t) lerp(B_previous, B_newest, tau(t))`` (``TPoSRenderer.compose_latents``)
 and one decode, from whatever the keyframe stage (``keyframes.py``) published last: the loudness envelope
 is exact at frame rate and a keyframe that takes longer than a frame never holds the frames up. The
-pacing, the loudness, the download, the finisher and the blackout are the render stage's.
+pacing, the loudness, the download, the finisher and the blackout are every frame stage's
+(``frame_stage.py``).
 
 A scene switch fades between decoded pictures: for the crossfade's length both scenes are composed and
 decoded (one decode call of twice the frames) and mixed on the compute device, so both keep moving with
@@ -13,23 +14,23 @@ the sound. The morph of the per-frame path (scenes blended in z^delta) would nee
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from tpos_live.audio.sources import AudioSource
-from tpos_live.backends.base import Backend, completion_fence
-from tpos_live.diffusion.frames import PendingFrames
+from tpos_live.backends.base import Backend
 from tpos_live.diffusion.renderer import TPoSRenderer
-from tpos_live.diffusion.stack import ModelStack
-from tpos_live.live.control import SCENE_SETTINGS, ControlState, LiveControl
+from tpos_live.live.context import StageContext
+from tpos_live.live.control import SCENE_SETTINGS, ControlState
+from tpos_live.live.finisher import RenderedBatch
+from tpos_live.live.frame_stage import FrameStage
+from tpos_live.live.frames import FrameBatch
 from tpos_live.live.keyframes import Keyframes
+from tpos_live.live.loudness import LoudnessFollower
 from tpos_live.live.mailbox import Mailbox
-from tpos_live.live.stages import RenderStage, _Rendered
-from tpos_live.live.stats import LiveStats
 from tpos_live.live.streams import adopt
-from tpos_live.reporting import Reporter
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class PictureFade:
         return torch.lerp(old, new, alphas[:, None, None, None])
 
 
-class ComposeStage(RenderStage):
+class ComposeStage(FrameStage):
     """Frames at up to the control's fps, composed from the keyframes mailbox (peeked: the newest wins).
 
     Nothing is shown before the first keyframes, while frozen or while the audio device is lost; a compose
@@ -64,12 +65,10 @@ class ComposeStage(RenderStage):
 
     name = "compose"
 
-    def __init__(self, stack: ModelStack, backend: Backend, control: LiveControl, source: AudioSource,
-                 keyframes: Mailbox[Keyframes], deliver, stats: LiveStats, report: Reporter,
-                 loudness_window_seconds: float) -> None:
+    def __init__(self, context: StageContext, backend: Backend, loudness: LoudnessFollower,
+                 keyframes: Mailbox[Keyframes], deliver: Callable[[FrameBatch], object]) -> None:
         # The keyframe stage follows the scenes and the conditions: this stage reads only its keyframes.
-        super().__init__(stack, backend, control, source, None, None, None, deliver, stats, report,
-                         loudness_window_seconds)
+        super().__init__(context, backend, loudness, deliver)
         self.keyframes = keyframes
         self.keys: Keyframes | None = None  # what the frames are composed from now
         self._version = 0
@@ -78,7 +77,7 @@ class ComposeStage(RenderStage):
     def _ready(self) -> bool:
         return self.keys is not None
 
-    def _follow_scene(self, state: ControlState) -> None:
+    def _follow(self, state: ControlState) -> None:
         version, keys = self.keyframes.peek()
         if version == self._version or keys is None:
             return
@@ -89,7 +88,7 @@ class ComposeStage(RenderStage):
             self.stats.add("scene_switches")
             self._switch = self._start_switch(current, state.crossfade_seconds)
             self._scene_settings = {name: getattr(keys.settings, name) for name in SCENE_SETTINGS}
-        self.keys, self.newest = keys, keys.newest.condition
+        self.keys = keys
 
     def _start_switch(self, current: Keyframes | None, seconds: float) -> PictureFade | None:
         """The fade from the scene on screen; mid-fade, from whichever of the two shows more now."""
@@ -101,9 +100,6 @@ class ComposeStage(RenderStage):
             current = switch.source
         return PictureFade(current, now, seconds)
 
-    def _follow_conditions(self) -> None:
-        """The keyframes carry the conditions (see :meth:`_follow_scene`)."""
-
     # ---- one batch ------------------------------------------------------------------------------
 
     def _render(self, state: ControlState) -> None:
@@ -113,36 +109,35 @@ class ComposeStage(RenderStage):
         batch, interval = settings.batch_frames, 1.0 / settings.fps
         times = self._batch_times(batch, interval)
         fractions = keys.fractions(times)
-        loudness, scales = self._loudness_and_scales(times, settings)
-        pending = self._guarded_compose(renderer, keys, switch, times, scales)
+        loudness, scales = self.loudness.at(times, settings)
+        pending = self._start_frames("composing a frame", "compose",
+                                     lambda: _compose_with_switch(renderer, keys, switch, times, scales),
+                                     lambda latents: _decode(renderer, switch, latents, times))
         if pending is not None:
             if switch is not None and switch.done(times):
                 self._switch = None
             newest = keys.newest.condition
             fresh = newest.index != self._used_condition
             self._used_condition = newest.index
-            self._hand_over(_Rendered(pending, None, interval, fresh, newest, keys.mix_audio_times(fractions),
-                                      scales, loudness))
+            self._hand_over(RenderedBatch(pending, None, interval, fresh, newest, keys.mix_audio_times(fractions),
+                                          scales, loudness))
         self._pace(batch, interval)
 
-    def _guarded_compose(self, renderer: TPoSRenderer, keys: Keyframes, switch: PictureFade | None,
-                         times: np.ndarray, scales: np.ndarray) -> PendingFrames | None:
-        try:
-            started = time.perf_counter()
-            latents = _compose(renderer, keys, times, scales)
-            both = latents if switch is None else torch.cat([latents, _compose(renderer, switch.source, times,
-                                                                                scales)])
-            composed = time.perf_counter()
-            images = renderer.decode_images(both)
-            if switch is not None:
-                images = switch.mix(images, times)
-            pending = self._download.start(images, latents, completion_fence(self.backend))  # NaN check rides along
-        except Exception as error:  # noqa: BLE001 - counted and reported; the show goes on
-            self._count_fault("composing a frame", error)
-            return None
-        self.stats.stage("compose", composed - started)
-        self.stats.stage("decode", time.perf_counter() - composed)
-        return pending
+
+def _compose_with_switch(renderer: TPoSRenderer, keys: Keyframes, switch: PictureFade | None, times: np.ndarray,
+                         scales: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new scene's latents (checked for NaN/Inf), and what to decode: those, then the fading scene's."""
+    latents = _compose(renderer, keys, times, scales)
+    if switch is None:
+        return latents, latents
+    return latents, torch.cat([latents, _compose(renderer, switch.source, times, scales)])
+
+
+def _decode(renderer: TPoSRenderer, switch: PictureFade | None, latents: torch.Tensor,
+            times: np.ndarray) -> torch.Tensor:
+    """The frames' images: decoded, and mid-switch mixed from both scenes' (one decode call)."""
+    images = renderer.decode_images(latents)
+    return images if switch is None else switch.mix(images, times)
 
 
 def _compose(renderer: TPoSRenderer, keys: Keyframes, times: np.ndarray, scales: np.ndarray) -> torch.Tensor:

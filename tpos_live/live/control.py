@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tpos_live.config import RenderSettings
+from tpos_live.limits import MAX_CROSSFADE_SECONDS
 from tpos_live.live.knobs import FPS, check_guidance
+from tpos_live.live.settings import LiveSettings
 
 MAX_PROMPT_CHARS = 2000
-MAX_CROSSFADE_SECONDS = 30.0
 SCENE_SETTINGS = ("seed", "text_guidance", "steps", "delta_step", "delta_timestep")
 """The RenderSettings fields a prepared scene depends on (with the prompts and the init image)."""
 
@@ -37,7 +38,7 @@ class ControlState:
     negative_prompt: str
     settings: RenderSettings  # seed, fps, steps and the guidance knobs live here
     init_image: str | None = None
-    crossfade_seconds: float = 0.5
+    crossfade_seconds: float = LiveSettings.crossfade_seconds
     frozen: bool = False
     blackout: bool = False
     version: int = 0
@@ -73,7 +74,8 @@ class LiveControl:
     """
 
     def __init__(self, settings: RenderSettings, prompt: str, negative_prompt: str = "",
-                 init_image: str | Path | None = None, crossfade_seconds: float = 0.5) -> None:
+                 init_image: str | Path | None = None,
+                 crossfade_seconds: float = LiveSettings.crossfade_seconds) -> None:
         self._lock = threading.Lock()
         self._state = ControlState(_checked_prompt(prompt), _checked_prompt(negative_prompt), settings,
                                    _checked_image(init_image), _checked_crossfade(crossfade_seconds))

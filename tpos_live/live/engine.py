@@ -1,4 +1,4 @@
-"""The live engine: sound in, audio-reactive frames out, continuously (design notes §3).
+"""The live engine: sound in, audio-reactive frames out, continuously (docs/design.md, "Real-time design").
 
     engine = LiveEngine(stack, settings, provider, source, prompt="neon city at night", report=log)
     engine.start()
@@ -10,14 +10,15 @@
     print(engine.stats().line())
     engine.stop()                                # finishes the recording
 
-Threads: the source's audio callback (copies into the ring), the encoder (one condition per hop),
-the scene preparer (z^T, prompts, z^delta, in the background, into a small cache), the renderer
-(frames at up to the target fps) and its finisher (downloads, checks and delivers each batch while
-the next one renders), a presenter when frames are rendered in batches, and a recorder
-while recording. Where a frame has one guided step, the renderer composes the frames from keyframes
-(``compose.py``) and a keyframe stage runs the UNet once per condition (``keyframes.py``); with
-several guided steps every frame runs the UNet (:meth:`LiveEngine.describe_frames` says which).
-They hand over through latest-wins mailboxes. Everything a performer may change while it runs
+Threads: the source's audio callback (copies into the ring), the encoder (one condition per hop,
+``encoder_stage.py``), the scene preparer (z^T, prompts, z^delta, in the background, into a small cache,
+``scenes.py``), the frame stage (frames at up to the target fps) and its finisher (downloads, checks and
+delivers each batch while the next one renders, ``finisher.py``), a presenter when frames are rendered
+in batches, and a recorder while recording (``outputs.py``). Where a frame has one guided step, the frame
+stage composes the frames from keyframes (``compose.py``) and a keyframe stage runs the UNet once per
+condition (``keyframes.py``); with several guided steps every frame runs the UNet (``render_stage.py``;
+:meth:`LiveEngine.describe_frames` says which). They hand over through latest-wins mailboxes, and read
+the sound through one :class:`~tpos_live.live.source_feed.SourceFeed`. Everything a performer may change while it runs
 changes without stopping the frames: the knobs and the scene (:attr:`control`), the sound source
 (:meth:`set_source`) and the audio conditioning (:meth:`set_provider`). The engine never prints: it
 reports through ``report``.
@@ -40,22 +41,20 @@ from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.live.compose import ComposeStage
+from tpos_live.live.context import StageContext
 from tpos_live.live.control import ControlState, LiveControl
-from tpos_live.live.keyframes import KeyframeContext, Keyframes, KeyframeStage
+from tpos_live.live.encoder_stage import EncoderStage, LiveCondition, window_samples
+from tpos_live.live.frame_stage import FrameStage
+from tpos_live.live.frames import Frame, FrameBatch
+from tpos_live.live.keyframes import Keyframes, KeyframeStage
+from tpos_live.live.loudness import LoudnessFollower
 from tpos_live.live.mailbox import Mailbox
 from tpos_live.live.memory import HeapTrimmer, malloc_trim
+from tpos_live.live.outputs import Presenter, Recorder
+from tpos_live.live.render_stage import RenderStage
 from tpos_live.live.scenes import SceneCache, SceneStage
 from tpos_live.live.settings import LiveSettings
-from tpos_live.live.stages import (
-    EncoderStage,
-    Frame,
-    FrameBatch,
-    LiveCondition,
-    Presenter,
-    Recorder,
-    RenderStage,
-    window_samples,
-)
+from tpos_live.live.source_feed import SourceFeed
 from tpos_live.live.stats import LiveStats, StatsSnapshot
 from tpos_live.reporting import Reporter, ignore_report
 
@@ -90,7 +89,8 @@ class LiveEngine:
         self.uses_keyframes = renderer.uses_keyframes
         self._describe_frames = renderer.describe_frames
         self._check_provider(provider, stack.name)
-        self.stack, self.settings, self.provider, self.source = stack, settings, provider, source
+        self.stack, self.settings, self.provider = stack, settings, provider
+        self.sound = SourceFeed(source)
         try:
             self.control = LiveControl(settings, prompt, negative_prompt, init_image, self.live.crossfade_seconds)
         except ValueError as error:
@@ -109,9 +109,11 @@ class LiveEngine:
 
     def _make_stages(self) -> None:
         live, stats, report = self.live, self.statistics, self.report
-        self.encoder = EncoderStage(self.provider, self.text_space, self.source, live.hop_seconds,
+        self.encoder = EncoderStage(self.provider, self.text_space, self.sound, live.hop_seconds,
                                     self._conditions, stats, report, device=self.stack.device)
         self.scene_stage = SceneStage(self.stack, self.backend, self.scenes, stats, report)
+        context = StageContext(self.stack, self.control, self.scene_stage, stats, report)
+        loudness = LoudnessFollower(self.sound, live.loudness_window_seconds)
         # Batches go through a presenter that spaces their frames out; single frames go straight out.
         self.presenter = None
         deliver = self._deliver_now
@@ -119,15 +121,12 @@ class LiveEngine:
             self.presenter = Presenter(self._batches, self._publish, stats, report)
             deliver = self._batches.put
         self.keyframe_stage = None
+        self.render_stage: FrameStage
         if self.uses_keyframes:
-            context = KeyframeContext(self.stack, self.control, self.scene_stage, self.scenes, stats, report)
             self.keyframe_stage = KeyframeStage(context, self.backend, self._conditions, self._keyframes)
-            self.render_stage = ComposeStage(self.stack, self.backend, self.control, self.source, self._keyframes,
-                                             deliver, stats, report, live.loudness_window_seconds)
+            self.render_stage = ComposeStage(context, self.backend, loudness, self._keyframes, deliver)
         else:
-            self.render_stage = RenderStage(self.stack, self.backend, self.control, self.source, self._conditions,
-                                            self.scene_stage, self.scenes, deliver, stats, report,
-                                            live.loudness_window_seconds)
+            self.render_stage = RenderStage(context, self.backend, loudness, self._conditions, deliver)
         self.heap_trimmer = self._make_heap_trimmer()
 
     def _make_heap_trimmer(self) -> HeapTrimmer | None:
@@ -172,6 +171,11 @@ class LiveEngine:
             return recorded
 
     @property
+    def source(self) -> AudioSource:
+        """The source the sound comes from now."""
+        return self.sound.current
+
+    @property
     def running(self) -> bool:
         return self._running
 
@@ -190,10 +194,6 @@ class LiveEngine:
         Make them with ``control.state().with_scene(...)``."""
         self.scene_stage.prefetch(states)
 
-    def scene_ready(self, state: ControlState) -> bool:
-        """Whether the scene of ``state`` is prepared (a switch to it would start at once)."""
-        return state.scene_key in self.scenes
-
     def set_source(self, source: AudioSource) -> AudioSource:
         """Take the sound from ``source`` from now on, without stopping the frames.
 
@@ -206,16 +206,12 @@ class LiveEngine:
             if not self._running:
                 source.stop()
                 raise UserError("the engine has stopped: the new sound source was closed again")
-            old, self.source = self.source, source
-            self.encoder.follow_source(source)
-            self.render_stage.follow_source(source)
             recorder = self._recorder
-            if recorder is not None and recorder.can_follow(source):
-                recorder.follow_source(source)
-            elif recorder is not None:
+            if recorder is not None and not recorder.can_follow(source):
                 written = self._finish_recording()
                 self.report("warning", f"the recording ended ({written}): the new sound source runs at "
                                        f"{source.sample_rate} Hz, {source.channel_map.program_channels} ch")
+            old = self.sound.swap(source)  # every reader follows from its next read
         return old
 
     def set_provider(self, provider: ConditionProvider) -> ConditionProvider:
@@ -261,10 +257,6 @@ class LiveEngine:
         rate = self.stats().keyframes_per_second if self.uses_keyframes else 0.0
         return self._describe_frames(rate or None)
 
-    def latest_frame(self) -> Frame | None:
-        """The frame on screen now (None before the first)."""
-        return self.frames.peek()[1]
-
     def wait_frame(self, after: int = 0, timeout: float | None = None) -> tuple[int, Frame | None]:
         """Wait for a frame newer than number ``after`` (frames count 1, 2, ...); ``(number, frame)``,
         unchanged on timeout. Follow the stream with ``n, frame = engine.wait_frame(n, 1.0)``."""
@@ -289,7 +281,7 @@ class LiveEngine:
             if self._recorder is not None:
                 raise RuntimeError("already recording: stop_recording() first")
             recorder = Recorder(path, fps or self.settings.fps, self.settings.width, self.settings.height,
-                                self.source, self.frames, self.report)
+                                self.sound, self.frames, self.report)
             recorder.start()
             self._recorder = recorder
 

@@ -21,14 +21,11 @@ import torch
 from tpos_live.backends.base import Backend, completion_fence
 from tpos_live.config import RenderSettings
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
-from tpos_live.diffusion.stack import ModelStack
-from tpos_live.live.control import SCENE_SETTINGS, ControlState, LiveControl
+from tpos_live.live.context import StageContext
+from tpos_live.live.control import SCENE_SETTINGS, ControlState
+from tpos_live.live.encoder_stage import LiveCondition
 from tpos_live.live.mailbox import Mailbox
-from tpos_live.live.scenes import SceneCache, SceneStage
-from tpos_live.live.stages import LiveCondition
-from tpos_live.live.stats import LiveStats
 from tpos_live.live.streams import BACKGROUND_PRIORITY, adopt, finish_work, stage_stream
-from tpos_live.reporting import Reporter
 from tpos_live.worker import Stage
 
 # With one guided step the momentum starts at zero and adds nothing, so only the threshold's mask shapes
@@ -80,18 +77,6 @@ def keyframe_settings(renderer: TPoSRenderer) -> tuple[str, ...]:
     return EXACT_KEYFRAME_SETTINGS if renderer.keyframes_exact else LINEARISED_KEYFRAME_SETTINGS
 
 
-@dataclass(frozen=True)
-class KeyframeContext:
-    """What the keyframe stage shares with the engine's other stages."""
-
-    stack: ModelStack
-    control: LiveControl
-    scenes: SceneStage
-    cache: SceneCache
-    stats: LiveStats
-    report: Reporter
-
-
 class KeyframeStage(Stage):
     """Publishes a scene's A and its two newest keyframes whenever a condition, the scene or the threshold
     changes; the audio guidance, the envelope and the fps need none. A keyframe that fails is counted and
@@ -101,12 +86,12 @@ class KeyframeStage(Stage):
     name = "keyframes"
     longest_wait = 0.02  # seconds: a scene or a knob change is noticed at least this often
 
-    def __init__(self, context: KeyframeContext, backend: Backend, conditions: Mailbox,
+    def __init__(self, context: StageContext, backend: Backend, conditions: Mailbox,
                  keyframes: Mailbox[Keyframes]) -> None:
         super().__init__(context.report)
         self.context, self.backend = context, backend
         self.conditions, self.keyframes = conditions, keyframes
-        self.device = context.stack.device
+        self.device = context.device
         self.unet_calls = 0  # made by this stage, every renderer it used together
         self._renderer: TPoSRenderer | None = None
         self._scene: Scene | None = None
@@ -163,7 +148,7 @@ class KeyframeStage(Stage):
         if key != self._requested_key:
             self._requested_key = key
             self.context.scenes.request(state)
-        scene = self.context.cache.get(key)
+        scene = self.context.scenes.cache.get(key)
         if scene is None:
             return
         adopt(scene, self._stream)  # prepared on the scene stage's stream

@@ -30,6 +30,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
+from tpos_live.limits import SEED_LIMIT, SEED_RANGE
 from tpos_live.live.control import MAX_PROMPT_CHARS, ControlState, LiveControl
 from tpos_live.live.knobs import GUIDANCE_KNOBS, check_guidance
 
@@ -59,8 +60,8 @@ class Preset:
         for text in (self.prompt, self.negative_prompt):
             if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
                 raise ValueError(f"prompts must be text of at most {MAX_PROMPT_CHARS} characters")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be an integer in 0..2^63-1, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be an integer in {SEED_RANGE}, got {self.seed!r}")
         check_guidance(self.guidance)  # names and ranges of the knob table
 
     @classmethod

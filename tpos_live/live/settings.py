@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tpos_live.limits import MAX_CROSSFADE_SECONDS
+
 
 @dataclass(frozen=True)
 class LiveSettings:
@@ -28,8 +30,8 @@ class LiveSettings:
     def __post_init__(self) -> None:
         if not 0.02 <= self.hop_seconds <= 5.0:
             raise ValueError(f"hop must be in 0.02..5 seconds, got {self.hop_seconds}")
-        if not 0.0 <= self.crossfade_seconds <= 30.0:
-            raise ValueError(f"crossfade must be in 0..30 seconds, got {self.crossfade_seconds}")
+        if not 0.0 <= self.crossfade_seconds <= MAX_CROSSFADE_SECONDS:
+            raise ValueError(f"crossfade must be in 0..{MAX_CROSSFADE_SECONDS:g} seconds, got {self.crossfade_seconds}")
         if not 0.005 <= self.loudness_window_seconds <= 1.0:
             raise ValueError(f"loudness window must be in 0.005..1 seconds, got "
                              f"{self.loudness_window_seconds}")

@@ -43,7 +43,7 @@ CUDA it runs on the device), ``overhead_ms_per_frame`` (the measured frame perio
 model time queued per delivered frame), ``stand_in_wait_ms_per_frame`` (sync: the stand-ins' measured sleeps; async: the
 device time queued, per frame delivered), ``device`` (async only: busy fraction, max and mean lag
 from queuing an op to its completion, the host's fence waits), and audio-to-frame latency
-percentiles (the engine's own figure: see Frame in live/stages.py).
+percentiles (the engine's own figure: see Frame in live/frames.py).
 Examples (>= 200 fps and <= 2 ms overhead per frame on the per-frame path; >= 400 fps with a 20 ms UNet
 on the keyframe path, on the 2-core development CPU):
 

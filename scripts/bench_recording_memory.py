@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from bench_timing import print_and_save, rss_mb
 
+from tpos_live.video.writer import MP4_LAYOUTS
+
 FPS, RATE, SIZE = 30, 44100, 64
-LAYOUTS = {"standard": False, "fragmented": True}
 
 
 
@@ -55,9 +56,9 @@ def main() -> None:
         p.error("--minutes must be a multiple of 10, at least 20")
     spawn = multiprocessing.get_context("spawn")  # a fresh process per layout: one's freed memory skews no other
     results = {}
-    for name, fragmented in LAYOUTS.items():
+    for name in MP4_LAYOUTS:
         with spawn.Pool(1) as pool:
-            results[name] = pool.apply(record, (fragmented, args.minutes))
+            results[name] = pool.apply(record, (name == "fragmented", args.minutes))
     print_and_save({"what": f"VideoWriter RSS over {args.minutes} min of {SIZE}x{SIZE} h264 at {FPS} fps "
                             f"+ stereo AAC at {RATE} Hz", "layouts": results}, args.output)
 

@@ -128,7 +128,7 @@ def test_reference_module_has_the_documented_official_keys(official) -> None:
     shapes = {key: tuple(value.shape) for key, value in encoder.state_dict().items()}
     assert list(shapes.items()) == list(official_encoder_shapes(DIM, SEGMENTS).items())
     assert {key: tuple(v.shape) for key, v in map_model.state_dict().items()} == official_map_shapes(DIM)
-    # At full size the official MAP has ~454M parameters (the figure in the design notes).
+    # At full size the official MAP has ~454M parameters: 768 x 7680 + 7680 x (76 x 768) weights and their biases.
     assert sum(torch.Size(s).numel() for s in official_map_shapes(768).values()) == 454_230_528
 
 

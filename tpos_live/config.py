@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tpos_live import names
+from tpos_live.limits import SEED_LIMIT, SEED_RANGE
 from tpos_live.names import DECODERS, FRAME_PATHS, MODES, SAMPLERS, WINDOWS
 
 # g = 1 is the text branch alone (diffusers' guidance_scale <= 1: no classifier-free guidance). Below 1,
@@ -20,8 +21,6 @@ from tpos_live.names import DECODERS, FRAME_PATHS, MODES, SAMPLERS, WINDOWS
 # (every prompt gave the same frames), so it is refused. One home: the live text knob starts here too.
 MIN_TEXT_GUIDANCE = 1.0
 DELTA_FIELDS = ("delta_timestep", "delta_step")
-SEED_LIMIT = 2**63
-"""Seeds run 0..SEED_LIMIT - 1: what a torch generator takes (a signed 64-bit integer)."""
 
 FPS_RANGE = (1.0, 960.0)
 """The frame-rate caps a render accepts (the live FPS knob, ``tpos_live.live.knobs.FPS``, sweeps the same):
@@ -104,7 +103,7 @@ class RenderSettings:
                f"{self.width}x{self.height}")
         low, high = FPS_RANGE
         _check(low <= self.fps <= high, f"fps must be in {low:g}..{high:g}, got {self.fps}")
-        _check(0 <= self.seed < SEED_LIMIT, f"seed must be in 0..2^63-1, got {self.seed}")
+        _check(0 <= self.seed < SEED_LIMIT, f"seed must be in {SEED_RANGE}, got {self.seed}")
         _check(1 <= self.steps <= 1000, f"steps must be in 1..1000, got {self.steps}")
         _check((self.delta_timestep is None) != (self.delta_step is None),
                "give exactly one of delta (a timestep) or delta step (a step index)")

@@ -415,7 +415,7 @@ def check_live(spec: LiveSpec) -> Audio | None:
 def _check_control_files(control: ControlSpec, inputs: list[Input]) -> None:
     """The presets and the MIDI map parse; a MIDI map that --midi-learn writes lands on no input."""
     if control.presets is not None:
-        from tpos_live.control.knobs import load_preset_folder
+        from tpos_live.control.preset_bank import load_preset_folder
 
         load_preset_folder(control.presets, may_be_empty=control.presets_may_be_empty)
     if control.midi_port is None:

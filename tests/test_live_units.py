@@ -24,6 +24,11 @@ from tpos_live.live.settings import LiveSettings
 from tpos_live.live.stats import LiveStats
 
 
+def to_frames(images: torch.Tensor) -> np.ndarray:
+    """The reference conversion FrameDownload must match: images (B, 3, H, W) in [-1, 1] to uint8 (B, H, W, 3)."""
+    frames = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
 def ramp(start: int, count: int, channels: int = 2) -> np.ndarray:
     """Frames whose value is their absolute index (channel c adds c / 10)."""
     index = np.arange(start, start + count, dtype=np.float32)[:, None]
@@ -374,7 +379,7 @@ def test_every_path_takes_a_knobs_range_from_the_one_table(name):
 
 
 def test_frame_download_matches_the_plain_conversion_flags_nan_and_hands_out_own_arrays():
-    from tpos_live.diffusion.frames import FrameDownload, to_frames
+    from tpos_live.diffusion.frames import FrameDownload
 
     download = FrameDownload("cpu")
     images = torch.randn(2, 3, 8, 16, generator=torch.Generator().manual_seed(0)) * 1.5
@@ -453,7 +458,7 @@ def test_pending_frames_wait_for_the_backends_fence_before_converting():
 
 def test_backends_without_a_fence_give_none_and_download_as_before():
     from tpos_live.backends.base import completion_fence
-    from tpos_live.diffusion.frames import FrameDownload, to_frames
+    from tpos_live.diffusion.frames import FrameDownload
 
     class NoneFence(LateBackend):
         def fence(self) -> None:

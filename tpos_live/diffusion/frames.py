@@ -123,9 +123,3 @@ class FrameDownload:
         host_flag = torch.empty((), dtype=torch.bool, pin_memory=pin) if pin else flag
         event = torch.cuda.Event() if pin else None
         return [work, frames, host, flag, host_flag, event]
-
-
-def to_frames(images: torch.Tensor) -> np.ndarray:
-    """Decoded images (B, 3, H, W) in [-1, 1] to uint8 frames (B, H, W, 3), the simple way (one-off use)."""
-    frames = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()

@@ -271,7 +271,7 @@ def test_steps_delta_crossfade_and_init_image_change_the_running_engine(qtbot, w
     assert (control.state().settings.steps, control.state().settings.delta_step) == (3, 2)
     assert control.state().crossfade_seconds == 0.75
     assert load_settings(Path(window.settings_file))[0].crossfade_seconds == 0.75  # kept for the next launch
-    qtbot.waitUntil(lambda: engine.render_stage.renderer.trajectory == ("lcm", 3, 2), timeout=FRAME_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: engine.frame_stage.renderer.trajectory == ("lcm", 3, 2), timeout=FRAME_TIMEOUT_MS)
     window.scene.steps.setValue(2)  # the guided step follows the steps down
     assert window.scene.delta_step.value() == control.state().settings.delta_step == 1
     assert not window.set_init_image(str(tmp_path / "missing.png"))
@@ -333,12 +333,12 @@ def test_the_next_preset_is_prepared_before_the_switch_and_morphs_in(qtbot, wind
     control.set_scene("a desert", seed=4)
     window.save_preset_as("desert")  # the list: desert, forest; desert is current
     forest = window.bank.presets[1].state_after(control.state())
-    qtbot.waitUntil(lambda: forest.scene_key in engine.scenes, timeout=FRAME_TIMEOUT_MS)  # prepared in the background
-    prepared, morphs = engine.scenes.get(forest.scene_key), engine.stats().counters["morphs"]
+    qtbot.waitUntil(lambda: forest.scene_key in engine.scene_cache, timeout=FRAME_TIMEOUT_MS)  # prepared behind
+    prepared, morphs = engine.scene_cache.get(forest.scene_key), engine.stats().counters["morphs"]
     window.step_preset(1)
     assert control.state().scene_key == forest.scene_key
     qtbot.waitUntil(lambda: engine.stats().counters["morphs"] > morphs, timeout=5000)
-    assert engine.render_stage.scene is prepared  # the scene prepared before the switch, not a new one
+    assert engine.frame_stage.scene is prepared  # the scene prepared before the switch, not a new one
 
 
 def test_the_output_window_keeps_running_while_the_main_window_is_minimised_or_in_a_dialog(qtbot, window):
@@ -422,13 +422,13 @@ def test_osc_moves_the_panel_and_recalls_presets_as_the_next_button_does(qtbot, 
         control.set_scene("a desert", seed=4)
         window.save_preset_as("desert")  # the list: desert, forest
         forest = window.bank.presets[1].state_after(control.state())
-        qtbot.waitUntil(lambda: forest.scene_key in engine.scenes, timeout=FRAME_TIMEOUT_MS)  # prefetched, as for Next
-        prepared, morphs = engine.scenes.get(forest.scene_key), engine.stats().counters["morphs"]
+        qtbot.waitUntil(lambda: forest.scene_key in engine.scene_cache, timeout=FRAME_TIMEOUT_MS)  # prefetched (Next)
+        prepared, morphs = engine.scene_cache.get(forest.scene_key), engine.stats().counters["morphs"]
         client.send_message("/tpos/preset", "forest")
         qtbot.waitUntil(lambda: window.presets.currentText() == "forest", timeout=5000)  # the list follows
         assert control.state().scene_key == forest.scene_key and window.scene.prompt.text() == "a forest"
         qtbot.waitUntil(lambda: engine.stats().counters["morphs"] > morphs, timeout=FRAME_TIMEOUT_MS)
-        assert engine.render_stage.scene is prepared  # morphed into the scene prepared before the recall
+        assert engine.frame_stage.scene is prepared  # morphed into the scene prepared before the recall
     finally:
         window.shutdown()
 

@@ -173,7 +173,7 @@ def test_the_engine_survives_unplugging_and_resumes(pulse, tiny_stack, provider,
     assert resumed > held
     assert stats.device_losses == 1 and stats.counters["render_errors"] == 0
     assert reports.said("keeping the last frame") and reports.said("is back")
-    assert all(stage.alive is False for stage in (engine.encoder, engine.render_stage))
+    assert all(stage.alive is False for stage in (engine.encoder, engine.frame_stage))
 
 
 def test_low_and_high_latency_capture_report_the_devices_own_input_latency(pulse, tiny_stack, provider):

@@ -224,9 +224,9 @@ def test_a_prefetched_scene_switches_without_waiting_and_morphs(tiny_stack, prov
         engine.wait_frame(0, timeout=30)
         assert wait_until(lambda: engine.stats().counters["scene_switches"] == 1, 5)
         desert = engine.control.state().with_scene("a desert at noon", seed=5, guidance={"audio": 5.0})
-        assert desert.scene_key not in engine.scenes
+        assert desert.scene_key not in engine.scene_cache
         engine.prefetch([desert])
-        assert wait_until(lambda: desert.scene_key in engine.scenes, 10), "the prefetched scene was not prepared"
+        assert wait_until(lambda: desert.scene_key in engine.scene_cache, 10), "the prefetched scene was not prepared"
         prepared = engine.stats().counters["scenes"]
         before = frames_during(engine, 0.3)[-1]
         engine.control.set_scene("a desert at noon", seed=5, guidance={"audio": 5.0})
@@ -254,7 +254,7 @@ def test_steps_and_init_image_change_in_the_running_engine(tiny_stack, provider,
         assert wait_until(lambda: engine.stats().counters["morphs"] == 1, 10)
         frames += frames_during(engine, 0.5)
         counters = engine.stats().counters
-        assert engine.render_stage.renderer.trajectory == ("lcm", 3, 1)
+        assert engine.frame_stage.renderer.trajectory == ("lcm", 3, 1)
     assert counters["scene_errors"] == counters["render_errors"] == 0
     assert all(f.image.max() > 0 for f in frames)
     assert np.diff([asked] + [f.ready for f in frames]).max() < 2.0, "the output stalled"

@@ -469,3 +469,19 @@ def test_backends_without_a_fence_give_none_and_download_as_before():
     images = torch.linspace(-1, 1, 3 * 4 * 4).reshape(1, 3, 4, 4)
     frames, finite = FrameDownload("cpu").start(images, None, completion_fence(object())).result()
     assert finite and np.array_equal(frames, to_frames(images))
+
+
+def test_a_swapped_source_is_read_from_the_sample_of_the_swap():
+    """A reader that notices a swap late (the recorder pumps every 20 ms) still gets every sample the new
+    source captured after the swap, and none from before it."""
+    from tpos_live.live.source_feed import SourceFeed
+
+    first, second = SyntheticSource(silence(), 16000), SyntheticSource(silence(), 16000)
+    channels = second.ring.channels
+    second.ring.write(np.ones((100, channels), np.float32))  # before the swap: not fed
+    feed = SourceFeed(first)
+    assert feed.swap(second) is first
+    second.ring.write(np.full((50, channels), 2.0, np.float32))  # between the swap and the reader's next read
+    source, start = feed.read_from()
+    assert source is second and start == 100
+    assert np.array_equal(source.ring.reader(start).read(), np.full((50, channels), 2.0, np.float32))

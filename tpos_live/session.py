@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,6 @@ from pathlib import Path
 from tpos_live.audio.channels import db_to_gain
 from tpos_live.audio.decode import Audio
 from tpos_live.audio.source_spec import SourceSpec, open_source
-from tpos_live.backends.base import Backend
 from tpos_live.backends.registry import create_backend
 from tpos_live.backends.spec import BackendSpec
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
@@ -36,6 +36,7 @@ from tpos_live.conditioning.providers import load_provider
 from tpos_live.config import IMG2IMG_PRESETS, RenderSettings, layered
 from tpos_live.control import Controls, attach_controls
 from tpos_live.control.spec import ControlSpec, OutputSpec
+from tpos_live.diffusion.backend import Backend
 from tpos_live.diffusion.loading import load_stack
 from tpos_live.diffusion.models import ALIASES, ModelSpec, distillation, fast_defaults
 from tpos_live.diffusion.renderer import TPoSRenderer
@@ -463,12 +464,15 @@ class LiveSession:
     def __init__(self, spec: LiveSpec, models: Models, report: Reporter = ignore_report,
                  fallback_source: SourceSpec | None = None, sound: Audio | None = None) -> None:
         self.spec, self.models, self.report = spec, models, report
+        # The app swaps on background jobs and the GUI thread at once: one swap and its record at a time, so
+        # that spec and models always say what the engine runs.
+        self._swapping = threading.RLock()
         self._capture = spec.source  # the capture options every device picked later is opened with
         _check_live_scene(spec.scene, models.settings, report)
         source = self._first_source(spec.source, fallback_source, sound)
         self.engine = LiveEngine(models.stack, models.settings, models.provider, source, spec.scene.prompt,
                                  spec.scene.negative_prompt, live=spec.live, init_image=spec.scene.init_image,
-                                 report=report, backend=models.backend)
+                                 report=report, backend=models.backend, renderer=models.renderer)
         self.controls: Controls | None = None
 
     def _first_source(self, wanted: SourceSpec, fallback: SourceSpec | None, sound: Audio | None):
@@ -525,27 +529,36 @@ class LiveSession:
 
     def switch_source(self, spec: SourceSpec):
         """Open the source of ``spec`` and take the sound from it from now on, without stopping the frames;
-        the old source is stopped (slow: call it off the GUI thread). UserError when it cannot be opened
+        the old source is stopped (slow: call it off the GUI thread). The new source takes the session's input
+        gain (the latest :meth:`set_gain`, even one made while it opened). UserError when it cannot be opened
         (then nothing changes). Returns the new source."""
         source = self.open_source(spec)
-        old = self.engine.set_source(source)  # starts the new one; UserError leaves the old running
-        self.spec = replace(self.spec, source=spec)
+        with self._swapping:
+            old = self.engine.set_source(source)  # starts the new one; UserError leaves the old running
+            gain_db = self.spec.source.gain_db
+            self.spec = replace(self.spec, source=replace(spec, gain_db=gain_db))
+            self._apply_gain(gain_db)
         old.stop()
         return source
 
     def set_gain(self, gain_db: float) -> None:
         """The input gain of the sound source in use, in dB, from the next block read."""
+        with self._swapping:
+            self._apply_gain(gain_db)
+            self.spec = replace(self.spec, source=replace(self.spec.source, gain_db=gain_db))
+
+    def _apply_gain(self, gain_db: float) -> None:
         source = self.engine.source
         source.channel_map = replace(source.channel_map, gain=db_to_gain(gain_db))
-        self.spec = replace(self.spec, source=replace(self.spec.source, gain_db=gain_db))
 
     def switch_conditioning(self, provider: ConditionProvider, encoder: str) -> ConditionProvider:
         """Condition the running engine on ``provider`` (what ``load_provider`` loaded from ``encoder``) from
         the next encoder hop. UserError when it does not fit the model (then nothing changes). Returns the
         old provider."""
-        old = self.engine.set_provider(provider)
-        self.models = replace(self.models, provider=provider)
-        self.spec = replace(self.spec, conditioning=replace(self.spec.conditioning, encoder=encoder))
+        with self._swapping:
+            old = self.engine.set_provider(provider)
+            self.models = replace(self.models, provider=provider)
+            self.spec = replace(self.spec, conditioning=replace(self.spec.conditioning, encoder=encoder))
         return old
 
     def switch_backend(self, spec: BackendSpec, say: Say | None = None) -> Backend:
@@ -553,9 +566,10 @@ class LiveSession:
         call it off the GUI thread). UserError when it cannot run (then nothing changes)."""
         say = say or (lambda message: self.report("info", message))
         backend = make_backend(spec, self.models.stack, self.models.settings, say)
-        self.engine.set_backend(backend)
-        self.models = replace(self.models, backend=backend)
-        self.spec = replace(self.spec, backend=spec)
+        with self._swapping:
+            models = replace(self.models, backend=backend)  # built first: a failure changes nothing
+            self.engine.set_backend(backend)
+            self.models, self.spec = models, replace(self.spec, backend=spec)
         return backend
 
     @property

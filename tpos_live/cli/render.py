@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tpos_live.cli import options
+from tpos_live.config import RenderSettings
 from tpos_live.names import MODES
 from tpos_live.preflight import existed, written
 
@@ -38,7 +39,7 @@ def add_command(commands) -> None:
     options.add_scene_options(p)
     video = p.add_argument_group("video")
     video.add_argument("--mode", choices=MODES, default="fast", help="fast (default) or paper")
-    options.add_frame_options(video, fps_help="frames per second (default 24)")
+    options.add_frame_options(video, fps_help=f"frames per second (default {RenderSettings.fps:g})")
     video.add_argument("--frames", type=Path, dest="frames_dir", metavar="DIR",
                        help="also write every frame as a PNG here")
     video.add_argument("--overwrite-frames", action="store_true",

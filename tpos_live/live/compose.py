@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tpos_live.backends.base import Backend
+from tpos_live.diffusion.backend import Backend
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.live.context import StageContext
 from tpos_live.live.control import SCENE_SETTINGS, ControlState

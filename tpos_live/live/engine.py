@@ -33,10 +33,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from tpos_live.audio.sources import AudioSource
-from tpos_live.backends.base import Backend
 from tpos_live.backends.torch_backend import TorchBackend
 from tpos_live.conditioning.base import ConditionProvider
 from tpos_live.config import RenderSettings
+from tpos_live.diffusion.backend import Backend
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
@@ -75,16 +75,21 @@ class LiveEngine:
         report: ``report(level, message)`` for warnings and faults (none by default).
         backend: runs the UNet and the decoder for the scene and render stages (None: the stack's torch
             modules, eager); :meth:`set_backend` swaps it while running.
+        renderer: the composition root's renderer of ``stack``, ``settings`` and ``backend``, which answers
+            what the engine asks before its stages start (None: built here). Each stage thread renders with
+            a renderer of its own, rebuilt when the knobs change its settings.
     """
 
     def __init__(self, stack: ModelStack, settings: RenderSettings, provider: ConditionProvider,
                  source: AudioSource, prompt: str, negative_prompt: str = "",
                  live: LiveSettings | None = None, init_image: str | Path | None = None,
-                 report: Reporter | None = None, backend: Backend | None = None) -> None:
+                 report: Reporter | None = None, backend: Backend | None = None,
+                 renderer: TPoSRenderer | None = None) -> None:
         self.live = live or LiveSettings()
         self.report = report or ignore_report
         self.backend = backend or TorchBackend(stack, settings.decoder)
-        renderer = TPoSRenderer(stack, settings, self.backend)  # refuses sizes and decoders the stack lacks
+        if renderer is None:
+            renderer = TPoSRenderer(stack, settings, self.backend)  # refuses sizes and decoders the stack lacks
         self.text_space = renderer.text_space()
         self.uses_keyframes = renderer.uses_keyframes
         self._describe_frames = renderer.describe_frames
@@ -97,7 +102,7 @@ class LiveEngine:
             raise UserError(str(error)) from None
         self.statistics = LiveStats(self.live.stats_window_seconds)
         self.frames: Mailbox[Frame] = Mailbox()
-        self.scenes = SceneCache()
+        self.scene_cache = SceneCache()
         self._conditions: Mailbox[LiveCondition] = Mailbox()
         self._batches: Mailbox[FrameBatch] = Mailbox()
         self._keyframes: Mailbox[Keyframes] = Mailbox()
@@ -111,7 +116,7 @@ class LiveEngine:
         live, stats, report = self.live, self.statistics, self.report
         self.encoder = EncoderStage(self.provider, self.text_space, self.sound, live.hop_seconds,
                                     self._conditions, stats, report, device=self.stack.device)
-        self.scene_stage = SceneStage(self.stack, self.backend, self.scenes, stats, report)
+        self.scene_stage = SceneStage(self.stack, self.backend, self.scene_cache, stats, report)
         context = StageContext(self.stack, self.control, self.scene_stage, stats, report)
         loudness = LoudnessFollower(self.sound, live.loudness_window_seconds)
         # Batches go through a presenter that spaces their frames out; single frames go straight out.
@@ -121,12 +126,12 @@ class LiveEngine:
             self.presenter = Presenter(self._batches, self._publish, stats, report)
             deliver = self._batches.put
         self.keyframe_stage = None
-        self.render_stage: FrameStage
+        self.frame_stage: FrameStage
         if self.uses_keyframes:
             self.keyframe_stage = KeyframeStage(context, self.backend, self._conditions, self._keyframes)
-            self.render_stage = ComposeStage(context, self.backend, loudness, self._keyframes, deliver)
+            self.frame_stage = ComposeStage(context, self.backend, loudness, self._keyframes, deliver)
         else:
-            self.render_stage = RenderStage(context, self.backend, loudness, self._conditions, deliver)
+            self.frame_stage = RenderStage(context, self.backend, loudness, self._conditions, deliver)
         self.heap_trimmer = self._make_heap_trimmer()
 
     def _make_heap_trimmer(self) -> HeapTrimmer | None:
@@ -150,7 +155,7 @@ class LiveEngine:
                 raise RuntimeError("this engine has already been started: make a new one")
             self._started = True
             self.source.start()
-            for stage in (self.scene_stage, self.encoder, self.keyframe_stage, self.render_stage, self.presenter,
+            for stage in (self.scene_stage, self.encoder, self.keyframe_stage, self.frame_stage, self.presenter,
                           self.heap_trimmer):
                 if stage is not None:
                     stage.start()
@@ -162,7 +167,7 @@ class LiveEngine:
             if not self._running:
                 return None
             self._running = False
-            for stage in (self.encoder, self.keyframe_stage, self.render_stage, self.presenter, self.scene_stage,
+            for stage in (self.encoder, self.keyframe_stage, self.frame_stage, self.presenter, self.scene_stage,
                           self.heap_trimmer):
                 if stage is not None:
                     stage.stop()
@@ -232,7 +237,7 @@ class LiveEngine:
         with self._lock:
             old, self.backend = self.backend, backend
             self.scene_stage.backend = backend
-            self.render_stage.backend = backend
+            self.frame_stage.backend = backend
             if self.keyframe_stage is not None:
                 self.keyframe_stage.backend = backend
         return old

@@ -17,8 +17,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from tpos_live.backends.base import Backend, completion_fence
 from tpos_live.config import RenderSettings
+from tpos_live.diffusion.backend import Backend, completion_fence
 from tpos_live.diffusion.frames import FrameDownload, PendingFrames
 from tpos_live.diffusion.renderer import TPoSRenderer
 from tpos_live.live.context import StageContext
@@ -76,7 +76,7 @@ class FrameStage(Stage):
                 self._follow(state)
                 if state.blackout:
                     self._show_black(state)
-                elif state.frozen or self.loudness.sound.state == "lost" or not self._ready():
+                elif state.frozen or self.loudness.source_lost or not self._ready():
                     self._stop.wait(0.01)
                 else:
                     self._render(state)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from tpos_live.backends.base import Backend, completion_fence
 from tpos_live.config import RenderSettings
+from tpos_live.diffusion.backend import Backend, completion_fence
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
 from tpos_live.live.context import StageContext
 from tpos_live.live.control import SCENE_SETTINGS, ControlState

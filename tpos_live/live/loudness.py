@@ -19,6 +19,11 @@ class LoudnessFollower:
         self.sound, self.window_seconds = sound, window_seconds
         self._envelope = (0.0, time.monotonic())  # follower state and its time
 
+    @property
+    def source_lost(self) -> bool:
+        """Whether the sound source is lost (a device unplugged): frames wait for it, keeping the last one."""
+        return self.sound.state == "lost"
+
     def at(self, times: np.ndarray, settings: RenderSettings) -> tuple[np.ndarray, np.ndarray]:
         """The loudness envelope (0..1) at ``times`` and the multiplier of g_s it gives
         (``1 - depth + depth * envelope``)."""

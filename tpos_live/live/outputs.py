@@ -109,9 +109,9 @@ class Recorder(Stage):
     def _pump(self) -> None:
         with self._lock:
             self._write_sound()
-            current = self.sound.current
+            current, start = self.sound.read_from()
             if current is not self.source and self.can_follow(current):
-                self.source, self.reader = current, current.ring.reader()
+                self.source, self.reader = current, current.ring.reader(start)
             self._write_frames()
 
     def _write_sound(self) -> None:

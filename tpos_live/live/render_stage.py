@@ -12,8 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tpos_live.backends.base import Backend
 from tpos_live.conditioning.interpolate import SlerpPair
+from tpos_live.diffusion.backend import Backend
 from tpos_live.diffusion.renderer import Scene
 from tpos_live.live.context import StageContext
 from tpos_live.live.control import SCENE_SETTINGS, ControlState

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tpos_live.backends.base import Backend
+from tpos_live.diffusion.backend import Backend
 from tpos_live.diffusion.renderer import Scene, TPoSRenderer
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.diffusion.transitions import blend_scenes, can_blend

@@ -24,8 +24,9 @@ from tpos_live.errors import UserError
 from tpos_live.fileio import write_text_atomically
 
 MANIFEST = ".tpos-live-render.json"
-FRAME_FILE = "frame_{:06d}.png"  # frame i's file in a frames folder
-FRAME_NAME = re.compile(r"frame_(\d{6})\.png")  # the names FRAME_FILE gives, the index captured
+FRAME_DIGITS = 6
+FRAME_FILE = f"frame_{{:0{FRAME_DIGITS}d}}.png"  # frame i's file in a frames folder
+FRAME_NAME = re.compile(rf"frame_(\d{{{FRAME_DIGITS}}})\.png")  # the names FRAME_FILE gives, the index captured
 PIL_DEFAULT_COMPRESSION = 6  # what PIL writes without options: --frames PNGs stay byte for byte as before
 
 

@@ -7,10 +7,10 @@ less than half of it); the **object** the class with the most pixels among the o
 counts only as far as both its red and its blue halves show (its red alone would read as fire). Either
 answer is None when unsure: too few pixels of any class, or a runner-up too close.
 
-Accuracy on freshly drawn pictures of held-out seeds (:func:`measure`; reproduce with
-``python scripts/make_mini_world.py --measure 1000``), 1000 pictures of seed 1_000_000:
-scene 100.0 %, object 100.0 %, none unsure; on the same pictures blurred as a 4x-reduced decode
-would be (reduced and enlarged again, bilinear): scene 100.0 %, object 100.0 %.
+Accuracy on freshly drawn pictures of held-out seeds (:func:`measure`), 1000 pictures of seed 1,000,000,
+reproduced by ``python scripts/make_mini_world.py --measure 1000``: scene 100.0 %, object 100.0 %, none
+unsure. On the same pictures blurred as a soft decode might be (4x reduced and enlarged again, bilinear):
+scene 100.0 %, object 99.9 % (0.1 % unsure: a siren's red half bled into desert sand).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tpos_live.mini import world
 
 MIN_SCENE_SHARE = 0.1  # a scene must cover this share of the frame (its classes exclude each other)
 MIN_OBJECT_PIXELS = 60  # an object must show this many pixels (1.5 % of 64 x 64)
+MAX_OBJECT_SHARE = 0.6  # an object over more of the frame than this is no object on a scene (a flat grey, say)
 RUNNER_UP = 0.7  # unsure when the second-best class reaches this share of the best's count
 MEASURE_SEED = 1_000_000  # held out: far from the seeds a world is made with
 
@@ -99,10 +100,11 @@ class Detection:
     concept: str | None
 
 
-def _best(counts: dict[str, float], minimum: float) -> str | None:
+def _best(counts: dict[str, float], low: float, high: float) -> str | None:
+    """The name with the highest count if that lies in [low, high] and the runner-up is well behind."""
     ranked = sorted(counts.items(), key=lambda item: item[1], reverse=True)
     (name, best), (_, second) = ranked[0], ranked[1]
-    return name if best >= minimum and second < RUNNER_UP * best else None
+    return name if low <= best <= high and second < RUNNER_UP * best else None
 
 
 def detect(frame: np.ndarray) -> Detection:
@@ -110,8 +112,9 @@ def detect(frame: np.ndarray) -> Detection:
     pixels = HSV.of(frame)
     area = frame.shape[0] * frame.shape[1]
     scenes = {name: float(count(pixels).mean()) for name, count in _SCENE_PIXELS.items()}
-    objects = {name: count(pixels) * 4096 / area for name, count in _OBJECT_PIXELS.items()}
-    return Detection(_best(scenes, MIN_SCENE_SHARE), _best(objects, MIN_OBJECT_PIXELS))
+    objects = {name: count(pixels) * 4096 / area for name, count in _OBJECT_PIXELS.items()}  # as if 64 x 64
+    return Detection(_best(scenes, MIN_SCENE_SHARE, 1.0),
+                     _best(objects, MIN_OBJECT_PIXELS, MAX_OBJECT_SHARE * 4096))
 
 
 def blurred(frame: np.ndarray, factor: int = 4) -> np.ndarray:

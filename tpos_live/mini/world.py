@@ -30,6 +30,7 @@ _FRONT_END = SpectrogramConfig(kind="stft")
 SAMPLE_RATE = _FRONT_END.sample_rate
 WINDOW_SAMPLES = _FRONT_END.segments * segment_samples(_FRONT_END)
 CLIP_SECONDS = 10.0  # a clip: one window and a second to spare, so that training can crop it at random
+STORY_SEED = 0  # the seed of examples/story.wav
 STORY_SECONDS = 5.0  # each concept's turn in the story
 STORY_FADE_SECONDS = 0.05  # the crossfade between turns: no click at a change
 MAX_SEED = 2**63 - 1
@@ -196,7 +197,7 @@ class Turn:
             raise ValueError(f"a turn needs 0 <= start < end, got {self.start}, {self.end}")
 
 
-def story(seed: int = 0, concepts: tuple[Concept, ...] = STORY_CONCEPTS,
+def story(seed: int = STORY_SEED, concepts: tuple[Concept, ...] = STORY_CONCEPTS,
           seconds: float = STORY_SECONDS) -> tuple[np.ndarray, list[Turn]]:
     """Concepts following each other, ``seconds`` each, crossfaded: float32 mono at :data:`SAMPLE_RATE`,
     and its timeline."""

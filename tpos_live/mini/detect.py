@@ -99,6 +99,10 @@ class Detection:
     scene: str | None
     concept: str | None
 
+    def __post_init__(self) -> None:
+        if self.scene not in (None, *world.SCENE_NAMES) or self.concept not in (None, *world.CONCEPT_NAMES):
+            raise ValueError(f"not a scene and a concept of the world: {self.scene!r}, {self.concept!r}")
+
 
 def _best(counts: dict[str, float], low: float, high: float) -> str | None:
     """The name with the highest count if that lies in [low, high] and the runner-up is well behind."""

@@ -117,7 +117,7 @@ def concept_named(name: str) -> Concept:
     return _named(CONCEPTS, name)
 
 
-def _named(table, name: str):
+def _named(table: tuple[Scene, ...] | tuple[Concept, ...], name: str):
     for entry in table:
         if entry.name == name:
             return entry
@@ -142,6 +142,12 @@ class Picture:
     scene: str
     concept: str
     caption: str
+
+    def __post_init__(self) -> None:
+        size = pictures.SIZE
+        if self.pixels.shape != (size, size, 3) or self.pixels.dtype != np.uint8:
+            raise ValueError(f"pixels must be ({size}, {size}, 3) uint8, got {self.pixels.dtype} {self.pixels.shape}")
+        scene_named(self.scene), concept_named(self.concept)  # KeyError for a name not in the tables
 
 
 def draw(scene: Scene, concept: Concept, rng: np.random.Generator) -> np.ndarray:

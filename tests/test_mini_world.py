@@ -1,0 +1,158 @@
+"""The mini world: reproducible pictures and sounds, captions that say what is shown, the example story,
+the detector's accuracy, and the script that writes a world."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tpos_live.mini import detect, world
+
+ROOT = Path(__file__).resolve().parents[1]
+STORY = ROOT / "examples" / "story.wav"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("make_mini_world", ROOT / "scripts" / "make_mini_world.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_ones():
+    for index in (0, 5, 23):
+        assert world.picture(7, index).pixels.tobytes() == world.picture(7, index).pixels.tobytes()
+        assert world.picture(7, index).caption == world.picture(7, index).caption
+        assert world.picture(7, index).pixels.tobytes() != world.picture(8, index).pixels.tobytes()
+    assert world.clip(7, 0, world.BELL).tobytes() == world.clip(7, 0, world.BELL).tobytes()
+    assert world.clip(7, 0, world.BELL).tobytes() != world.clip(8, 0, world.BELL).tobytes()
+
+
+def test_every_scene_and_concept_is_drawn_and_each_picture_differs():
+    shown = [world.picture(3, index) for index in range(len(world.SCENES) * len(world.CONCEPTS))]
+    assert {(p.scene, p.concept) for p in shown} == {(s, c) for s in world.SCENE_NAMES for c in world.CONCEPT_NAMES}
+    for p in shown:
+        assert p.pixels.shape == (64, 64, 3) and p.pixels.dtype == np.uint8
+        assert detect.detect(p.pixels) == detect.Detection(p.scene, p.concept)
+    assert len({p.pixels.tobytes() for p in shown}) == len(shown)
+
+
+def test_the_tables_are_the_one_home_of_the_names():
+    assert len(world.SCENES) >= 4 and len(world.CONCEPTS) >= 6
+    assert world.scene_named("night") is world.NIGHT and world.concept_named("siren") is world.SIREN
+    with pytest.raises(KeyError, match="rain, fire"):
+        world.concept_named("thunder")
+    with pytest.raises(ValueError):
+        world.Concept("", ("x",), world.RAIN.draw, world.RAIN.sound)
+
+
+def _mentions(caption: str, words: tuple[str, ...]) -> bool:
+    return any(f" {word} " in f" {caption} " for word in words)
+
+
+def test_captions_name_the_scene_the_object_or_both_and_nothing_else():
+    kinds = set()
+    for index in range(240):
+        p = world.picture(11, index)
+        scene, concept = world.scene_named(p.scene), world.concept_named(p.concept)
+        names_scene = _mentions(p.caption, scene.words + scene.places)
+        names_concept = _mentions(p.caption, concept.words)
+        assert names_scene or names_concept, p.caption
+        others = [s for s in world.SCENES if s is not scene] + [c for c in world.CONCEPTS if c is not concept]
+        assert not any(_mentions(p.caption, other.words) for other in others), p.caption
+        kinds.add((names_scene, names_concept))
+    assert kinds == {(True, False), (False, True), (True, True)}
+
+
+def test_a_clip_holds_an_encoder_window_at_its_rate_in_range():
+    samples = world.clip(0, 0, world.RAIN)
+    assert world.SAMPLE_RATE == 44100 and 8.9 < world.WINDOW_SAMPLES / world.SAMPLE_RATE < 9.0
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert samples.size == round(world.CLIP_SECONDS * world.SAMPLE_RATE) >= world.WINDOW_SAMPLES
+    assert 0.5 <= np.abs(samples).max() <= 0.9
+
+
+def _band_profile(samples: np.ndarray) -> np.ndarray:
+    """Mean log energy in 16 log-spaced bands from 50 Hz to 16 kHz, over 46 ms frames."""
+    frames = samples[: samples.size // 2048 * 2048].reshape(-1, 2048)
+    power = np.abs(np.fft.rfft(frames * np.hanning(2048), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(2048, 1.0 / world.SAMPLE_RATE)
+    edges = np.geomspace(50.0, 16000.0, 17)
+    bands = [power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    profile = np.log10(np.stack(bands, axis=1) + 1e-9).mean(axis=0)
+    return profile - profile.mean()
+
+
+def test_each_concept_sounds_like_itself_and_not_like_the_others():
+    """Nearest band profile: clips of held-out seeds are closest to their own concept's."""
+    seconds = 3.0
+
+    def profile(seed: int, concept: world.Concept) -> np.ndarray:
+        return _band_profile(world.sound_clip(concept, world.item_rng(seed, 0), seconds))
+
+    centres = {c.name: (profile(1, c) + profile(2, c)) / 2 for c in world.CONCEPTS}
+    for concept in world.CONCEPTS:
+        heard = profile(99, concept)
+        nearest = min(centres, key=lambda name: np.linalg.norm(centres[name] - heard))
+        assert nearest == concept.name
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as file:
+        assert file.getnchannels() == 1 and file.getsampwidth() == 2
+        return np.frombuffer(file.readframes(file.getnframes()), "<i2"), file.getframerate()
+
+
+def test_the_example_story_is_the_synthesiser_s_and_matches_its_timeline():
+    pcm, rate = _read_wav(STORY)
+    turns = json.loads(STORY.with_suffix(".json").read_text())
+    samples, timeline = world.story()
+    assert rate == world.SAMPLE_RATE
+    assert turns == [{"start": t.start, "end": t.end, "concept": t.concept} for t in timeline]
+    assert len({t["concept"] for t in turns}) >= 4 and {t["concept"] for t in turns} <= set(world.CONCEPT_NAMES)
+    assert [t["start"] for t in turns[1:]] == [t["end"] for t in turns[:-1]]
+    assert pcm.size == samples.size == round(turns[-1]["end"] * rate) and 18 <= pcm.size / rate <= 22
+    # One step of 16 bits apart at most: another machine's floating point may round a sample the other way.
+    expected = np.frombuffer(world.wav_bytes(samples)[44:], "<i2")
+    assert np.abs(pcm.astype(int) - expected).max() <= 1
+
+
+def test_the_detector_meets_its_targets_on_held_out_pictures():
+    found = detect.measure(200)
+    assert found.scene >= 0.98 and found.concept >= 0.95, found
+
+
+def test_the_detector_is_unsure_of_a_frame_without_the_world_s_layers():
+    for level in (0, 128, 255):
+        flat = np.full((64, 64, 3), level, np.uint8)
+        assert detect.detect(flat) == detect.Detection(None, None)
+    with pytest.raises(ValueError, match="uint8"):
+        detect.detect(np.zeros((64, 64, 3), np.float32))
+
+
+def test_make_mini_world_writes_the_layouts_its_readers_take(tmp_path):
+    from tpos_live.training.datasets import find_clips
+
+    out = tmp_path / "world"
+    assert load_script().main([str(out), "--pictures", "30", "--clips-per-concept", "1", "--seed", "4"]) == 0
+    found = find_clips(out / "sounds")
+    assert sorted(clip.label for clip in found.clips) == sorted(world.CONCEPT_NAMES)
+    lines = [json.loads(line) for line in (out / "pictures" / "metadata.jsonl").read_text().splitlines()]
+    assert len(lines) == 30 and all((out / "pictures" / line["file_name"]).is_file() for line in lines)
+    assert lines[7] == {"file_name": "00007.png", "text": world.picture(4, 7).caption,
+                        "scene": world.picture(4, 7).scene, "concept": world.picture(4, 7).concept}
+    assert json.loads((out / "world.json").read_text())["concepts"] == list(world.CONCEPT_NAMES)
+    assert [p.name for p in tmp_path.iterdir()] == ["world"]  # the temporary folder is gone
+
+
+def test_make_mini_world_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert load_script().main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1 and "not an empty folder" in error
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]

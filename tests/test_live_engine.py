@@ -130,7 +130,8 @@ def test_freeze_and_blackout_hold_or_blank_the_output(tiny_stack, provider):
     with make_engine(tiny_stack, provider) as engine:
         engine.wait_frame(0, timeout=30)
         engine.control.freeze(True)
-        time.sleep(0.3)  # a frame in flight may still land
+        # frames already in flight (rendered, being converted, handed to the finisher) may still land
+        assert wait_until(lambda: frames_during(engine, 0.3) == [], 5), "frames kept coming while frozen"
         held = engine.frames.peek()[0]
         assert frames_during(engine, 0.6) == []
         engine.control.freeze(False)

@@ -481,8 +481,8 @@ def offline(plan: Plan, device: torch.device, stack) -> dict:
         output = Path(scratch) / "check.mp4"
         audio = _excerpt(example, plan.offline_seconds, Path(scratch) / "excerpt.wav")
         source = decode_audio(audio, channels=2)
-        plan = plan_frames(settings, provider, text_space, source, say)
-        report = render_track(renderer, plan, source, output, SceneSpec(PROMPT), say=say, progress=False)
+        frame_plan = plan_frames(settings, provider, text_space, source, say)
+        report = render_track(renderer, frame_plan, source, output, SceneSpec(PROMPT), say=say, progress=False)
         size = output.stat().st_size
     return {"backend": backend.describe(), "audio": example.name, "audio_seconds": source.duration,
             "frames": report.frames, "fps_target": plan.offline_fps,

@@ -259,7 +259,7 @@ class _Networks:
         provider = load_tpos(path, device=self.device)
         if provider.embed_dim != width:
             raise UserError(f"TPoS encoder '{path}' is {provider.embed_dim} wide but the CLIP model's joint space "
-                            f"is {width}: use an encoder aligned to that CLIP (text family clip-vit-l-14)")
+                            f"is {width}: use an encoder aligned to that CLIP (text family {CLIP_L14_FAMILY})")
         if provider.random_weights:
             self.random.append(f"encoder {path}")
             say(f"warning: TPoS encoder '{path}' has RANDOM weights: clip-audio means nothing")

@@ -256,11 +256,12 @@ class LiveEngine:
 
     def describe_frames(self) -> str:
         """One line naming how the frames are made: "frames: keyframes (one UNet call per condition, 3.9/s)"
-        (the rate measured over the stats window, once there is one) or "frames: per frame (2 guided steps)".
-        The path is picked at the start from the starting settings: keyframes where they are exact (one
-        guided step) unless ``settings.frames`` says otherwise."""
-        rate = self.stats().keyframes_per_second if self.uses_keyframes else 0.0
-        return self._describe_frames(rate or None)
+        (the rate measured over the stats window; before there is one, the hop's: a keyframe per condition)
+        or "frames: per frame (2 guided steps)". The path is picked at the start from the starting settings:
+        keyframes where they are exact (one guided step) unless ``settings.frames`` says otherwise."""
+        if not self.uses_keyframes:
+            return self._describe_frames(None)
+        return self._describe_frames(self.stats().keyframes_per_second or 1 / self.live.hop_seconds)
 
     def wait_frame(self, after: int = 0, timeout: float | None = None) -> tuple[int, Frame | None]:
         """Wait for a frame newer than number ``after`` (frames count 1, 2, ...); ``(number, frame)``,

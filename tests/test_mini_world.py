@@ -156,3 +156,76 @@ def test_make_mini_world_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1 and "not an empty folder" in error
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+# ---- object-accuracy: tpos-live evaluate on videos of the world -------------------------------------------
+
+STORY_FPS = 4
+
+
+def story_video(path: Path, timeline: list[world.Turn], scene: world.Scene, shift: int = 0) -> Path:
+    """A video that shows, at each frame, the world's picture of ``scene`` with the timeline's object (or the
+    object ``shift`` places further along the world's table): what a perfect render would show."""
+    from media import write_frames_video
+
+    frames = []
+    for index in range(round(timeline[-1].end * STORY_FPS)):
+        seconds = index / STORY_FPS
+        turn = next(t for t in timeline if t.start <= seconds < t.end)
+        names = world.CONCEPT_NAMES
+        concept = world.concept_named(names[(names.index(turn.concept) + shift) % len(names)])
+        frames.append(world.draw(scene, concept, world.item_rng(7, index)))
+    return write_frames_video(path, frames, STORY_FPS)
+
+
+def evaluate_objects(video: Path, timeline_file: Path, *extra) -> dict:
+    from tpos_live.cli.main import main
+
+    out = video.with_suffix(".json")
+    assert main(["evaluate", str(video), "--metrics", "object-accuracy", "--objects", str(timeline_file),
+                 *map(str, extra), "--json", str(out), "-q"]) == 0
+    return json.loads(out.read_text())
+
+
+def test_object_accuracy_reads_the_right_objects_and_the_scene_and_fails_on_the_wrong_ones(tmp_path):
+    timeline_file = Path(__file__).parent.parent / "examples" / "story.json"
+    timeline = world.read_timeline(timeline_file.read_text())
+    right = evaluate_objects(story_video(tmp_path / "right.mp4", timeline, world.NIGHT), timeline_file,
+                             "--scene", "night")
+    assert right["metrics"]["object_accuracy"] >= 0.95 and right["metrics"]["scene_accuracy"] >= 0.95
+    # 20 s at 4 fps, each 5 s turn counted from 3.6 s on (3.75 .. 4.75 s): 5 frames a turn
+    assert right["details"]["object_frames"] == 4 * 5 and right["details"]["object_lag_seconds"] == 3.6
+    wrong = evaluate_objects(story_video(tmp_path / "wrong.mp4", timeline, world.NIGHT, shift=1), timeline_file,
+                             "--scene", "desert", "--object-lag", "0")
+    assert wrong["metrics"]["object_accuracy"] <= 0.05 and wrong["metrics"]["scene_accuracy"] <= 0.05
+    assert wrong["details"]["object_frames"] == 80
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "give --objects FILE"),
+    (["--objects", "missing.json"], "--objects 'missing.json'"),
+    (["--objects", "bad.json"], "unknown concept 'thunder'"),
+])
+def test_object_accuracy_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, extra, message):
+    from media import write_video_only
+
+    from tpos_live.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text('[{"start": 0, "end": 5, "concept": "thunder"}]')
+    video = write_video_only(tmp_path / "v.mp4")
+    assert main(["evaluate", str(video), "--metrics", "object-accuracy", *extra, "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err
+
+
+def test_the_scene_must_be_one_of_the_world():
+    from tpos_live.evaluation.evaluate import EvaluationSpec
+
+    with pytest.raises(ValueError, match="unknown scene 'moon'"):
+        EvaluationSpec(videos=(Path("v.mp4"),), metrics=("object-accuracy",), objects=Path("s.json"), scene="moon")
+
+
+def test_a_timeline_must_be_in_order():
+    with pytest.raises(ValueError, match="overlap or are out of order"):
+        world.read_timeline('[{"start": 0, "end": 5, "concept": "rain"}, {"start": 4, "end": 9, "concept": "fire"}]')

@@ -13,8 +13,10 @@ LATENCIES = ("low", "high")  # PortAudio's suggested input latencies (audio/capt
 SPECTROGRAM_FLOORS = ("official", "relative", "absolute")  # dB reference of an encoder's maps (audio/spectrogram.py)
 TEXT_TARGETS = ("projected", "pooled")  # the encoder's InfoNCE text target (training/targets.py)
 # tpos-live evaluate's metrics (docs/evaluation.md); the first two need no network and are the default.
-METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd")
+METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd", "object-accuracy")
 DEFAULT_METRICS = ("reactivity", "flicker")
+# object-accuracy scores renders of the mini world's sounds against their timeline: not part of "all".
+ALL_METRICS = tuple(name for name in METRICS if name != "object-accuracy")
 WINDOWS = ("official", "sliding")  # how a file is cut into encoder windows (conditioning/windows.py)
 # How frames are made (diffusion/renderer.py): "auto" composes them from keyframes where that is exact (one
 # guided step) and renders each frame otherwise; "keyframes" also linearises several guided steps in g_s.

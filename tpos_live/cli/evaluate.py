@@ -8,7 +8,9 @@ from pathlib import Path
 from tpos_live.cli import options
 from tpos_live.cli.render import printer
 from tpos_live.errors import UserError
-from tpos_live.names import DEFAULT_METRICS, METRICS
+from tpos_live.evaluation.objects import DEFAULT_LAG_SECONDS
+from tpos_live.mini.world import SCENE_NAMES
+from tpos_live.names import ALL_METRICS, DEFAULT_METRICS, METRICS
 from tpos_live.preflight import existed, model_inputs, refuse_output_on_inputs, written
 
 # The flags only some metrics read (EvaluationSpec field: flag, those metrics); left out, the spec's default.
@@ -22,6 +24,9 @@ METRIC_FLAGS = {
     "encoder": ("--encoder", ("clip-audio",)),
     "sample_fps": ("--sample-fps", ("clip-text", "clip-audio", "is")),
     "max_lag_seconds": ("--max-lag", ("reactivity",)),
+    "objects": ("--objects", ("object-accuracy",)),
+    "scene": ("--scene", ("object-accuracy",)),
+    "object_lag_seconds": ("--object-lag", ("object-accuracy",)),
 }
 
 EPILOG = """\
@@ -33,11 +38,16 @@ metrics (docs/evaluation.md defines each):
   clip-audio  cosine of frames (CLIP ViT-L/14) and the TPoS encoder's audio embedding (CLIP a<->v)
   is          Inception Score of the frames (ViT-B/16 ImageNet classifier; mean +- std of 10 splits)
   fvd         Frechet distance of VideoMAE clip features to --reference-videos (content-debiased FVD)
+  object-accuracy
+              renders of the mini world's sounds: share of frames whose object (a deterministic detector)
+              is the one --objects says the sound holds, from --object-lag after each change; with
+              --scene, also scene_accuracy (not part of 'all')
 
 examples:
   tpos-live evaluate out.mp4                                   # reactivity and flicker
   tpos-live evaluate a.mp4 b.mp4 --metrics all --prompt "a beach" --reference-videos real/ --json s.json
-  tpos-live evaluate silent.mp4 --audio song.wav --metrics reactivity"""
+  tpos-live evaluate silent.mp4 --audio song.wav --metrics reactivity
+  tpos-live evaluate story.mp4 --metrics object-accuracy --objects examples/story.json --scene night"""
 
 
 def add_command(commands) -> None:
@@ -57,6 +67,13 @@ def add_command(commands) -> None:
                    help="frames per second the image networks see (clip-text, clip-audio, is; default 2)")
     p.add_argument("--max-lag", type=float, dest="max_lag_seconds", metavar="S",
                    help="reactivity's lag window, +-S (0.5)")
+    mini = p.add_argument_group("the mini world (object-accuracy)")
+    mini.add_argument("--objects", type=Path, metavar="FILE",
+                      help="the story's timeline: which object each stretch of the sound holds (examples/story.json)")
+    mini.add_argument("--scene", choices=SCENE_NAMES, help="the scene the prompt asked for: also score it")
+    mini.add_argument("--object-lag", type=float, dest="object_lag_seconds", metavar="S",
+                      help="count frames from S seconds after each change of object "
+                           f"(default {DEFAULT_LAG_SECONDS:g}: two encoder segments)")
     networks = p.add_argument_group("networks ('tiny': random weights, for trying)")
     networks.add_argument("--clip-model", metavar="NAME",
                           help="CLIP for clip-text and clip-audio: folder or hub id (openai/clip-vit-large-patch14)")
@@ -74,7 +91,7 @@ def add_command(commands) -> None:
 
 def parse_metrics(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    return METRICS if names == ("all",) else names
+    return ALL_METRICS if names == ("all",) else names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +128,8 @@ def check_json_output(path: Path, spec) -> None:
 
     check_output_path(path, example="scores.json")
     inputs = [*(("video", video) for video in spec.videos), ("sound file", spec.audio),
-              ("reference videos folder", spec.reference_videos), *model_inputs(encoder=spec.encoder),
+              ("reference videos folder", spec.reference_videos), ("timeline", spec.objects),
+              *model_inputs(encoder=spec.encoder),
               *(("network", name) for name in (spec.clip_model, spec.is_model, spec.fvd_model))]
     refuse_output_on_inputs(path, "--json", inputs)
 

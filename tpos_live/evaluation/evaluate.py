@@ -18,8 +18,10 @@ import numpy as np
 
 from tpos_live.errors import UserError
 from tpos_live.evaluation import signals
+from tpos_live.evaluation.objects import DEFAULT_LAG_SECONDS, ObjectAccuracy
 from tpos_live.evaluation.reader import VideoInfo, iter_frames, small_grey, video_info
 from tpos_live.fileio import write_text_atomically
+from tpos_live.mini.world import SCENE_NAMES, Turn, read_timeline
 from tpos_live.names import CLIP_L14_FAMILY, DEFAULT_METRICS, METRICS
 from tpos_live.preflight import check_conditioning
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 Say = Callable[[str], None]
 AUDIO_METRICS = ("reactivity", "clip-audio")
 SIGNAL_RATE = 22050  # the signal metrics' audio rate: loudness and onsets need no more
+NETWORK_METRICS = {"clip-text", "clip-audio", "is", "fvd"}  # the metrics that load networks
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 
 
@@ -48,6 +51,10 @@ class EvaluationSpec:
         device: where the networks run (auto, cpu, cuda, cuda:N).
         sample_fps: frames per second of video the image networks see (clip-text, clip-audio, is).
         max_lag_seconds: reactivity's lag window, +-.
+        objects: object-accuracy's timeline, the story's JSON (``examples/story.json``): the mini world's
+            object each stretch of the sound should show.
+        scene: the mini world's scene the prompt asked for (object-accuracy then scores it too).
+        object_lag_seconds: object-accuracy counts a frame from this long after each change of object on.
     """
 
     videos: tuple[Path, ...]
@@ -63,6 +70,9 @@ class EvaluationSpec:
     device: str = "auto"
     sample_fps: float = 2.0
     max_lag_seconds: float = 0.5
+    objects: Path | None = None
+    scene: str | None = None
+    object_lag_seconds: float = DEFAULT_LAG_SECONDS
 
     def __post_init__(self) -> None:
         if not self.videos:
@@ -82,6 +92,12 @@ class EvaluationSpec:
             raise ValueError(f"sample_fps must be positive, got {self.sample_fps}")
         if not 0 <= self.max_lag_seconds <= 5:
             raise ValueError(f"max_lag_seconds must be in [0, 5], got {self.max_lag_seconds}")
+        if "object-accuracy" in self.metrics and self.objects is None:
+            raise ValueError("object-accuracy compares the frames with the story's timeline: give --objects FILE")
+        if self.scene is not None and self.scene not in SCENE_NAMES:
+            raise ValueError(f"unknown scene {self.scene!r}: the mini world's are {', '.join(SCENE_NAMES)}")
+        if not 0 <= self.object_lag_seconds <= 10:
+            raise ValueError(f"object_lag_seconds must be in [0, 10], got {self.object_lag_seconds}")
 
     def prompts_per_video(self) -> tuple[str | None, ...]:
         return self.prompts if self.prompts is not None else (self.prompt,) * len(self.videos)
@@ -115,6 +131,7 @@ def evaluate(spec: EvaluationSpec, say: Say = print, progress: bool = True) -> E
     if "clip-audio" in spec.metrics:
         check_conditioning(spec.encoder)
     references = reference_videos(spec.reference_videos) if "fvd" in spec.metrics else []
+    timeline = read_objects(spec.objects) if "object-accuracy" in spec.metrics else None
     sound = None
     if spec.audio is not None:
         from tpos_live.audio.decode import decode_audio
@@ -125,9 +142,9 @@ def evaluate(spec: EvaluationSpec, say: Say = print, progress: bool = True) -> E
             if not info.has_audio:
                 raise UserError(f"video '{info.path}' has no audio track and {_audio_metrics(spec)} needs the "
                                 "sound: pass --audio FILE")
-    networks = _Networks(spec, say, progress) if set(spec.metrics) - {"reactivity", "flicker"} else None
+    networks = _Networks(spec, say, progress) if set(spec.metrics) & NETWORK_METRICS else None
     reference_features = networks.reference_features(references) if "fvd" in spec.metrics else None
-    results = [_evaluate_video(spec, info, prompt, sound, networks, reference_features, progress)
+    results = [_evaluate_video(spec, info, prompt, sound, networks, reference_features, progress, timeline)
                for info, prompt in zip(infos, spec.prompts_per_video(), strict=True)]
     pooled = _pooled(spec, results, networks, reference_features)
     return EvaluationReport(results, pooled, networks.random if networks else [])
@@ -135,6 +152,14 @@ def evaluate(spec: EvaluationSpec, say: Say = print, progress: bool = True) -> E
 
 def _audio_metrics(spec: EvaluationSpec) -> str:
     return " and ".join(name for name in spec.metrics if name in AUDIO_METRICS)
+
+
+def read_objects(path: Path) -> list[Turn]:
+    """The story's timeline at ``path``; UserError when it cannot be read or is not one."""
+    try:
+        return read_timeline(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"--objects '{path}': {error}: give the story's timeline (examples/story.json)") from None
 
 
 def reference_videos(folder: Path | None) -> list[VideoInfo]:
@@ -157,9 +182,10 @@ def _mono(sound: Audio | None, info: VideoInfo, rate: int) -> np.ndarray:
 
 
 def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, sound: Audio | None, networks,
-                    reference_features, progress: bool) -> VideoResult:
+                    reference_features, progress: bool, timeline: list[Turn] | None = None) -> VideoResult:
     result = VideoResult(info.path)
     signal = signals.FrameDifferences() if {"reactivity", "flicker"} & set(spec.metrics) else None
+    objects = ObjectAccuracy(timeline, spec.object_lag_seconds, spec.scene) if timeline is not None else None
     every = max(1, round(info.fps / spec.sample_fps)) if info.fps else 1
     collectors = networks.collectors(every) if networks else {}
     count = 0
@@ -168,6 +194,8 @@ def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, s
             signal.add(small_grey(rgb))
         for collector in collectors.values():
             collector.add(index, rgb)
+        if objects is not None:
+            objects.add(rgb)
         count = index + 1
     if count == 0:
         raise UserError(f"video '{info.path}' has no frames: give a video with pictures in it")
@@ -188,6 +216,10 @@ def _evaluate_video(spec: EvaluationSpec, info: VideoInfo, prompt: str | None, s
     if "flicker" in spec.metrics:
         result.metrics["flicker"] = signal.flicker()
         result.details["second_difference_mean"] = signal.second_difference_mean()
+    if objects is not None:
+        metrics, details = objects.scores(fps)
+        result.metrics.update(metrics)
+        result.details.update(details)
     if networks:
         networks.score(info, prompt, sound, result, collectors, reference_features)
     return result

@@ -14,6 +14,7 @@ generator, ``default_rng((seed, i))``, so a subset can be drawn without the rest
 from __future__ import annotations
 
 import io
+import json
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import ImageDraw
 
 from tpos_live.audio.spectrogram import SpectrogramConfig, segment_samples
+from tpos_live.limits import SEED_LIMIT, SEED_RANGE
 from tpos_live.mini import pictures, sounds
 
 # The encoder's default front end (TPoSConfig's and train-encoder's sizes): its rate, and its window of
@@ -33,7 +35,6 @@ CLIP_SECONDS = 10.0  # a clip: one window and a second to spare, so that trainin
 STORY_SEED = 0  # the seed of examples/story.wav
 STORY_SECONDS = 5.0  # each concept's turn in the story
 STORY_FADE_SECONDS = 0.05  # the crossfade between turns: no click at a change
-MAX_SEED = 2**63 - 1
 
 SceneDraw = Callable[[np.random.Generator], np.ndarray]
 ObjectDraw = Callable[[np.random.Generator, ImageDraw.ImageDraw], None]
@@ -126,8 +127,8 @@ def _named(table: tuple[Scene, ...] | tuple[Concept, ...], name: str):
 
 def item_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of item ``index`` of ``seed``: independent of every other item's."""
-    if not 0 <= seed <= MAX_SEED or index < 0:
-        raise ValueError(f"seed must lie in [0, 2**63) and index be at least 0, got {seed}, {index}")
+    if not 0 <= seed < SEED_LIMIT or index < 0:
+        raise ValueError(f"seed must lie in {SEED_RANGE} and index be at least 0, got {seed}, {index}")
     return np.random.default_rng((seed, index))
 
 
@@ -201,6 +202,24 @@ class Turn:
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
             raise ValueError(f"a turn needs 0 <= start < end, got {self.start}, {self.end}")
+        if self.concept not in CONCEPT_NAMES:
+            raise ValueError(f"unknown concept {self.concept!r}: the world's are {', '.join(CONCEPT_NAMES)}")
+
+
+def read_timeline(text: str) -> list[Turn]:
+    """A story's timeline from its JSON text: a list of {"start", "end", "concept"} in seconds, in order and
+    not overlapping (as ``scripts/make_mini_world.py --story`` writes it). ValueError says what is wrong."""
+    try:
+        turns = [Turn(float(item["start"]), float(item["end"]), str(item["concept"])) for item in json.loads(text)]
+    except (json.JSONDecodeError, TypeError, KeyError) as error:
+        raise ValueError(f"not a timeline (a JSON list of start, end, concept): {error}") from None
+    if not turns:
+        raise ValueError("the timeline has no turns")
+    for before, after in zip(turns[:-1], turns[1:], strict=True):
+        if after.start < before.end:
+            raise ValueError(f"turns overlap or are out of order: {before.concept} ends at {before.end:g} s, "
+                             f"{after.concept} starts at {after.start:g} s")
+    return turns
 
 
 def story(seed: int = STORY_SEED, concepts: tuple[Concept, ...] = STORY_CONCEPTS,

@@ -205,6 +205,7 @@ def test_object_accuracy_reads_the_right_objects_and_the_scene_and_fails_on_the_
     ([], "give --objects FILE"),
     (["--objects", "missing.json"], "--objects 'missing.json'"),
     (["--objects", "bad.json"], "unknown concept 'thunder'"),
+    (["--objects", "bad.json", "--scene", "moon"], "unknown scene 'moon'"),
 ])
 def test_object_accuracy_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, extra, message):
     from media import write_video_only

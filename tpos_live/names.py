@@ -17,6 +17,9 @@ METRICS = ("reactivity", "flicker", "clip-text", "clip-audio", "is", "fvd", "obj
 DEFAULT_METRICS = ("reactivity", "flicker")
 # object-accuracy scores renders of the mini world's sounds against their timeline: not part of "all".
 ALL_METRICS = tuple(name for name in METRICS if name != "object-accuracy")
+# object-accuracy counts a frame from this long after each change of object: two encoder segments (1.79 s
+# each), so that the newest two of a window's five carry the new sound.
+OBJECT_LAG_SECONDS = 3.6
 WINDOWS = ("official", "sliding")  # how a file is cut into encoder windows (conditioning/windows.py)
 # How frames are made (diffusion/renderer.py): "auto" composes them from keyframes where that is exact (one
 # guided step) and renders each frame otherwise; "keyframes" also linearises several guided steps in g_s.

@@ -8,9 +8,7 @@ from pathlib import Path
 from tpos_live.cli import options
 from tpos_live.cli.render import printer
 from tpos_live.errors import UserError
-from tpos_live.evaluation.objects import DEFAULT_LAG_SECONDS
-from tpos_live.mini.world import SCENE_NAMES
-from tpos_live.names import ALL_METRICS, DEFAULT_METRICS, METRICS
+from tpos_live.names import ALL_METRICS, DEFAULT_METRICS, METRICS, OBJECT_LAG_SECONDS
 from tpos_live.preflight import existed, model_inputs, refuse_output_on_inputs, written
 
 # The flags only some metrics read (EvaluationSpec field: flag, those metrics); left out, the spec's default.
@@ -70,10 +68,11 @@ def add_command(commands) -> None:
     mini = p.add_argument_group("the mini world (object-accuracy)")
     mini.add_argument("--objects", type=Path, metavar="FILE",
                       help="the story's timeline: which object each stretch of the sound holds (examples/story.json)")
-    mini.add_argument("--scene", choices=SCENE_NAMES, help="the scene the prompt asked for: also score it")
+    # no choices here: the world's tables load numpy and PIL, which --help must not wait for; the spec checks it
+    mini.add_argument("--scene", help="the mini world's scene the prompt asked for (e.g. night): also score it")
     mini.add_argument("--object-lag", type=float, dest="object_lag_seconds", metavar="S",
                       help="count frames from S seconds after each change of object "
-                           f"(default {DEFAULT_LAG_SECONDS:g}: two encoder segments)")
+                           f"(default {OBJECT_LAG_SECONDS:g}: two encoder segments)")
     networks = p.add_argument_group("networks ('tiny': random weights, for trying)")
     networks.add_argument("--clip-model", metavar="NAME",
                           help="CLIP for clip-text and clip-audio: folder or hub id (openai/clip-vit-large-patch14)")

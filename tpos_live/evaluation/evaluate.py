@@ -18,11 +18,11 @@ import numpy as np
 
 from tpos_live.errors import UserError
 from tpos_live.evaluation import signals
-from tpos_live.evaluation.objects import DEFAULT_LAG_SECONDS, ObjectAccuracy
+from tpos_live.evaluation.objects import ObjectAccuracy
 from tpos_live.evaluation.reader import VideoInfo, iter_frames, small_grey, video_info
 from tpos_live.fileio import write_text_atomically
 from tpos_live.mini.world import SCENE_NAMES, Turn, read_timeline
-from tpos_live.names import CLIP_L14_FAMILY, DEFAULT_METRICS, METRICS
+from tpos_live.names import CLIP_L14_FAMILY, DEFAULT_METRICS, METRICS, OBJECT_LAG_SECONDS
 from tpos_live.preflight import check_conditioning
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class EvaluationSpec:
     max_lag_seconds: float = 0.5
     objects: Path | None = None
     scene: str | None = None
-    object_lag_seconds: float = DEFAULT_LAG_SECONDS
+    object_lag_seconds: float = OBJECT_LAG_SECONDS
 
     def __post_init__(self) -> None:
         if not self.videos:

@@ -17,9 +17,6 @@ from PIL import Image
 from tpos_live.mini import pictures, world
 from tpos_live.mini.detect import detect
 
-# Two encoder segments (1.79 s each): the newest two of a window's five then carry the new sound.
-DEFAULT_LAG_SECONDS = 3.6
-
 
 @dataclass
 class ObjectAccuracy:

@@ -36,6 +36,7 @@ from tpos_live.session import ConditioningSpec, LiveSession, LiveSpec, Models
 from tpos_live.specs import SceneSpec
 
 FRAME_TIMEOUT_MS = 30_000
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the live engine on the tiny stack (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
-"""Giving freed heap memory back during a show: glibc's malloc_trim, the trimmer stage, the engine's use."""
+"""Memory during a show: glibc's malloc_trim and the trimmer stage; the garbage collector's freeze."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -12,7 +13,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bench_timing  # noqa: E402  (a script's module: scripts/ is not a package)
 
-from tpos_live.live.memory import HeapTrimmer, malloc_trim  # noqa: E402
+from tpos_live.live.memory import (  # noqa: E402
+    HeapTrimmer,
+    freeze_long_lived,
+    freeze_newly_loaded,
+    malloc_trim,
+    thaw_long_lived,
+)
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
 
@@ -42,3 +49,22 @@ def test_the_trimmer_trims_each_period_until_stopped():
     assert trimmer.trims >= 3
     with pytest.raises(ValueError, match="positive"):
         HeapTrimmer(calls.release, every_seconds=0, report=lambda level, message: None)
+
+
+def test_objects_stay_frozen_until_the_last_show_stops_and_models_loaded_meanwhile_join_them():
+    freeze_newly_loaded()  # no show runs: nothing is frozen
+    assert gc.get_freeze_count() == 0
+    freeze_long_lived()
+    freeze_long_lived()  # a second show (a swap starts the new one before the old one stops)
+    try:
+        loaded = [[i] for i in range(1000)]  # a model loaded while the shows run
+        assert any(o is loaded for o in gc.get_objects())  # walked by a full collection
+        before = gc.get_freeze_count()
+        freeze_newly_loaded()
+        assert gc.get_freeze_count() >= before + len(loaded)
+        assert not any(o is loaded for o in gc.get_objects())
+        thaw_long_lived()
+        assert gc.get_freeze_count() > 0  # one show still runs
+    finally:
+        thaw_long_lived()
+    assert gc.get_freeze_count() == 0

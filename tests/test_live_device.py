@@ -23,6 +23,8 @@ from tpos_live.live.engine import LiveEngine
 from tpos_live.live.settings import LiveSettings
 from tpos_live.video.probe import probe_media
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the live engine on the tiny stack (conftest.py)
+
 PLAY_RATE = 44100
 
 

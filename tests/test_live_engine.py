@@ -3,6 +3,7 @@ faults are survived, recordings are in sync. (Capture from a real device: test_l
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from tpos_live.live.settings import LiveSettings
 from tpos_live.video.probe import probe_media
 
 RATE = 16000
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the live engine on the tiny stack (conftest.py)
 FPS = 12
 
 
@@ -376,3 +378,15 @@ def test_the_engine_trims_the_heap_while_running_unless_told_not_to(tiny_stack, 
         assert wait_until(lambda: engine.heap_trimmer.trims >= 1, 5)
     assert not engine.heap_trimmer.alive
     assert make_engine(tiny_stack, provider, live=LiveSettings(trim_seconds=0)).heap_trimmer is None
+
+
+def test_a_full_garbage_collection_during_a_show_skips_what_was_alive_at_its_start(tiny_stack, provider):
+    long_lived = [[i] for i in range(50_000)]  # like a model's objects: tracked by the cyclic collector
+    with make_engine(tiny_stack, provider) as engine:
+        engine.wait_frame(0, timeout=30)
+        assert gc.get_freeze_count() >= len(long_lived)
+        tracked = {id(o) for o in gc.get_objects()}  # what a full collection walks
+        assert id(long_lived) not in tracked and id(long_lived[0]) not in tracked
+        quiet = frames_during(engine, 0.5)
+    assert len(quiet) >= 1
+    assert gc.get_freeze_count() == 0  # walked again once the show is over

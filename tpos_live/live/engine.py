@@ -49,7 +49,7 @@ from tpos_live.live.frames import Frame, FrameBatch
 from tpos_live.live.keyframes import Keyframes, KeyframeStage
 from tpos_live.live.loudness import LoudnessFollower
 from tpos_live.live.mailbox import Mailbox
-from tpos_live.live.memory import HeapTrimmer, malloc_trim
+from tpos_live.live.memory import HeapTrimmer, freeze_long_lived, freeze_newly_loaded, malloc_trim, thaw_long_lived
 from tpos_live.live.outputs import Presenter, Recorder
 from tpos_live.live.render_stage import RenderStage
 from tpos_live.live.scenes import SceneCache, SceneStage
@@ -155,6 +155,7 @@ class LiveEngine:
                 raise RuntimeError("this engine has already been started: make a new one")
             self._started = True
             self.source.start()
+            freeze_long_lived()  # a full garbage collection must not stop the frames (live/memory.py)
             for stage in (self.scene_stage, self.encoder, self.keyframe_stage, self.frame_stage, self.presenter,
                           self.heap_trimmer):
                 if stage is not None:
@@ -171,6 +172,7 @@ class LiveEngine:
                           self.heap_trimmer):
                 if stage is not None:
                     stage.stop()
+            thaw_long_lived()
             recorded = self._finish_recording()
             self.source.stop()
             return recorded
@@ -226,6 +228,7 @@ class LiveEngine:
         with self._lock:
             old, self.provider = self.provider, provider
             self.encoder.follow_provider(provider)
+        freeze_newly_loaded()
         return old
 
     def set_backend(self, backend: Backend) -> Backend:
@@ -240,6 +243,7 @@ class LiveEngine:
             self.frame_stage.backend = backend
             if self.keyframe_stage is not None:
                 self.keyframe_stage.backend = backend
+        freeze_newly_loaded()
         return old
 
     def _check_provider(self, provider: ConditionProvider, model: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,16 @@ def test_resnet_parameter_count() -> None:
     assert parameter_count(ResNet18(num_classes=768)) == 11_176_512 + 512 * 768 + 768 == 11_570_496
 
 
+def test_a_narrow_backbone_has_the_official_layers_with_fewer_channels() -> None:
+    narrow = ResNet18(num_classes=768, width=16)
+    assert list(narrow.state_dict().keys()) == timm_resnet18_keys()
+    assert narrow.conv1.out_channels == 16 and narrow.layer4[1].conv2.out_channels == 128
+    assert narrow.fc.in_features == 128
+    convolutions = parameter_count(narrow) - (128 * 768 + 768)
+    assert 11_176_512 / 17 < convolutions < 11_176_512 / 15  # they scale with the width squared
+    assert narrow(torch.rand(2, 3, 126, 151)).shape == (2, 768)
+
+
 def test_full_size_shapes() -> None:
     torch.manual_seed(0)
     encoder = TPoSAudioEncoder(embed_dim=768, segments=5).eval()
@@ -129,6 +140,9 @@ def test_config_validates() -> None:
     with pytest.raises(ValueError, match="does not divide"):
         TPoSConfig(embed_dim=DIM, hop_seconds=0.5)
     assert TPoSConfig(embed_dim=DIM, hop_seconds=L / 2 / SR).hop_samples == L // 2
+    for width in (4, 128):
+        with pytest.raises(ValueError, match="backbone_width must be in 8..64"):
+            TPoSConfig(embed_dim=DIM, backbone_width=width)
     assert CONFIG.hop_samples == L
 
 
@@ -173,6 +187,25 @@ def test_save_load_round_trip(saved: Path, provider: TPoSProvider, text_space: T
     expected, actual = provider.encode(audio, text_space), loaded.encode(audio, text_space)
     assert torch.equal(expected.conditions, actual.conditions)
     np.testing.assert_array_equal(expected.weights, actual.weights)
+
+
+def test_a_narrow_encoder_saves_and_loads_back(tmp_path: Path, text_space: TextSpace) -> None:
+    config = replace(CONFIG, backbone_width=8)
+    provider = random_tpos(config, seed=1)
+    assert provider.encoder.backbone.layer4[1].conv2.out_channels == 64
+    save_tpos(tmp_path / "narrow", provider.encoder, provider.map_model, config, random_weights=True)
+    loaded = load_tpos(tmp_path / "narrow.safetensors")
+    assert loaded.config == config
+    audio = noise(L + 5000)
+    assert torch.equal(provider.encode(audio, text_space).conditions, loaded.encode(audio, text_space).conditions)
+
+
+def test_a_checkpoint_written_before_backbone_widths_loads_with_the_official_width(saved: Path) -> None:
+    config_path = saved.with_suffix(".json")
+    document = json.loads(config_path.read_text())
+    assert document.pop("backbone_width") == 64
+    config_path.write_text(json.dumps(document))
+    assert load_tpos(saved.with_suffix(".safetensors")).config.backbone_width == 64
 
 
 def test_load_refuses_missing_files(saved: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tpos_live.cli import options
 from tpos_live.errors import UserError
+from tpos_live.limits import BACKBONE_WIDTH_RANGE
 from tpos_live.names import SPECTROGRAM_FLOORS, TEXT_TARGETS
 from tpos_live.preflight import refuse_output_on_inputs, written
 from tpos_live.training.recipe import TrainConfig
@@ -81,6 +82,10 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "(default %(default)s)",
     )
     run.add_argument("--init", help="start from this TPoS checkpoint instead of random weights")
+    low, high = BACKBONE_WIDTH_RANGE
+    run.add_argument("--backbone-width", type=int, default=_default(TrainSpec, "backbone_width"),
+                     help=f"the encoder's ResNet-18 width, {low}..{high}: narrower for a small world "
+                          f"(default %(default)s, the official encoder's)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in OUTPUT")
     run.add_argument("--keep-epochs", action="store_true", help="keep every epoch's checkpoint")
     options.add_compute_device_option(run)
@@ -276,6 +281,7 @@ def _train_spec(args: argparse.Namespace) -> TrainSpec:
         output=args.output,
         model=args.model,
         spectrogram=spectrogram,
+        backbone_width=args.backbone_width,
         recipe=_recipe(args),
         text_target=args.text_target,
         init=args.init,

@@ -8,7 +8,8 @@ from that model (or from timm directly) loads here key for key::
 
 Layout (timm's defaults for resnet18): 7x7/2 stem conv, BatchNorm, ReLU, 3x3/2 max-pool, four stages of
 two BasicBlocks (64, 128, 256, 512 channels; stride 2 from stage 2 on, with a 1x1 conv + BatchNorm
-shortcut where the shape changes), global average pool, linear head.
+shortcut where the shape changes), global average pool, linear head. ``width`` narrows every stage
+alike (16: 16, 32, 64, 128 channels, about 1/16 of the weights) for small worlds; the official is 64.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-STAGE_CHANNELS = (64, 128, 256, 512)
+from tpos_live.limits import OFFICIAL_BACKBONE_WIDTH
+
+STAGE_MULTIPLIERS = (1, 2, 4, 8)  # each stage's channels, in units of the first stage's width
 BLOCKS_PER_STAGE = 2
 
 
@@ -45,16 +48,18 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 taking ``(B, 3, H, W)`` to ``(B, num_classes)``; any H, W of at least 32 or so."""
+    """ResNet-18 taking ``(B, 3, H, W)`` to ``(B, num_classes)``; any H, W of at least 32 or so.
+    ``width``: the first stage's channels (the official 64)."""
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, width: int = OFFICIAL_BACKBONE_WIDTH) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, STAGE_CHANNELS[0], 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(STAGE_CHANNELS[0])
+        stage_channels = [width * multiplier for multiplier in STAGE_MULTIPLIERS]
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.act1 = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_channels = STAGE_CHANNELS[0]
-        for index, channels in enumerate(STAGE_CHANNELS):
+        in_channels = width
+        for index, channels in enumerate(stage_channels):
             stride = 1 if index == 0 else 2
             blocks = [BasicBlock(in_channels, channels, stride)]
             blocks += [BasicBlock(channels, channels) for _ in range(BLOCKS_PER_STAGE - 1)]
@@ -74,7 +79,7 @@ class ResNet18(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, 512, H / 32, W / 32)``: everything before pooling."""
+        """``(B, 3, H, W)`` -> ``(B, 8 width, H / 32, W / 32)``: everything before pooling."""
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -42,6 +42,7 @@ from tpos_live.audio.spectrogram import SpectrogramConfig, segment_map, segment_
 from tpos_live.conditioning.base import TEXT_TOKENS, ConditionTrack, TextSpace, checked_mono
 from tpos_live.conditioning.resnet import ResNet18
 from tpos_live.errors import UserError
+from tpos_live.limits import BACKBONE_WIDTH_RANGE, OFFICIAL_BACKBONE_WIDTH
 from tpos_live.names import CLIP_L14_FAMILY
 
 MAP_HIDDEN_MULT = 10  # official: (77 - 1) // 7 = 10 times the width in the hidden layer
@@ -64,6 +65,8 @@ class TPoSConfig:
         text_family: the text encoder the encoder was aligned to (see ``TextSpace.family``).
         hop_seconds: time between consecutive conditions of a file; None = one segment. The hop in
             samples must divide the segment length, so that windows share their segments.
+        backbone_width: the per-segment ResNet-18's first-stage channels (the official 64; narrower,
+            down to 8, for a small world: the same layers with fewer channels).
     """
 
     embed_dim: int = 768
@@ -72,10 +75,15 @@ class TPoSConfig:
     spectrogram: SpectrogramConfig = field(default_factory=_default_spectrogram)
     text_family: str = CLIP_L14_FAMILY
     hop_seconds: float | None = None
+    backbone_width: int = OFFICIAL_BACKBONE_WIDTH
 
     def __post_init__(self) -> None:
         if self.embed_dim < 1:
             raise ValueError(f"embed_dim must be at least 1, got {self.embed_dim}")
+        low, high = BACKBONE_WIDTH_RANGE
+        if not low <= self.backbone_width <= high:
+            raise ValueError(f"backbone_width must be in {low}..{high} (official: {OFFICIAL_BACKBONE_WIDTH}), "
+                             f"got {self.backbone_width}")
         if self.map_tokens != TEXT_TOKENS - 1:
             raise ValueError(
                 f"map_tokens must be {TEXT_TOKENS - 1} (a condition is the start token plus the MAP "
@@ -128,14 +136,14 @@ class TPoSAudioEncoder(nn.Module):
     "weighted sequence" is ``weights[..., None] * sequence``.
     """
 
-    def __init__(self, embed_dim: int = 768, segments: int = 5) -> None:
+    def __init__(self, embed_dim: int = 768, segments: int = 5, backbone_width: int = OFFICIAL_BACKBONE_WIDTH) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.segments = segments
         # No padding: the official layer is Conv2d(1, 3, (3, 3)), so a 128 x 153 map enters the
         # ResNet as 126 x 151. Padding would change every feature the official weights compute.
         self.input_conv = nn.Conv2d(1, 3, kernel_size=3)
-        self.backbone = ResNet18(num_classes=embed_dim)
+        self.backbone = ResNet18(num_classes=embed_dim, width=backbone_width)
         self.lstm = nn.LSTM(embed_dim, embed_dim, num_layers=1, batch_first=True)
         self.attention = nn.Conv1d(embed_dim, 1, kernel_size=1)
 
@@ -198,7 +206,7 @@ def condition_vectors(output: EncoderOutput, scale: float | None = None) -> torc
 
 def build_tpos_modules(config: TPoSConfig) -> tuple[TPoSAudioEncoder, MappingModule]:
     """A freshly initialised encoder and MAP of ``config``'s sizes (on the current default device)."""
-    encoder = TPoSAudioEncoder(config.embed_dim, config.segments)
+    encoder = TPoSAudioEncoder(config.embed_dim, config.segments, config.backbone_width)
     map_model = MappingModule(config.embed_dim, config.map_tokens)
     return encoder, map_model
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tpos_live.audio.spectrogram import SpectrogramConfig
+from tpos_live.limits import BACKBONE_WIDTH_RANGE, OFFICIAL_BACKBONE_WIDTH
 from tpos_live.names import TEXT_TARGETS
 from tpos_live.training.recipe import TrainConfig
 
@@ -116,6 +117,7 @@ class TrainSpec:
         output: the run's folder: checkpoints, training state, metrics (and the cache unless told).
         model: the diffusion model whose text encoder gives the targets (an alias, a folder, a hub id).
         spectrogram: the front end the encoder is trained on.
+        backbone_width: the encoder's ResNet-18 width (the official 64; narrower for a small world).
         recipe: the optimisation settings.
         text_target: the InfoNCE target, one of ``TEXT_TARGETS`` (see :mod:`tpos_live.training.targets`).
         init: start from this TPoS checkpoint instead of random weights.
@@ -130,6 +132,7 @@ class TrainSpec:
     output: Path
     model: str
     spectrogram: SpectrogramConfig = TRAIN_FRONT_END
+    backbone_width: int = OFFICIAL_BACKBONE_WIDTH
     recipe: TrainConfig = field(default_factory=TrainConfig)
     text_target: str = "projected"
     init: str | None = None
@@ -142,3 +145,7 @@ class TrainSpec:
     def __post_init__(self) -> None:
         if self.text_target not in TEXT_TARGETS:
             raise ValueError(f"text target must be one of {', '.join(TEXT_TARGETS)}, got {self.text_target!r}")
+        low, high = BACKBONE_WIDTH_RANGE
+        if not low <= self.backbone_width <= high:
+            raise ValueError(f"--backbone-width must be in {low}..{high} (the official encoder's is "
+                             f"{OFFICIAL_BACKBONE_WIDTH}), got {self.backbone_width}")

@@ -44,8 +44,9 @@ model time queued per delivered frame), ``stand_in_wait_ms_per_frame`` (sync: th
 device time queued, per frame delivered), ``device`` (async only: busy fraction, max and mean lag
 from queuing an op to its completion, the host's fence waits), and audio-to-frame latency
 percentiles (the engine's own figure: see Frame in live/frames.py).
-Examples (>= 200 fps and <= 2 ms overhead per frame on the per-frame path; >= 400 fps with a 20 ms UNet
-on the keyframe path, on the 2-core development CPU):
+Examples, with their targets on the 2-core development CPU (>= 200 fps and <= 2 ms overhead per frame on
+the per-frame path; >= 400 fps with a 20 ms UNet on the keyframe path, where it read 315-350: see
+docs/benchmarks.md, "Keyframes"):
 
     flock /tmp/tpos-heavy.lock .venv/bin/python scripts/bench_orchestration.py --size 512 \\
         --model-ms 4 --fps 240 --seconds 8 --frame-path per-frame -o o.json

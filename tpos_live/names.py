@@ -28,7 +28,8 @@ FRAME_PATHS = ("auto", "keyframes", "per-frame")
 CLIP_L14_FAMILY = "clip-vit-l-14"  # SD 1.x
 OPENCLIP_H14_FAMILY = "openclip-vit-h-14"  # SD 2.x, sd-turbo
 TINY_FAMILY = "tiny"  # the tiny test stacks
-TEXT_FAMILIES = (CLIP_L14_FAMILY, OPENCLIP_H14_FAMILY, TINY_FAMILY)
+MINI_FAMILY = "mini"  # the mini world's own small text encoder
+TEXT_FAMILIES = (CLIP_L14_FAMILY, OPENCLIP_H14_FAMILY, TINY_FAMILY, MINI_FAMILY)
 IMG2IMG_PRESETS = ("official",)  # settings presets for an init image (config.IMG2IMG_PRESETS)
 
 BACKENDS: dict[str, str] = {

@@ -57,7 +57,8 @@ def fire(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
     sparks = _band_noise(rng, n, rate, 2000.0, 12000.0)
     for start in _onsets(rng, n, rate, rng.uniform(20.0, 45.0)):
         spark = sparks[start : start + round(0.015 * rate)]
-        envelope = _decay(rate, spark.size / rate, rng.uniform(0.0008, 0.003))[: spark.size]
+        # counted in samples: a spark cut by the clip's end has a length that seconds do not give back exactly
+        envelope = np.exp(-(np.arange(spark.size) / rate) / rng.uniform(0.0008, 0.003))
         loudness = rng.pareto(2.5) * 0.3 + 0.15  # heavy-tailed: mostly ticks, now and then a pop
         _add(out, start, loudness * envelope * spark)
     return out

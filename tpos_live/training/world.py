@@ -1,0 +1,191 @@
+"""Training the mini world's model stack on its pictures and captions (``tpos_live/mini/models.py``).
+
+The audio encoder is trained afterwards by ``train-encoder`` against this stack's text encoder. Here,
+in steps (:func:`train_mini_stack`):
+
+1. draw the pictures and their captions (``tpos_live/mini/world.py``);
+2. the autoencoder (``vae``) learns to reconstruct them (L1 and a small KL term: LDM's first stage
+   without its adversarial loss); the spread of its latents sets its scaling factor, so that the UNet
+   works on latents of unit spread as SD's does;
+3. TAESD is distilled from it, as the real one was from SD's VAE: its encoder learns the scaled
+   latents, its decoder the pictures from them;
+4. the text encoder and the UNet learn together to predict the noise (the epsilon objective of DDPM,
+   on SD's noise schedule), with the caption left empty ``caption_dropout`` of the time so that
+   classifier-free guidance works.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from tpos_live.diffusion.stack import ModelStack
+from tpos_live.mini.world import picture
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class WorldRecipe:
+    """How the mini stack is trained. The defaults were sized to take about 27 minutes on the 2-core
+    development CPU (1.1 s a step of the autoencoder and of TAESD, 0.8 s of the denoiser, at batch 32)."""
+
+    pictures: int = 4800
+    seed: int = 0
+    batch: int = 32
+    autoencoder_steps: int = 400
+    taesd_steps: int = 300
+    denoiser_steps: int = 1000
+    autoencoder_lr: float = 1e-3
+    denoiser_lr: float = 5e-4
+    kl_weight: float = 1e-6
+    caption_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("pictures", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("autoencoder_steps", "taesd_steps", "denoiser_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout must lie in [0, 1), got {self.caption_dropout}")
+
+
+@dataclass(frozen=True)
+class WorldData:
+    """The pictures as (N, 3, 64, 64) float32 in [-1, 1], and their captions."""
+
+    images: torch.Tensor
+    captions: tuple[str, ...]
+
+
+def world_data(count: int, seed: int) -> WorldData:
+    drawn = [picture(seed, index) for index in range(count)]
+    pixels = np.stack([item.pixels for item in drawn])
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return WorldData(images.contiguous(), tuple(item.caption for item in drawn))
+
+
+def train_mini_stack(stack: ModelStack, recipe: WorldRecipe, say: Say) -> dict[str, float]:
+    """Train ``stack`` (an :func:`~tpos_live.mini.models.untrained_mini_stack`) in place; returns the
+    last losses. In steps: see the module's docs."""
+    torch.manual_seed(recipe.seed)
+    data = world_data(recipe.pictures, recipe.seed)
+    say(f"{len(data.captions)} pictures drawn")
+    batches = _Batches(len(data.captions), recipe.batch, recipe.seed)
+    losses = {"autoencoder": _train_autoencoder(stack, data, batches, recipe, say)}
+    latents = _scaled_latents(stack, data.images)
+    say(f"autoencoder scaling factor {stack.vae.config.scaling_factor:.4f}")
+    losses["taesd"] = _distill_taesd(stack, data.images, latents, batches, recipe, say)
+    losses["denoiser"] = _train_denoiser(stack, latents, data.captions, batches, recipe, say)
+    for module in stack.modules().values():
+        module.eval()
+    return losses
+
+
+class _Batches:
+    """Random batches of indices, from a seeded generator of their own."""
+
+    def __init__(self, count: int, size: int, seed: int) -> None:
+        self.count, self.size = count, min(size, count)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self) -> torch.Tensor:
+        return torch.randint(self.count, (self.size,), generator=self.generator)
+
+
+def _loop(name: str, steps: int, step: Callable[[], torch.Tensor], say: Say) -> float:
+    """Run ``step`` (returns the loss) ``steps`` times; says the mean loss of each tenth of the way and
+    returns the last tenth's."""
+    started, window, last = time.monotonic(), [], float("nan")
+    every = max(1, steps // 10)
+    for number in range(1, steps + 1):
+        window.append(step().item())
+        if number % every == 0 or number == steps:
+            last = sum(window) / len(window)
+            window.clear()
+            say(f"{name}: step {number}/{steps}, loss {last:.4f}, {time.monotonic() - started:.0f} s")
+    return last
+
+
+def _train_autoencoder(stack: ModelStack, data: WorldData, batches: _Batches, recipe: WorldRecipe,
+                       say: Say) -> float:
+    vae = stack.vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.autoencoder_lr)
+
+    def step() -> torch.Tensor:
+        images = data.images[batches.next()]
+        posterior = vae.encode(images).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = F.l1_loss(reconstruction, images) + recipe.kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return _loop("autoencoder", recipe.autoencoder_steps, step, say)
+
+
+@torch.no_grad()
+def _scaled_latents(stack: ModelStack, images: torch.Tensor) -> torch.Tensor:
+    """The pictures' latents (the posterior means) times the scaling factor they set: unit spread."""
+    vae = stack.vae.eval()
+    raw = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in images.split(256)])
+    vae.register_to_config(scaling_factor=float(1.0 / raw.std()))
+    return raw * vae.config.scaling_factor
+
+
+def _distill_taesd(stack: ModelStack, images: torch.Tensor, latents: torch.Tensor, batches: _Batches,
+                   recipe: WorldRecipe, say: Say) -> float:
+    taesd = stack.taesd.train()
+    optimizer = torch.optim.AdamW(taesd.parameters(), lr=recipe.autoencoder_lr)
+
+    def step() -> torch.Tensor:
+        index = batches.next()
+        encoded = taesd.encode(images[index]).latents
+        decoded = taesd.decode(latents[index]).sample
+        loss = F.mse_loss(encoded, latents[index]) + F.l1_loss(decoded, images[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return _loop("taesd", recipe.taesd_steps, step, say)
+
+
+def _train_denoiser(stack: ModelStack, latents: torch.Tensor, captions: tuple[str, ...], batches: _Batches,
+                    recipe: WorldRecipe, say: Say) -> float:
+    unet, text_encoder, tokenizer = stack.unet.train(), stack.text_encoder.train(), stack.tokenizer
+    noise_schedule = DDPMScheduler.from_config(stack.scheduler_config)
+    ids = tokenizer(list(captions), padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    empty = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length,
+                      return_tensors="pt").input_ids
+    parameters = [*unet.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.denoiser_lr)
+    generator = torch.Generator().manual_seed(recipe.seed + 1)
+
+    def step() -> torch.Tensor:
+        index = batches.next()
+        clean = latents[index]
+        noise = torch.randn(clean.shape, generator=generator)
+        steps = torch.randint(noise_schedule.config.num_train_timesteps, (len(index),), generator=generator)
+        dropped = torch.rand(len(index), generator=generator) < recipe.caption_dropout
+        tokens = torch.where(dropped[:, None], empty, ids[index])
+        conditions = text_encoder(tokens)[0]
+        predicted = unet(noise_schedule.add_noise(clean, noise, steps), steps, conditions).sample
+        loss = F.mse_loss(predicted, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        return loss.detach()
+
+    return _loop("denoiser", recipe.denoiser_steps, step, say)

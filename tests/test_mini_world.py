@@ -3,6 +3,7 @@ the detector's accuracy, and the script that writes a world."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import wave
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tpos_live.mini import detect, world
 
@@ -239,7 +241,7 @@ def test_a_timeline_must_be_in_order():
         world.read_timeline('[{"start": 0, "end": 5, "concept": "rain"}, {"start": 4, "end": 9, "concept": "fire"}]')
 
 
-def test_the_mini_stack_trains_saves_and_loads_back_through_the_normal_loader(tmp_path):
+def test_the_mini_stack_trains_saves_and_loads_back_through_the_normal_loader(tmp_path, monkeypatch, capsys):
     from tpos_live.diffusion.folders import save_stack
     from tpos_live.diffusion.loading import load_stack
     from tpos_live.diffusion.models import ModelSpec
@@ -264,3 +266,18 @@ def test_the_mini_stack_trains_saves_and_loads_back_through_the_normal_loader(tm
     assert loaded.text_family == "mini" and loaded.vae_scale_factor == 4 and loaded.taesd is not None
     assert loaded.vae.config.scaling_factor == pytest.approx(stack.vae.config.scaling_factor)
     assert torch.equal(encode_prompt(loaded, "night"), encode_prompt(stack, "night"))
+
+    # The sampling script reads it back and reports what the detector finds (untrained: anything).
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    sampler = importlib.import_module("sample_mini_world")
+    capsys.readouterr()
+    sheet, report = tmp_path / "sheet.png", tmp_path / "report.json"
+    assert sampler.main([str(tmp_path / "mini"), "--steps", "2", "--per-caption", "1", "--sheet", str(sheet),
+                         "-o", str(report)]) == 0
+    measured = json.loads(report.read_text())
+    assert measured["pictures"] == len(world.SCENES) * len(world.CONCEPTS)
+    for found in (*measured["detected_in_samples"].values(), *measured["detected_in_reconstructions"].values()):
+        assert set(found) == {"scene", "object"} and all(0.0 <= share <= 1.0 for share in found.values())
+    assert Image.open(sheet).size == (64 * len(world.CONCEPTS), 64 * len(world.SCENES))
+    assert sampler.main([str(tmp_path / "nothing")]) == 1
+    assert "is not a diffusers folder" in capsys.readouterr().err

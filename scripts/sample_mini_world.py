@@ -24,9 +24,11 @@ from bench_timing import print_and_save
 from diffusers import DDIMScheduler
 from PIL import Image
 
+from tpos_live.diffusion.frames import FrameDownload
 from tpos_live.diffusion.loading import load_stack
 from tpos_live.diffusion.models import ModelSpec
 from tpos_live.diffusion.stack import ModelStack
+from tpos_live.diffusion.text import encode_prompt
 from tpos_live.fileio import write_atomically
 from tpos_live.mini import detect, world
 
@@ -34,7 +36,7 @@ DECODERS = ("taesd", "vae")
 
 
 def to_pixels(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return FrameDownload("cpu").start(images).result()[0]  # the frames' own conversion to uint8
 
 
 def decode(stack: ModelStack, latents: torch.Tensor, decoder: str) -> np.ndarray:
@@ -50,19 +52,13 @@ def encode(stack: ModelStack, images: torch.Tensor, decoder: str) -> torch.Tenso
     return stack.vae.encode(images).latent_dist.mean * stack.vae.config.scaling_factor
 
 
-def text_conditions(stack: ModelStack, texts: list[str]) -> torch.Tensor:
-    tokenizer = stack.tokenizer
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    return stack.text_encoder(ids)[0]
-
-
 def sample(stack: ModelStack, text: str, count: int, steps: int, guidance: float,
            generator: torch.Generator) -> torch.Tensor:
     """DDIM with classifier-free guidance (Ho & Salimans 2022), text only: scaled latents."""
     scheduler = DDIMScheduler.from_config(stack.scheduler_config)
     scheduler.set_timesteps(steps)
-    conditions = torch.cat([text_conditions(stack, [""] * count), text_conditions(stack, [text] * count)])
+    conditions = torch.cat([encode_prompt(stack, "").expand(count, -1, -1),
+                            encode_prompt(stack, text).expand(count, -1, -1)])
     size = stack.unet.config.sample_size
     latents = torch.randn(count, stack.latent_channels, size, size, generator=generator)
     for timestep in scheduler.timesteps:
@@ -88,10 +84,10 @@ def samples_report(stack: ModelStack, args: argparse.Namespace) -> tuple[dict, n
         for concept in world.CONCEPTS:
             latents = sample(stack, f"{scene.words[0]} with {concept.words[0]}", args.per_caption, args.steps,
                              args.guidance, generator)
+            pixels = {decoder: decode(stack, latents, decoder) for decoder in DECODERS}
             for decoder in DECODERS:
-                pixels = decode(stack, latents, decoder)
-                shown[decoder] += [(p, scene.name, concept.name) for p in pixels]
-            columns.append(np.concatenate(list(decode(stack, latents, "taesd")), axis=0))
+                shown[decoder] += [(p, scene.name, concept.name) for p in pixels[decoder]]
+            columns.append(np.concatenate(list(pixels["taesd"]), axis=0))
         rows.append(np.concatenate(columns, axis=1))
     return {decoder: share_right(pictures) for decoder, pictures in shown.items()}, np.concatenate(rows, axis=0)
 

@@ -58,9 +58,8 @@ def train_encoder(out: Path, work: Path, seed: int, clips: int, epochs: int, wid
         write_sounds(sounds, seed, clips)
     run = work / "encoder"
     argv = ["train-encoder", str(sounds), "-o", str(run), "--model", str(out), "--text-target", "pooled",
-            "--backbone-width", str(width), "--epochs", str(epochs), "--batch-size", str(batch), "--seed", str(seed),
-            "--compute-device",
-            "cpu", "--no-default", "-q"]
+            "--backbone-width", str(width), "--epochs", str(epochs), "--batch-size", str(batch),
+            "--seed", str(seed), "--compute-device", "cpu", "--no-default", "-q"]
     say("tpos-live " + " ".join(argv))
     if tpos_live_main(argv) != 0:
         raise UserError("train-encoder failed (see above)")

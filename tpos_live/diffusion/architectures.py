@@ -238,11 +238,11 @@ def bytes_to_unicode() -> list[str]:
     return symbols
 
 
-def tiny_vocab_and_merges(words: str = TINY_WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Vocabulary and BPE merges of a small CLIP tokenizer (the tiny stack's: ``TINY_WORDS``).
+def tiny_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocabulary and BPE merges of the tiny CLIP tokenizer.
 
     Layout follows CLIP's: byte symbols, the same with the end-of-word mark ``</w>``, the tokens
-    made by the merges, then the two special tokens. Each of the space-separated ``words`` gets a chain of
+    made by the merges, then the two special tokens. Each word of ``TINY_WORDS`` gets a chain of
     left-to-right merges; BPE applies merges by rank, so a word whose letters an earlier word's merge
     grabs first may still come out in a few pieces (all in the vocabulary).
     """
@@ -250,7 +250,7 @@ def tiny_vocab_and_merges(words: str = TINY_WORDS) -> tuple[dict[str, int], list
     tokens = alphabet + [symbol + "</w>" for symbol in alphabet]
     merges: list[tuple[str, str]] = []
     known = set(tokens)
-    for word in words.split():
+    for word in TINY_WORDS.split():
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
         merged = pieces[0]
         for piece in pieces[1:]:

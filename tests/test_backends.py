@@ -305,3 +305,11 @@ def test_cuda_graphs_match_eager_on_a_gpu(dtype):
         backend.unet(x + 1, t, c)  # a replay must not change the result kept
         assert torch.allclose(kept.float(), expected, atol=2e-2, rtol=2e-2)
         assert torch.allclose(backend.decode(x).float(), eager.decode(x).float(), atol=2e-2)
+
+
+def test_weights_hash_follows_layers_without_weights():
+    from tpos_live.conditioning.tpos_encoder import MappingModule
+
+    official, linear = MappingModule(8, 76, "gelu"), MappingModule(8, 76, "linear")
+    linear.load_state_dict(official.state_dict())
+    assert weights_hash([official]) != weights_hash([linear])  # same weights, another output activation

@@ -501,3 +501,46 @@ def test_a_model_that_is_no_alias_renders_with_its_own_sampling(tmp_path, mode):
 def test_model_spec_validates(fields):
     with pytest.raises(ValueError):
         ModelSpec(**fields)
+
+
+# --- a model's own encoder, settings and description; the shipped mini model ------------------------------
+
+
+def test_a_folder_brings_its_own_encoder_fast_settings_and_description(tmp_path):
+    from tpos_live.conditioning.checkpoint import random_tpos, save_tpos
+    from tpos_live.conditioning.tpos_encoder import TPoSConfig
+    from tpos_live.session import BackendSpec, ConditioningSpec, SceneSpec, load_models
+
+    folder = distilled_tiny_folder(tmp_path, "own", default_steps=4, default_guidance=3.0,
+                                   about="own: a model for this test", fast_settings={"delta_step": 1})
+    stack = load_stack(ModelSpec(model=str(folder)), progress=False)
+    provider = random_tpos(TPoSConfig(embed_dim=stack.cross_attention_dim, text_family=stack.text_family,
+                                      backbone_width=8))
+    save_tpos(folder / "encoder", provider.encoder, provider.map_model, provider.config)  # a trained one's files
+    said: list[str] = []
+    scene = SceneSpec(prompt="x", overrides={"width": 64, "height": 64})
+    models = load_models(ModelSpec(model=str(folder)), BackendSpec(), ConditioningSpec(), scene,
+                         say=said.append, progress=False)
+    assert "own: a model for this test" in said
+    assert f"audio encoder: {folder / 'encoder.safetensors'} (saved with the model)" in said
+    assert models.provider.config.backbone_width == 8
+    settings = models.settings  # the folder's steps and guidance, then its measured settings
+    assert (settings.steps, settings.text_guidance, settings.delta_step) == (4, 3.0, 1)
+
+
+def test_the_mini_alias_loads_the_shipped_model_with_its_encoder():
+    from tpos_live.paths import mini_model_folder
+
+    stack = load_stack(ModelSpec(model="mini"), progress=False)
+    assert stack.name == "mini + taesd" and not stack.random_weights and stack.taesd is not None
+    assert stack.about.startswith("mini: a model trained on a synthetic world (6 concepts)")
+    assert stack.about.endswith("not Stable Diffusion")
+    assert stack.encoder == mini_model_folder() / "encoder.safetensors"
+    shipped = sum(f.stat().st_size for f in mini_model_folder().rglob("*") if f.is_file())
+    assert shipped <= 40e6
+
+
+def test_a_missing_mini_model_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr("tpos_live.diffusion.loading.mini_model_folder", lambda: tmp_path / "nothing")
+    with pytest.raises(UserError, match="the mini model is missing from this installation .*reinstall"):
+        load_stack(ModelSpec(model="mini"), progress=False)

@@ -281,3 +281,45 @@ def test_the_mini_stack_trains_saves_and_loads_back_through_the_normal_loader(tm
     assert Image.open(sheet).size == (64 * len(world.CONCEPTS), 64 * len(world.SCENES))
     assert sampler.main([str(tmp_path / "nothing")]) == 1
     assert "is not a diffusers folder" in capsys.readouterr().err
+
+
+def test_the_denoiser_s_learning_rate_warms_up_then_decays_and_the_average_trails_the_weights():
+    from tpos_live.training.world import _Average, _warmup_cosine
+
+    assert _warmup_cosine(0, 10, 110) == pytest.approx(0.1) and _warmup_cosine(9, 10, 110) == 1.0
+    assert _warmup_cosine(60, 10, 110) == pytest.approx(0.5) and _warmup_cosine(110, 10, 110) == pytest.approx(0)
+    weight = torch.nn.Parameter(torch.zeros(3))
+    average = _Average([weight], decay=0.9)
+    for _ in range(50):
+        with torch.no_grad():
+            weight += 1.0
+        average.update()
+    assert 35 < float(average.shadow[0][0]) < 50  # behind the weights (50), far from the start (0)
+    average.copy_to()
+    assert weight.detach()[0].item() == pytest.approx(average.shadow[0][0].item())
+
+
+def test_shipping_converts_the_weights_to_float16_and_replaces_the_folder_whole(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    from tpos_live.errors import UserError
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    trainer = importlib.import_module("train_mini_world")
+    trained, shipped = tmp_path / "trained", tmp_path / "weights"
+    (trained / "unet").mkdir(parents=True)
+    save_file({"w": torch.ones(2), "steps": torch.tensor([3])}, trained / "unet" / "model.safetensors")
+    (trained / "tpos_live.json").write_text("{}")
+    with pytest.raises(UserError, match="holds no encoder.safetensors"):
+        trainer.ship(trained, shipped)
+    save_file({"w": torch.ones(2)}, trained / "encoder.safetensors")
+    (trained / "encoder.json").write_text("{}")
+    shipped.mkdir()
+    (shipped / "stale.json").write_text("{}")
+    trainer.ship(trained, shipped)
+    tensors = load_file(shipped / "unet" / "model.safetensors")
+    assert tensors["w"].dtype == torch.float16 and tensors["steps"].dtype == torch.int64
+    assert (shipped / "unet" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert not (shipped / "stale.json").exists() and (shipped / "tpos_live.json").exists()
+    assert load_file(trained / "unet" / "model.safetensors")["w"].dtype == torch.float32  # the input is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trained", "weights"]  # no temporary folder left

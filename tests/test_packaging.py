@@ -1,4 +1,4 @@
-"""What a wheel carries: every package, the app's theme and icons (from the top-level ui/ folder)."""
+"""What a wheel carries: every package, the app's theme and icons (from the top-level ui/ folder), the mini model."""
 
 from __future__ import annotations
 
@@ -32,3 +32,14 @@ def test_the_package_finds_the_top_level_ui_folder_and_ships_its_assets():
     unshipped = [a for a in assets if not any(fnmatch.fnmatch(a, g) for g in globs)]
     assert not unshipped, f"not in the wheel's package data: {unshipped}"
     assert "QMainWindow" in load_theme()
+
+
+def test_the_mini_model_is_in_the_package_data():
+    from tpos_live.paths import mini_model_folder
+
+    folder = mini_model_folder()
+    files = [p.relative_to(folder.parent).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert "weights/model_index.json" in files and "weights/encoder.safetensors" in files
+    globs = setuptools_table()["package-data"]["tpos_live.mini"]
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert not unshipped, f"not in the wheel's package data: {unshipped}"

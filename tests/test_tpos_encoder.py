@@ -203,9 +203,23 @@ def test_a_narrow_encoder_saves_and_loads_back(tmp_path: Path, text_space: TextS
 def test_a_checkpoint_written_before_backbone_widths_loads_with_the_official_width(saved: Path) -> None:
     config_path = saved.with_suffix(".json")
     document = json.loads(config_path.read_text())
-    assert document.pop("backbone_width") == 64
+    assert document.pop("backbone_width") == 64 and document.pop("map_output") == "gelu"
     config_path.write_text(json.dumps(document))
-    assert load_tpos(saved.with_suffix(".safetensors")).config.backbone_width == 64
+    loaded = load_tpos(saved.with_suffix(".safetensors")).config
+    assert (loaded.backbone_width, loaded.map_output) == (64, "gelu")
+
+
+def test_a_linear_map_reaches_below_gelus_minimum_and_saves_and_loads_back(tmp_path: Path) -> None:
+    config = replace(CONFIG, map_output="linear")
+    provider = random_tpos(config, seed=1)
+    vectors = torch.randn(4, DIM) * 10
+    linear, official = provider.map_model.eval(), random_tpos(CONFIG, seed=1).map_model.eval()
+    assert official(vectors).min() >= -0.1700 and linear(vectors).min() < -0.5
+    torch.testing.assert_close(torch.nn.functional.gelu(linear(vectors)), official(vectors))  # same weights
+    save_tpos(tmp_path / "linear", provider.encoder, provider.map_model, config, random_weights=True)
+    assert load_tpos(tmp_path / "linear.safetensors").config.map_output == "linear"
+    with pytest.raises(ValueError, match="map_output must be one of gelu, linear"):
+        replace(CONFIG, map_output="relu")
 
 
 def test_load_refuses_missing_files(saved: Path) -> None:

@@ -591,10 +591,13 @@ def test_train_encoder_command(tmp_path, sound_folders, projected_model) -> None
     assert run_train(sound_folders, "-o", tmp_path / "fine-tune", *options, *init) == 0
     with pytest.raises(UserError, match="--init checkpoint .* use matching options"):
         run_train(sound_folders, "-o", tmp_path / "mismatch", *options, *init, "--segments", "4")
-    narrow = [*prompt, *pooled, "--epochs", "1", "--max-steps", "1", "--backbone-width", "8"]
+    narrow = [*prompt, *pooled, "--epochs", "1", "--max-steps", "1", "--backbone-width", "8", "--map-output",
+              "linear"]
     assert run_train(sound_folders, "-o", tmp_path / "narrow", *options, *narrow) == 0
-    assert load_tpos(tmp_path / "narrow" / "best.safetensors").config.backbone_width == 8
-    with pytest.raises(UserError, match=r"--init checkpoint .*\(backbone 64\).*\(backbone 8\)"):
+    trained = load_tpos(tmp_path / "narrow" / "best.safetensors").config
+    assert (trained.backbone_width, trained.map_output) == (8, "linear")
+    widths = r"--init checkpoint .*\(backbone 64, MAP output gelu\).*\(backbone 8, MAP output gelu\)"
+    with pytest.raises(UserError, match=widths):
         run_train(sound_folders, "-o", tmp_path / "narrow-init", *options, *init, "--backbone-width", "8")
     with pytest.raises(UserError, match="--backbone-width must be in 8..64"):
         run_train(sound_folders, "-o", tmp_path / "too-wide", *options, "--backbone-width", "128")

@@ -41,3 +41,8 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "ONNX Runtime, TAESD decoder (exported to engines/ on first use)",
     "tensorrt": "TensorRT 10+ engines on a CUDA GPU, TAESD decoder (built into engines/ on first use)",
 }
+OFFICIAL_MAP_OUTPUT = "gelu"
+MAP_OUTPUTS = (OFFICIAL_MAP_OUTPUT, "linear")
+"""MAP's last activation: the official GELU (no output below -0.17), or none, for text encoders whose
+tokens go further below zero (the mini world's: a third of its tokens' values do)."""
+MODEL_METADATA_FILE = "tpos_live.json"  # our facts about a saved model folder (name, defaults, random weights)

@@ -19,3 +19,9 @@ def cache_folder() -> Path:
     """Where tpos-live keeps what it can rebuild (the tiny model, engines outside a checkout):
     ``$TPOS_LIVE_CACHE``, else ``~/.cache/tpos-live``."""
     return Path(os.environ.get("TPOS_LIVE_CACHE") or "~/.cache/tpos-live").expanduser()
+
+
+def mini_model_folder() -> Path:
+    """The mini world's trained model, shipped inside the package (``--model mini``): a diffusers folder
+    with its TPoS encoder, written by ``scripts/train_mini_world.py``."""
+    return Path(__file__).parent / "mini" / "weights"

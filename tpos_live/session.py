@@ -77,8 +77,9 @@ __all__ = [
 
 def render_settings(scene: SceneSpec, model: ModelSpec, stack: ModelStack | None = None) -> RenderSettings:
     """The settings of ``scene`` for ``model``: the mode's preset, the model's fast-mode steps and
-    guidance (:func:`~tpos_live.diffusion.models.fast_defaults`: an alias's, or once ``stack`` is loaded,
-    its own), the img2img preset, then what the user gave. UserError (one line) for values out of range."""
+    guidance (:func:`~tpos_live.diffusion.models.fast_defaults`: an alias's, a saved folder's, or once
+    ``stack`` is loaded, its own), the img2img preset, then what the user gave. UserError (one line) for
+    values out of range."""
     layers = [fast_defaults(model.model, stack)] if scene.mode == "fast" else []
     if scene.img2img_preset is not None:
         layers.append(IMG2IMG_PRESETS[scene.img2img_preset])
@@ -148,6 +149,8 @@ def assemble_renderer(model: ModelSpec, backend: BackendSpec, scene: SceneSpec, 
     stack = load_stack(model, progress=progress)
     settings = render_settings(scene, model, stack)  # a model that is not an alias brings its own sampling
     say(f"model: {stack.name} on {stack.device} ({str(stack.dtype).removeprefix('torch.')})")
+    if stack.about:
+        say(stack.about)
     return TPoSRenderer(stack, settings, backend=make_backend(backend, stack, settings, say))
 
 

@@ -48,6 +48,8 @@ def conditioning_choices(encoder: str | None, stack: ModelStack,
                                      clap)
     if encoder is not None and not named_clap:
         return _tpos_choice(encoder), clap_choice
+    if stack.encoder is not None:  # saved with the model, as load_provider's default
+        return _tpos_choice(str(stack.encoder)), clap_choice
     try:
         recorded = default_encoder(stack.text_family)
     except UserError as error:

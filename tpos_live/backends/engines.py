@@ -78,9 +78,11 @@ class ArtefactKey:
 
 
 def weights_hash(modules: Sequence[nn.Module]) -> str:
-    """sha256 of the modules' parameters and buffers: names, dtypes, shapes and bytes."""
+    """sha256 of the modules' structure (their repr, so that layers without weights count too, such as
+    MAP's output activation) and of their parameters and buffers: names, dtypes, shapes and bytes."""
     digest = hashlib.sha256()
     for index, module in enumerate(modules):
+        digest.update(f"{index}:{module!r};".encode())
         for name, tensor in sorted(module.state_dict().items()):
             data = tensor.detach().to("cpu").contiguous().reshape(-1)
             digest.update(f"{index}.{name}:{data.dtype}:{tuple(tensor.shape)};".encode())

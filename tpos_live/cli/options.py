@@ -185,8 +185,9 @@ def scene_spec(args: argparse.Namespace) -> SceneSpec:
 
 
 MODEL_NAMES_HELP = (f"{FAST_DEFAULT_MODEL} (default; SD 1.5 + LCM LoRA), {PAPER_DEFAULT_MODEL} (paper mode's default: "
-                    "CompVis/stable-diffusion-v1-4, the official code's), sd-turbo, tiny (random weights, for "
-                    "trying), a diffusers folder, a .safetensors checkpoint, or a Hugging Face repo id")
+                    "CompVis/stable-diffusion-v1-4, the official code's), sd-turbo, mini (trained on a synthetic "
+                    "world, shipped: no download), tiny (random weights, for speed tests), a diffusers folder, a "
+                    ".safetensors checkpoint, or a Hugging Face repo id")
 
 
 def add_model_option(group, default: str | None = DEFAULT_MODEL, purpose: str = "") -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from tpos_live.cli import options
 from tpos_live.errors import UserError
 from tpos_live.limits import BACKBONE_WIDTH_RANGE
-from tpos_live.names import SPECTROGRAM_FLOORS, TEXT_TARGETS
+from tpos_live.names import MAP_OUTPUTS, SPECTROGRAM_FLOORS, TEXT_TARGETS
 from tpos_live.preflight import refuse_output_on_inputs, written
 from tpos_live.training.recipe import TrainConfig
 from tpos_live.training.spec import (
@@ -86,6 +86,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--backbone-width", type=int, default=_default(TrainSpec, "backbone_width"),
                      help=f"the encoder's ResNet-18 width, {low}..{high}: narrower for a small world "
                           f"(default %(default)s, the official encoder's)")
+    run.add_argument("--map-output", choices=MAP_OUTPUTS, default=_default(TrainSpec, "map_output"),
+                     help="MAP's last activation: gelu (default, the official: no token value below -0.17) or "
+                          "linear (for a text encoder whose tokens go lower, as the mini world's)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in OUTPUT")
     run.add_argument("--keep-epochs", action="store_true", help="keep every epoch's checkpoint")
     options.add_compute_device_option(run)
@@ -282,6 +285,7 @@ def _train_spec(args: argparse.Namespace) -> TrainSpec:
         model=args.model,
         spectrogram=spectrogram,
         backbone_width=args.backbone_width,
+        map_output=args.map_output,
         recipe=_recipe(args),
         text_target=args.text_target,
         init=args.init,

@@ -7,10 +7,12 @@ The JSON file::
     {"format": "tpos-live-encoder", "format_version": 1,
      "embed_dim": 768, "map_tokens": 76, "segments": 5,
      "spectrogram": {"kind": "stft", "sample_rate": 44100, ...},
-     "text_family": "clip-vit-l-14", "hop_seconds": null, "backbone_width": 64, "random_weights": false}
+     "text_family": "clip-vit-l-14", "hop_seconds": null, "backbone_width": 64, "map_output": "gelu",
+     "random_weights": false}
 
-``backbone_width`` (the ResNet-18's, see :class:`~tpos_live.conditioning.tpos_encoder.TPoSConfig`) may be
-absent: files written before it existed hold the official width, 64.
+``backbone_width`` (the ResNet-18's) and ``map_output`` (MAP's last activation; see
+:class:`~tpos_live.conditioning.tpos_encoder.TPoSConfig`) may be absent: files written before them hold
+the official width, 64, and the official GELU.
 
 Loading checks both files completely against the model the config describes before using any weight,
 and refuses anything else with a UserError.
@@ -39,6 +41,7 @@ from tpos_live.conditioning.tpos_encoder import (
 from tpos_live.errors import UserError
 from tpos_live.fileio import write_atomically
 from tpos_live.limits import OFFICIAL_BACKBONE_WIDTH
+from tpos_live.names import OFFICIAL_MAP_OUTPUT
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "TPoSConfig", "load_tpos", "random_tpos", "save_tpos"]
 
@@ -93,6 +96,7 @@ def save_tpos(
         "text_family": config.text_family,
         "hop_seconds": config.hop_seconds,
         "backbone_width": config.backbone_width,
+        "map_output": config.map_output,
         "random_weights": random_weights,
     }
     weights_path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +188,7 @@ def _read_config(config_path: Path) -> tuple[TPoSConfig, bool]:
             text_family=document["text_family"],
             hop_seconds=document["hop_seconds"],
             backbone_width=document.get("backbone_width", OFFICIAL_BACKBONE_WIDTH),  # absent: written before widths
+            map_output=document.get("map_output", OFFICIAL_MAP_OUTPUT),
         )
     except (TypeError, ValueError) as error:
         raise UserError(

@@ -5,11 +5,13 @@
 ``laion/clap-htsat-unfused``). Without one, the first that applies:
 
 1. ``--concepts`` was given: the CLAP concept bank (the concepts choose it);
-2. the default TPoS encoder recorded for the model's text encoder (``set_default_encoder``, which the
+2. the TPoS encoder saved in the model's own folder (``encoder.safetensors``: ``--model mini`` has one),
+   trained against that very text encoder;
+3. the default TPoS encoder recorded for the model's text encoder (``set_default_encoder``, which the
    import and training commands call);
-3. a random-weight model (``--model tiny``, speed tests): a random TPoS encoder, as the user asked for
+4. a random-weight model (``--model tiny``, speed tests): a random TPoS encoder, as the user asked for
    random weights already and CLAP would need a download;
-4. otherwise the CLAP concept bank, saying so in one line.
+5. otherwise the CLAP concept bank, saying so in one line.
 
 Default encoders are recorded per text family (a checkpoint aligned to SD 1.x's CLIP does not serve
 sd-turbo) in ``$TPOS_LIVE_CONFIG/default_encoders.json`` (default folder ``$XDG_CONFIG_HOME/tpos-live``,
@@ -139,6 +141,9 @@ def _default_encoder(stack: ModelStack, concepts: str | os.PathLike[str] | None,
     """The encoder to use when none was named, and why (for the CLAP line), as the module docstring says."""
     if concepts is not None:
         return CLAP, None
+    if stack.encoder is not None:
+        say(f"audio encoder: {stack.encoder} (saved with the model)")
+        return str(stack.encoder), None
     recorded = default_encoder(stack.text_family)
     if recorded is not None:
         say(f"audio encoder: {recorded} (the default for {stack.text_family})")

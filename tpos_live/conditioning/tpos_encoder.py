@@ -43,7 +43,7 @@ from tpos_live.conditioning.base import TEXT_TOKENS, ConditionTrack, TextSpace, 
 from tpos_live.conditioning.resnet import ResNet18
 from tpos_live.errors import UserError
 from tpos_live.limits import BACKBONE_WIDTH_RANGE, OFFICIAL_BACKBONE_WIDTH
-from tpos_live.names import CLIP_L14_FAMILY
+from tpos_live.names import CLIP_L14_FAMILY, MAP_OUTPUTS, OFFICIAL_MAP_OUTPUT
 
 MAP_HIDDEN_MULT = 10  # official: (77 - 1) // 7 = 10 times the width in the hidden layer
 
@@ -67,6 +67,8 @@ class TPoSConfig:
             samples must divide the segment length, so that windows share their segments.
         backbone_width: the per-segment ResNet-18's first-stage channels (the official 64; narrower,
             down to 8, for a small world: the same layers with fewer channels).
+        map_output: MAP's last activation, one of ``MAP_OUTPUTS``: ``"gelu"`` (the official) or
+            ``"linear"`` (none, so that MAP can reach tokens below GELU's minimum of -0.17).
     """
 
     embed_dim: int = 768
@@ -76,8 +78,11 @@ class TPoSConfig:
     text_family: str = CLIP_L14_FAMILY
     hop_seconds: float | None = None
     backbone_width: int = OFFICIAL_BACKBONE_WIDTH
+    map_output: str = OFFICIAL_MAP_OUTPUT
 
     def __post_init__(self) -> None:
+        if self.map_output not in MAP_OUTPUTS:
+            raise ValueError(f"map_output must be one of {', '.join(MAP_OUTPUTS)}, got {self.map_output!r}")
         if self.embed_dim < 1:
             raise ValueError(f"embed_dim must be at least 1, got {self.embed_dim}")
         low, high = BACKBONE_WIDTH_RANGE
@@ -179,21 +184,26 @@ class MappingModule(nn.Module):
     """MAP: an audio vector ``(B, D)`` -> ``(B, map_tokens, D)`` tokens in the text encoder's space.
 
     The official forward applies dropout before each GELU; in eval mode (dropout off) the order does
-    not matter, and we keep the official one so that training matches too.
+    not matter, and we keep the official one so that training matches too. ``output`` (one of
+    ``MAP_OUTPUTS``) is the last activation: the official GELU, or none ("linear").
     """
 
-    def __init__(self, embed_dim: int = 768, map_tokens: int = TEXT_TOKENS - 1) -> None:
+    def __init__(self, embed_dim: int = 768, map_tokens: int = TEXT_TOKENS - 1,
+                 output: str = OFFICIAL_MAP_OUTPUT) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.map_tokens = map_tokens
         self.linear1 = nn.Linear(embed_dim, MAP_HIDDEN_MULT * embed_dim)
         self.linear2 = nn.Linear(MAP_HIDDEN_MULT * embed_dim, map_tokens * embed_dim)
         self.act = nn.GELU()
+        if output not in MAP_OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(MAP_OUTPUTS)}, got {output!r}")
+        self.out = nn.GELU() if output == OFFICIAL_MAP_OUTPUT else nn.Identity()
         self.drop = nn.Dropout(0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.drop(self.linear1(x)))
-        x = self.act(self.drop(self.linear2(x)))
+        x = self.out(self.drop(self.linear2(x)))
         return x.reshape(x.shape[0], self.map_tokens, self.embed_dim)
 
 
@@ -207,7 +217,7 @@ def condition_vectors(output: EncoderOutput, scale: float | None = None) -> torc
 def build_tpos_modules(config: TPoSConfig) -> tuple[TPoSAudioEncoder, MappingModule]:
     """A freshly initialised encoder and MAP of ``config``'s sizes (on the current default device)."""
     encoder = TPoSAudioEncoder(config.embed_dim, config.segments, config.backbone_width)
-    map_model = MappingModule(config.embed_dim, config.map_tokens)
+    map_model = MappingModule(config.embed_dim, config.map_tokens, config.map_output)
     return encoder, map_model
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from tpos_live.diffusion.hub import progress_bars
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError, first_line
-from tpos_live.names import CLIP_L14_FAMILY, OPENCLIP_H14_FAMILY
+from tpos_live.names import CLIP_L14_FAMILY, MODEL_METADATA_FILE, OPENCLIP_H14_FAMILY
 
-METADATA_FILE = "tpos_live.json"  # our own facts about a saved stack (defaults, random weights)
+METADATA_FILE = MODEL_METADATA_FILE  # the name the savers and tests know it by
+ENCODER_NAME = "encoder"  # a TPoS checkpoint saved in the folder (encoder.safetensors + encoder.json)
 
 
 # What a diffusers Stable Diffusion folder must hold for us (weights as safetensors only).
@@ -70,7 +72,23 @@ def load_diffusers_folder(folder: Path, label: str) -> ModelStack:
         text_family=text_family,
         default_steps=int(metadata.get("default_steps", 0)),  # 0: load_stack suggests
         default_guidance=float(metadata.get("default_guidance", 0.0)),
+        about=str(metadata.get("about", "")),
+        fast_settings=_fast_settings(metadata, folder),
+        encoder=own_encoder(folder),
     )
+
+
+def _fast_settings(metadata: dict[str, Any], folder: Path) -> dict[str, Any]:
+    settings = metadata.get("fast_settings", {})
+    if not isinstance(settings, dict):
+        raise UserError(f"'{folder / METADATA_FILE}': fast_settings must be a JSON object: save the model again")
+    return settings
+
+
+def own_encoder(folder: Path) -> Path | None:
+    """The TPoS checkpoint saved with the model in ``folder`` (its .safetensors), or None."""
+    weights, config = (folder / f"{ENCODER_NAME}{suffix}" for suffix in (".safetensors", ".json"))
+    return weights if weights.is_file() and config.is_file() else None
 
 
 def load_component(cls, folder: Path, subfolder: str | None = None):
@@ -161,6 +179,13 @@ def save_stack(stack: ModelStack, folder: str | os.PathLike) -> None:
         "default_steps": stack.default_steps,
         "default_guidance": stack.default_guidance,
     }
+    if stack.encoder is not None:  # the model's own TPoS encoder goes with it
+        for suffix in (".safetensors", ".json"):
+            shutil.copyfile(stack.encoder.with_suffix(suffix), folder / f"{ENCODER_NAME}{suffix}")
+    if stack.about:
+        metadata["about"] = stack.about
+    if stack.fast_settings:
+        metadata["fast_settings"] = stack.fast_settings
     write_json(folder / METADATA_FILE, metadata)
 
 

@@ -23,11 +23,12 @@ import torch
 from tpos_live.diffusion.adapters import attach_taesd, fuse_lora
 from tpos_live.diffusion.folders import MODEL_FILES, load_diffusers_folder
 from tpos_live.diffusion.hub import REPO_ID, hub_snapshot, progress_bars
-from tpos_live.diffusion.models import ALIASES, TINY_ALIAS, ModelSpec, suggested_sampling
+from tpos_live.diffusion.models import ALIASES, MINI_ALIAS, TINY_ALIAS, ModelSpec, suggested_sampling
 from tpos_live.diffusion.random_stacks import tiny_model_folder
 from tpos_live.diffusion.single_file import load_single_file
 from tpos_live.diffusion.stack import DTYPES, ModelStack
 from tpos_live.errors import UserError, first_line
+from tpos_live.paths import mini_model_folder
 from tpos_live.runtime import resolve_device
 
 
@@ -70,17 +71,27 @@ def model_source(model: str, progress: bool = True) -> Path:
     model = alias.model if alias is not None else model
     if model == TINY_ALIAS:
         return tiny_model_folder()
+    if model == MINI_ALIAS:
+        return _shipped_mini_folder()
     path = Path(model).expanduser()
     if path.exists():
         return path
     if REPO_ID.match(model) and not model.endswith((".safetensors", ".ckpt")):
         hint = "pass a local folder with --model, or try --model tiny"
         return hub_snapshot(model, MODEL_FILES, "model", hint, progress)
-    names = ", ".join([*ALIASES, TINY_ALIAS])
+    names = ", ".join([*ALIASES, TINY_ALIAS, MINI_ALIAS])
     raise UserError(
         f"model '{model}' does not exist: give a diffusers folder, a .safetensors file, "
         f"a hub id (owner/name) or one of {names}"
     )
+
+
+def _shipped_mini_folder() -> Path:
+    folder = mini_model_folder()
+    if not (folder / "model_index.json").is_file():
+        raise UserError(f"the mini model is missing from this installation ('{folder}' holds no model): "
+                        "reinstall tpos-live, or train it with scripts/train_mini_world.py and pass its folder")
+    return folder
 
 
 def _place(stack: ModelStack, device: str, dtype: torch.dtype) -> ModelStack:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tpos_live.config import PAPER_PRESET
-from tpos_live.names import DEVICE_NAMES_HELP, DEVICE_PATTERN, DTYPE_NAMES, TINY_FAMILY
+from tpos_live.names import DEVICE_NAMES_HELP, DEVICE_PATTERN, DTYPE_NAMES, MODEL_METADATA_FILE, TINY_FAMILY
+from tpos_live.paths import mini_model_folder
 
 if TYPE_CHECKING:
     from tpos_live.diffusion.stack import ModelStack
@@ -59,13 +62,14 @@ ALIASES: dict[str, Alias] = {
 FAST_DEFAULT_MODEL = "sd15-lcm"
 PAPER_DEFAULT_MODEL = "sd14"
 TINY_ALIAS = "tiny"
+MINI_ALIAS = "mini"  # the mini world's trained model, shipped in the package (tpos_live.paths)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What to load.
 
-    ``model``: an alias ("sd15-lcm", "sd-turbo", "sd14", "tiny"), a diffusers folder, a single-file
+    ``model``: an alias ("sd15-lcm", "sd-turbo", "sd14", "tiny", "mini"), a diffusers folder, a single-file
     ``.safetensors`` checkpoint, or a hub id ("owner/name"). ``lora``: folder, ``.safetensors``
     file or hub id of a LoRA to fuse at ``lora_scale``. ``taesd``: folder or hub id of an
     AutoencoderTiny, or "none". Aliases fill ``lora`` and ``taesd`` when they are None. ``device``
@@ -102,28 +106,48 @@ def fast_defaults(model: str, stack: ModelStack | None = None) -> dict[str, int 
 
     1. ``tiny``: :data:`TINY_SAMPLING`;
     2. an alias: its :class:`Sampling` (the README lists them), known before loading;
-    3. any other model, once ``stack`` is loaded: ``ModelStack.default_steps`` / ``default_guidance``, which
-       a folder saved by tpos-live records and :func:`suggested_sampling` fills in otherwise. A model run
-       with classifier-free guidance (g > 1) is not distilled, so it gets PLMS, as ``sd14``.
+    3. any other model (``mini`` too): ``ModelStack.default_steps`` / ``default_guidance``, which a
+       folder saved by tpos-live records (read from its metadata before ``stack`` is loaded) and
+       :func:`suggested_sampling` fills in otherwise. A model run with classifier-free guidance (g > 1)
+       is not distilled, so it gets PLMS, as ``sd14``, unless the folder's ``fast_settings`` (measured
+       for it) say otherwise; those come last.
 
-    Without ``stack``, other names give {} (the fast preset, until the model is loaded).
+    Without ``stack``, a name that is neither an alias nor a folder recording its sampling gives {} (the
+    fast preset, until the model is loaded).
     """
     if model == TINY_ALIAS:
         # One guided step, as the real fast models, so that frames come from keyframes (exact there). On
         # random weights it barely moves a frame (~0.1 of a level): --delta-step 0 shows the audio more.
         return {"steps": TINY_SAMPLING.steps, "text_guidance": TINY_SAMPLING.guidance}
     alias = ALIASES.get(model)
+    measured: dict[str, Any] = {}
     if alias is not None:
         steps, guidance, sampler = alias.sampling.steps, alias.sampling.guidance, alias.sampling.sampler
-    elif stack is not None:
-        steps, guidance = stack.default_steps, stack.default_guidance
-        sampler = PLAIN_SD.sampler if guidance > 1.0 else None
     else:
-        return {}
+        recorded = _recorded_sampling(model) if stack is None else \
+            (stack.default_steps, stack.default_guidance, stack.fast_settings)
+        if recorded is None:
+            return {}
+        steps, guidance, measured = recorded
+        sampler = PLAIN_SD.sampler if guidance > 1.0 else None
     defaults: dict[str, int | float | str] = {"steps": steps, "text_guidance": guidance}
     if sampler is not None:
         defaults["sampler"] = sampler
+    defaults.update(measured)
     return defaults
+
+
+def _recorded_sampling(model: str) -> tuple[int, float, dict[str, Any]] | None:
+    """The steps, guidance and measured fast settings a local folder saved by tpos-live records, read
+    before any weights load (so that flags are checked against them), or None."""
+    folder = mini_model_folder() if model == MINI_ALIAS else Path(model).expanduser()
+    try:
+        metadata = json.loads((folder / MODEL_METADATA_FILE).read_text())
+        steps, guidance = int(metadata["default_steps"]), float(metadata["default_guidance"])
+        measured = dict(metadata.get("fast_settings") or {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no folder of ours: loading it says what is wrong
+    return (steps, guidance, measured) if steps > 0 else None
 
 
 def suggested_sampling(stack: ModelStack, lora: str | None) -> Sampling:

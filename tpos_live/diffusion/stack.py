@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,10 @@ class ModelStack:
     text_family: str  # one of tpos_live.names.TEXT_FAMILIES
     default_steps: int
     default_guidance: float
+    about: str = ""  # what the model is, said once when it loads (the mini world's model says it is no SD)
+    encoder: Path | None = None  # the TPoS checkpoint saved with the model, trained for its text encoder
+    # fast mode's settings measured for this model beyond steps and guidance (delta_step, audio_guidance...)
+    fast_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cross_attention_dim(self) -> int:

@@ -66,6 +66,7 @@ def _train(spec: TrainSpec, device: str, processes: Processes, say: Say) -> FitR
         spectrogram=spec.spectrogram,
         text_family=targets.family,
         backbone_width=spec.backbone_width,
+        map_output=spec.map_output,
     )
     encoder, map_model = initial_modules(spec.init, tpos_config, spec.recipe.seed)
     trainer = TPoSTrainer(encoder, map_model, tpos_config, targets, spec.recipe, device, processes)
@@ -213,9 +214,10 @@ def initial_modules(init: str | None, tpos_config: TPoSConfig, seed: int) -> tup
     if provider.config != tpos_config:
         raise UserError(
             f"--init checkpoint '{init}' is {provider.embed_dim} wide (backbone "
-            f"{provider.config.backbone_width}) with front end {provider.config.spectrogram} "
-            f"for {provider.config.text_family}; this run needs {tpos_config.embed_dim} wide (backbone "
-            f"{tpos_config.backbone_width}) with {tpos_config.spectrogram} for {tpos_config.text_family}: "
+            f"{provider.config.backbone_width}, MAP output {provider.config.map_output}) with front end "
+            f"{provider.config.spectrogram} for {provider.config.text_family}; this run needs "
+            f"{tpos_config.embed_dim} wide (backbone {tpos_config.backbone_width}, MAP output "
+            f"{tpos_config.map_output}) with {tpos_config.spectrogram} for {tpos_config.text_family}: "
             f"use matching options"
         )
     return provider.encoder, provider.map_model

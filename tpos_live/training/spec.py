@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tpos_live.audio.spectrogram import SpectrogramConfig
 from tpos_live.limits import BACKBONE_WIDTH_RANGE, OFFICIAL_BACKBONE_WIDTH
-from tpos_live.names import TEXT_TARGETS
+from tpos_live.names import MAP_OUTPUTS, OFFICIAL_MAP_OUTPUT, TEXT_TARGETS
 from tpos_live.training.recipe import TrainConfig
 
 # The layouts of labelled clips (read by training/datasets.py, whose docstring details each), and what
@@ -118,6 +118,7 @@ class TrainSpec:
         model: the diffusion model whose text encoder gives the targets (an alias, a folder, a hub id).
         spectrogram: the front end the encoder is trained on.
         backbone_width: the encoder's ResNet-18 width (the official 64; narrower for a small world).
+        map_output: MAP's last activation (``TPoSConfig.map_output``: the official GELU, or linear).
         recipe: the optimisation settings.
         text_target: the InfoNCE target, one of ``TEXT_TARGETS`` (see :mod:`tpos_live.training.targets`).
         init: start from this TPoS checkpoint instead of random weights.
@@ -133,6 +134,7 @@ class TrainSpec:
     model: str
     spectrogram: SpectrogramConfig = TRAIN_FRONT_END
     backbone_width: int = OFFICIAL_BACKBONE_WIDTH
+    map_output: str = OFFICIAL_MAP_OUTPUT
     recipe: TrainConfig = field(default_factory=TrainConfig)
     text_target: str = "projected"
     init: str | None = None
@@ -149,3 +151,5 @@ class TrainSpec:
         if not low <= self.backbone_width <= high:
             raise ValueError(f"--backbone-width must be in {low}..{high} (the official encoder's is "
                              f"{OFFICIAL_BACKBONE_WIDTH}), got {self.backbone_width}")
+        if self.map_output not in MAP_OUTPUTS:
+            raise ValueError(f"--map-output must be one of {', '.join(MAP_OUTPUTS)}, got {self.map_output!r}")

@@ -14,6 +14,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from tpos_live.diffusion.hub import progress_bars
+from tpos_live.diffusion.models import read_metadata, recorded_sampling
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError, first_line
 from tpos_live.names import CLIP_L14_FAMILY, MODEL_METADATA_FILE, OPENCLIP_H14_FAMILY
@@ -60,6 +61,7 @@ def load_diffusers_folder(folder: Path, label: str) -> ModelStack:
     metadata = read_metadata(folder)
     text_family = metadata.get("text_family") or _text_family(text_encoder, folder)
     check_fit(unet, text_encoder, folder)
+    default_steps, default_guidance, fast_settings = recorded_sampling(metadata, folder)  # 0: load_stack suggests
     return ModelStack(
         unet=unet,
         text_encoder=text_encoder,
@@ -70,19 +72,12 @@ def load_diffusers_folder(folder: Path, label: str) -> ModelStack:
         name=metadata.get("name", label),
         random_weights=bool(metadata.get("random_weights", False)),
         text_family=text_family,
-        default_steps=int(metadata.get("default_steps", 0)),  # 0: load_stack suggests
-        default_guidance=float(metadata.get("default_guidance", 0.0)),
+        default_steps=default_steps,
+        default_guidance=default_guidance,
         about=str(metadata.get("about", "")),
-        fast_settings=_fast_settings(metadata, folder),
+        fast_settings=fast_settings,
         encoder=own_encoder(folder),
     )
-
-
-def _fast_settings(metadata: dict[str, Any], folder: Path) -> dict[str, Any]:
-    settings = metadata.get("fast_settings", {})
-    if not isinstance(settings, dict):
-        raise UserError(f"'{folder / METADATA_FILE}': fast_settings must be a JSON object: save the model again")
-    return settings
 
 
 def own_encoder(folder: Path) -> Path | None:
@@ -203,17 +198,6 @@ def model_index(scheduler_class: str) -> dict[str, Any]:
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
-
-
-def read_metadata(folder: Path) -> dict[str, Any]:
-    path = folder / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        metadata = json.loads(path.read_text())
-    except ValueError as error:
-        raise UserError(f"'{path}' is not valid JSON ({error}): delete it or save the model again") from error
-    return metadata if isinstance(metadata, dict) else {}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tpos_live.config import PAPER_PRESET
+from tpos_live.errors import UserError
 from tpos_live.names import DEVICE_NAMES_HELP, DEVICE_PATTERN, DTYPE_NAMES, MODEL_METADATA_FILE, TINY_FAMILY
 from tpos_live.paths import mini_model_folder
 
@@ -142,12 +143,32 @@ def _recorded_sampling(model: str) -> tuple[int, float, dict[str, Any]] | None:
     before any weights load (so that flags are checked against them), or None."""
     folder = mini_model_folder() if model == MINI_ALIAS else Path(model).expanduser()
     try:
-        metadata = json.loads((folder / MODEL_METADATA_FILE).read_text())
-        steps, guidance = int(metadata["default_steps"]), float(metadata["default_guidance"])
-        measured = dict(metadata.get("fast_settings") or {})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no folder of ours: loading it says what is wrong
+        steps, guidance, measured = recorded_sampling(read_metadata(folder), folder)
+    except (OSError, ValueError, TypeError, UserError):
+        return None  # no folder of ours, or a bad one: loading it says what is wrong
     return (steps, guidance, measured) if steps > 0 else None
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    """Our facts about a saved model folder (its ``tpos_live.json``), {} when it has none."""
+    path = folder / MODEL_METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        metadata = json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"'{path}' is not valid JSON ({error}): delete it or save the model again") from error
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def recorded_sampling(metadata: dict[str, Any], folder: Path) -> tuple[int, float, dict[str, Any]]:
+    """The fast-mode steps, text guidance (0 and 0.0 when not recorded: the loader suggests them) and
+    measured settings that a folder's metadata records."""
+    settings = metadata.get("fast_settings", {})
+    if not isinstance(settings, dict):
+        raise UserError(f"'{folder / MODEL_METADATA_FILE}': fast_settings must be a JSON object: save the model "
+                        "again")
+    return int(metadata.get("default_steps", 0)), float(metadata.get("default_guidance", 0.0)), dict(settings)
 
 
 def suggested_sampling(stack: ModelStack, lora: str | None) -> Sampling:

@@ -6,7 +6,8 @@
 
 OUT holds::
 
-    sounds/<concept>/<concept>_0000.wav   the clips, in train-encoder's "folders" layout:
+    sounds/<label>/<concept>_0000.wav     the clips, in train-encoder's "folders" layout, labelled with
+                                          the concept's caption words ("a_bell": "a bell"):
                                           tpos-live train-encoder OUT/sounds ...
     pictures/00000.png                    64 x 64 RGB
     pictures/metadata.jsonl               one line a picture: file_name, text (its caption), scene, concept
@@ -49,10 +50,11 @@ def write_pictures(folder: Path, seed: int, count: int) -> None:
 def write_sounds(folder: Path, seed: int, per_concept: int) -> None:
     """Clip i of concept c is item ``c * per_concept + i`` of ``seed``: each clip its own generator."""
     for number, concept in enumerate(world.CONCEPTS):
-        (folder / concept.name).mkdir(parents=True)
+        labelled = folder / concept.label.replace(" ", "_")  # the folders layout reads "_" as a space
+        labelled.mkdir(parents=True)
         for index in range(per_concept):
             samples = world.clip(seed, number * per_concept + index, concept)
-            (folder / concept.name / f"{concept.name}_{index:04d}.wav").write_bytes(world.wav_bytes(samples))
+            (labelled / f"{concept.name}_{index:04d}.wav").write_bytes(world.wav_bytes(samples))
 
 
 def manifest(seed: int, pictures: int, per_concept: int) -> dict:

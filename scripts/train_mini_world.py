@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--taesd-steps", type=int, default=WorldRecipe.taesd_steps)
     p.add_argument("--denoiser-steps", type=int, default=WorldRecipe.denoiser_steps)
     p.add_argument("--clips-per-concept", type=int, default=30)
-    p.add_argument("--encoder-epochs", type=int, default=40)
+    p.add_argument("--encoder-epochs", type=int, default=30)
     p.add_argument("--backbone-width", type=int, default=16)
     # Six classes: a batch of 24 holds four clips of each where 48 held eight (their texts are equal), and
     # gives twice the steps. The official peak learning rate of 0.1 made a width-16 encoder collapse to a

@@ -5,11 +5,12 @@ The story (examples/story.wav, its timeline examples/story.json) plays rain, bel
 each. object-accuracy counts a frame from OBJECT_LAG_SECONDS after each change (tpos_live.names: the
 conditions follow the sound through encoder segments that reach back, see docs/evaluation.md).
 
-The shipped model gets the object in 0.50-0.75 of the counted frames (bell and birds always, fire at some
-seeds, rain never; docs/evaluation.md), short of the 0.8 it was meant to reach: the bar here is what it does
-reach, two turns of four, well above what the same render shows without the audio (a constant picture is
-right in one turn of four at most). Both renders (about a minute in all) stay in the default run: they are
-the one end-to-end check that the sound steers what the picture shows.
+The shipped model gets the object in 0.85 of the counted frames at the default seed (rain, fire and birds
+throughout, the bell from the third counted frame of its turn on); over two seeds and four scenes it ranges
+from 0.35 to 0.85 (docs/evaluation.md), so the bar of 0.8 holds for this render, not for every scene. The
+same render without the audio shows a constant object, right during one turn of four at most. Both renders
+(about a minute in all) stay in the default run: they are the one end-to-end check that the sound steers
+what the picture shows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tpos_live.cli.main import main
 EXAMPLES = Path(__file__).parent.parent / "examples"
 SCENE = "night"
 FPS = 4
-GUIDED_OBJECT_ACCURACY = 0.5  # measured 0.75 at the default seed
+GUIDED_OBJECT_ACCURACY = 0.8  # measured 0.85 at the default seed
 STORY_CONCEPTS = 4  # a picture that never changes is right during one turn of four at most
 
 

@@ -150,7 +150,8 @@ def test_make_mini_world_writes_the_layouts_its_readers_take(tmp_path):
     out = tmp_path / "world"
     assert load_script().main([str(out), "--pictures", "30", "--clips-per-concept", "1", "--seed", "4"]) == 0
     found = find_clips(out / "sounds")
-    assert sorted(clip.label for clip in found.clips) == sorted(world.CONCEPT_NAMES)
+    assert sorted(clip.label for clip in found.clips) == sorted(c.label for c in world.CONCEPTS)
+    assert "a bell" in {clip.label for clip in found.clips}  # a caption's words, as the UNet learnt them
     lines = [json.loads(line) for line in (out / "pictures" / "metadata.jsonl").read_text().splitlines()]
     assert len(lines) == 30 and all((out / "pictures" / line["file_name"]).is_file() for line in lines)
     assert lines[7] == {"file_name": "00007.png", "text": world.picture(4, 7).caption,
@@ -323,3 +324,28 @@ def test_shipping_converts_the_weights_to_float16_and_replaces_the_folder_whole(
     assert not (shipped / "stale.json").exists() and (shipped / "tpos_live.json").exists()
     assert load_file(trained / "unet" / "model.safetensors")["w"].dtype == torch.float32  # the input is kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trained", "weights"]  # no temporary folder left
+
+
+def test_the_object_mask_covers_the_object_s_colours_and_leaves_the_scene():
+    from tpos_live.mini.detect import _OBJECT_PIXELS, HSV
+
+    for index in range(0, 48, 5):  # every concept, over every scene
+        shown = world.picture(3, index)
+        mask = world.object_mask(3, index, shown.pixels)
+        assert 0.05 < mask.mean() < 0.5, (shown.concept, mask.mean())
+        everywhere = _OBJECT_PIXELS[shown.concept](HSV.of(shown.pixels))
+        outside = _OBJECT_PIXELS[shown.concept](HSV.of(np.where(mask[..., None], 0, shown.pixels).astype(np.uint8)))
+        assert outside <= 0.1 * everywhere, (shown.concept, outside, everywhere)
+
+
+def test_object_weights_favour_the_object_and_keep_the_loss_scale():
+    from tpos_live.training.world import WorldRecipe, object_weights
+
+    objects = torch.zeros(2, 1, 64, 64)
+    objects[:, :, :16, :16] = 1.0
+    weights = object_weights(objects, 3.0, 16)
+    assert weights.shape == (2, 1, 16, 16) and float(weights.mean()) == pytest.approx(1.0)
+    assert float(weights[0, 0, 0, 0] / weights[0, 0, -1, -1]) == pytest.approx(4.0)
+    assert float(weights[0, 0, 3, 3]) == pytest.approx(float(weights[0, 0, 0, 0]))  # a whole cell of object
+    with pytest.raises(ValueError, match="object_weight"):
+        WorldRecipe(object_weight=-1.0)

@@ -43,6 +43,6 @@ BACKENDS: dict[str, str] = {
 }
 OFFICIAL_MAP_OUTPUT = "gelu"
 MAP_OUTPUTS = (OFFICIAL_MAP_OUTPUT, "linear")
-"""MAP's last activation: the official GELU (no output below -0.17), or none, for text encoders whose
-tokens go further below zero (the mini world's: a third of its tokens' values do)."""
+"""MAP's output: the official dropout and GELU (no output below -0.17), or a plain linear one, for text
+encoders whose tokens go further below zero (the mini world's: a third of its tokens' values do)."""
 MODEL_METADATA_FILE = "tpos_live.json"  # our facts about a saved model folder (name, defaults, random weights)

@@ -185,7 +185,10 @@ class MappingModule(nn.Module):
 
     The official forward applies dropout before each GELU; in eval mode (dropout off) the order does
     not matter, and we keep the official one so that training matches too. ``output`` (one of
-    ``MAP_OUTPUTS``) is the last activation: the official GELU, or none ("linear").
+    ``MAP_OUTPUTS``) is the official GELU with dropout before it, or "linear": a plain regression
+    head, no activation and no dropout on the tokens. Dropout there, trained with MSE, makes eval
+    outputs the best guess under a random 20 % of them zeroed: 0.8 times the targets (the mini
+    world's MAP measured 1/1.23 of its targets, and 0.049 MSE where 0.020 was left after rescaling).
     """
 
     def __init__(self, embed_dim: int = 768, map_tokens: int = TEXT_TOKENS - 1,
@@ -198,12 +201,13 @@ class MappingModule(nn.Module):
         self.act = nn.GELU()
         if output not in MAP_OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(MAP_OUTPUTS)}, got {output!r}")
-        self.out = nn.GELU() if output == OFFICIAL_MAP_OUTPUT else nn.Identity()
+        official = output == OFFICIAL_MAP_OUTPUT
+        self.out = nn.Sequential(nn.Dropout(0.2), nn.GELU()) if official else nn.Identity()
         self.drop = nn.Dropout(0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.drop(self.linear1(x)))
-        x = self.out(self.drop(self.linear2(x)))
+        x = self.out(self.linear2(x))
         return x.reshape(x.shape[0], self.map_tokens, self.embed_dim)
 
 

@@ -74,8 +74,8 @@ class Concept:
     """A sound object: what the audio asks for, with its picture layer and its sound.
 
     Attributes:
-        name: the concept's name: the detector's answer, and the label of its clips.
-        words: how a caption names it ("fire", "flames").
+        name: the concept's name: the detector's answer.
+        words: how a caption names it ("fire", "flames"); the first is its clips' label (:attr:`label`).
         draw: draws the object over a scene (:mod:`tpos_live.mini.pictures`).
         sound: synthesises ``n`` samples of it at a rate (:mod:`tpos_live.mini.sounds`).
     """
@@ -87,6 +87,12 @@ class Concept:
 
     def __post_init__(self) -> None:
         _check_words(self.name, self.words)
+
+    @property
+    def label(self) -> str:
+        """The text its clips are aligned to: words the text encoder and the UNet learnt from captions
+        ("a bell", not "bell", which no caption holds alone)."""
+        return self.words[0]
 
 
 DAY = Scene("day sky", ("day sky", "sky"), ("in the day sky", "under a blue sky"), pictures.day_sky)
@@ -171,6 +177,18 @@ def picture(seed: int, index: int) -> Picture:
     concept = CONCEPTS[(index // len(SCENES)) % len(CONCEPTS)]
     rng = item_rng(seed, index)
     return Picture(draw(scene, concept, rng), scene.name, concept.name, caption(scene, concept, rng))
+
+
+OBJECT_EDGE = 12  # a pixel belongs to the object where it differs from the bare scene by more than this (0..255)
+
+
+def object_mask(seed: int, index: int, pixels: np.ndarray) -> np.ndarray:
+    """Where item ``index`` of ``seed`` (its ``pixels``) shows its sound object: (64, 64) bool. The bare
+    scene is drawn again from the item's generator, which gives the same background (the object is
+    drawn from the generator after it), and compared with the picture."""
+    scene = SCENES[index % len(SCENES)]
+    background = np.clip(np.rint(scene.draw(item_rng(seed, index))), 0, 255)
+    return np.abs(pixels.astype(np.float64) - background).max(axis=2) > OBJECT_EDGE
 
 
 # --- sounds -------------------------------------------------------------------------------------------

@@ -201,13 +201,14 @@ class MappingModule(nn.Module):
         self.act = nn.GELU()
         if output not in MAP_OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(MAP_OUTPUTS)}, got {output!r}")
-        official = output == OFFICIAL_MAP_OUTPUT
-        self.out = nn.Sequential(nn.Dropout(0.2), nn.GELU()) if official else nn.Identity()
-        self.drop = nn.Dropout(0.2)
+        self.drops_output = output == OFFICIAL_MAP_OUTPUT
+        self.out = nn.GELU() if self.drops_output else nn.Identity()
+        self.drop = nn.Dropout(0.2)  # one module for both places: training swaps it for a global-batch one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.drop(self.linear1(x)))
-        x = self.out(self.linear2(x))
+        x = self.linear2(x)
+        x = self.out(self.drop(x) if self.drops_output else x)
         return x.reshape(x.shape[0], self.map_tokens, self.embed_dim)
 
 

@@ -21,7 +21,7 @@ in steps (:func:`train_mini_stack`):
 
 Every loss weighs the pixels (or latent cells) the sound object covers ``object_weight`` times more
 than the scene's (``world.object_mask``, normalised per batch): the object is what the sound asks for,
-yet it covers a tenth to a quarter of a picture, so an unweighted loss spends most of a short run on
+yet it covers a seventh to a third of a picture, so an unweighted loss spends most of a short run on
 backgrounds, which a text's scene word already gets right.
 """
 
@@ -45,8 +45,8 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class WorldRecipe:
-    """How the mini stack is trained. The defaults take about 28 minutes on the 2-core development CPU
-    (1.1-1.3 s a step of the autoencoder and of TAESD, 0.47 s of the denoiser, at batch 32)."""
+    """How the mini stack is trained. The defaults take about 30 minutes on the 2-core development CPU
+    (1.3 s a step of the autoencoder and of TAESD, 0.46 s of the denoiser, at batch 32)."""
 
     pictures: int = 4800
     seed: int = 0

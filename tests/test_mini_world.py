@@ -331,7 +331,7 @@ def test_the_object_mask_covers_the_object_s_colours_and_leaves_the_scene():
 
     for index in range(0, 48, 5):  # every concept, over every scene
         shown = world.picture(3, index)
-        mask = world.object_mask(3, index, shown.pixels)
+        mask = world.object_mask(3, index, shown)
         assert 0.05 < mask.mean() < 0.5, (shown.concept, mask.mean())
         everywhere = _OBJECT_PIXELS[shown.concept](HSV.of(shown.pixels))
         outside = _OBJECT_PIXELS[shown.concept](HSV.of(np.where(mask[..., None], 0, shown.pixels).astype(np.uint8)))

@@ -182,13 +182,12 @@ def picture(seed: int, index: int) -> Picture:
 OBJECT_EDGE = 12  # a pixel belongs to the object where it differs from the bare scene by more than this (0..255)
 
 
-def object_mask(seed: int, index: int, pixels: np.ndarray) -> np.ndarray:
-    """Where item ``index`` of ``seed`` (its ``pixels``) shows its sound object: (64, 64) bool. The bare
-    scene is drawn again from the item's generator, which gives the same background (the object is
-    drawn from the generator after it), and compared with the picture."""
-    scene = SCENES[index % len(SCENES)]
-    background = np.clip(np.rint(scene.draw(item_rng(seed, index))), 0, 255)
-    return np.abs(pixels.astype(np.float64) - background).max(axis=2) > OBJECT_EDGE
+def object_mask(seed: int, index: int, shown: Picture) -> np.ndarray:
+    """Where ``shown``, item ``index`` of ``seed``, shows its sound object: (64, 64) bool. Its bare scene
+    is drawn again from the item's generator, which gives the same background (the object is drawn from
+    the generator after it), and compared with the picture."""
+    background = np.clip(np.rint(scene_named(shown.scene).draw(item_rng(seed, index))), 0, 255)
+    return np.abs(shown.pixels.astype(np.float64) - background).max(axis=2) > OBJECT_EDGE
 
 
 # --- sounds -------------------------------------------------------------------------------------------

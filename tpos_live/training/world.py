@@ -94,7 +94,7 @@ def world_data(count: int, seed: int) -> WorldData:
     drawn = [picture(seed, index) for index in range(count)]
     pixels = np.stack([item.pixels for item in drawn])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    masks = np.stack([object_mask(seed, index, item.pixels) for index, item in enumerate(drawn)])
+    masks = np.stack([object_mask(seed, index, item) for index, item in enumerate(drawn)])
     objects = torch.from_numpy(masks).float()[:, None]
     return WorldData(images.contiguous(), objects.contiguous(), tuple(item.caption for item in drawn))
 

@@ -38,14 +38,17 @@ def probe_media(path: str | Path) -> MediaInfo:
         raise UserError(f"media file '{path}' does not exist or is not a file: check the path")
     try:
         with av.open(str(path)) as container:
+            # Streams are readable only while their container is open (PyAV >= 18.1 raises after).
             video = container.streams.video[0] if container.streams.video else None
             audio = container.streams.audio[0] if container.streams.audio else None
-            decoded = _decode_all(container, video, audio)
+            return _media_info(video, audio, _decode_all(container, video, audio))
     except av.FFmpegError as error:
         raise UserError(
             f"cannot read media file '{path}' ({error.strerror}): give an uncorrupted file"
         ) from error
 
+
+def _media_info(video, audio, decoded: _Decoded) -> MediaInfo:
     video_duration, audio_duration = 0.0, 0.0
     if video is not None:
         ticks = video.duration if video.duration is not None else decoded.video_ticks

@@ -381,6 +381,24 @@ def test_a_recorded_tpos_encoder_becomes_the_default(tmp_path, tiny_stack, text_
         load_provider(None, tiny_stack, text_space, say=messages.append)
 
 
+def test_the_apps_tpos_choice_is_the_encoder_a_render_would_take(tmp_path, tiny_stack, settings_dir):
+    from tpos_live.app.conditioning import conditioning_choices
+
+    trained_stack = dataclasses.replace(tiny_stack, random_weights=False)
+    none_set = conditioning_choices(None, trained_stack)[0]
+    assert none_set.encoder is None and none_set.why_not.startswith("no TPoS encoder is set for tiny: ")
+    assert conditioning_choices(None, tiny_stack)[0].encoder == "random"
+    config = TPoSConfig(embed_dim=tiny_stack.cross_attention_dim, text_family=tiny_stack.text_family)
+    random = random_tpos(config, seed=1)
+    weights, _ = save_tpos(tmp_path / "trained", random.encoder, random.map_model, config)
+    set_default_encoder(tmp_path / "trained")
+    assert conditioning_choices(None, trained_stack)[0].encoder == str(weights.resolve())
+    saved = dataclasses.replace(trained_stack, encoder=tmp_path / "saved.safetensors")
+    assert conditioning_choices(None, saved)[0].encoder == str(tmp_path / "saved.safetensors")
+    weights.unlink()
+    assert "no longer exists" in conditioning_choices(None, trained_stack)[0].why_not
+
+
 def test_set_default_encoder_refuses_missing_files(tmp_path, settings_dir):
     with pytest.raises(UserError, match="does not exist"):
         set_default_encoder(tmp_path / "nothing.safetensors")

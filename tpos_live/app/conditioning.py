@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.clap import DEFAULT_CLAP_MODEL
-from tpos_live.conditioning.providers import CLAP, default_encoder, load_provider
+from tpos_live.conditioning.providers import CLAP, default_tpos_encoder, load_provider
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.reporting import Reporter
@@ -48,18 +48,14 @@ def conditioning_choices(encoder: str | None, stack: ModelStack,
                                      clap)
     if encoder is not None and not named_clap:
         return _tpos_choice(encoder), clap_choice
-    if stack.encoder is not None:  # saved with the model, as load_provider's default
-        return _tpos_choice(str(stack.encoder)), clap_choice
     try:
-        recorded = default_encoder(stack.text_family)
+        default, origin = default_tpos_encoder(stack)
     except UserError as error:
         return ConditioningChoice(TPOS, "TPoS encoder (unavailable)", None, str(error)), clap_choice
-    if recorded is not None:
-        return _tpos_choice(str(recorded)), clap_choice
-    if stack.random_weights:
-        return _tpos_choice("random"), clap_choice
-    why = (f"no TPoS encoder is set for {stack.text_family}: `tpos-live import-tpos` or `tpos-live "
-           f"train-encoder` sets one, or start the app with --encoder CHECKPOINT")
+    if default is not None:
+        return _tpos_choice(default), clap_choice
+    why = (f"{origin}: `tpos-live import-tpos` or `tpos-live train-encoder` sets one, or start the app with "
+           f"--encoder CHECKPOINT")
     return ConditioningChoice(TPOS, "TPoS encoder (none set)", None, why), clap_choice
 
 

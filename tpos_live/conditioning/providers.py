@@ -136,21 +136,33 @@ def default_encoder(text_family: str) -> Path | None:
     return weights_path
 
 
+def default_tpos_encoder(stack: ModelStack) -> tuple[str | None, str]:
+    """The TPoS encoder ``stack`` gets when none is named (steps 2-4 of the module docstring): its
+    ``load_provider`` name and where it comes from; None and why when it has none (then CLAP serves).
+
+    Raises UserError when a recorded default has gone (see ``default_encoder``).
+    """
+    if stack.encoder is not None:
+        return str(stack.encoder), "saved with the model"
+    recorded = default_encoder(stack.text_family)
+    if recorded is not None:
+        return str(recorded), f"the default for {stack.text_family}"
+    if stack.random_weights:
+        return "random", "the model has random weights"
+    return None, f"no TPoS encoder is set for {stack.text_family}"
+
+
 def _default_encoder(stack: ModelStack, concepts: str | os.PathLike[str] | None,
                      say: Callable[[str], None]) -> tuple[str, str | None]:
     """The encoder to use when none was named, and why (for the CLAP line), as the module docstring says."""
     if concepts is not None:
         return CLAP, None
-    if stack.encoder is not None:
-        say(f"audio encoder: {stack.encoder} (saved with the model)")
-        return str(stack.encoder), None
-    recorded = default_encoder(stack.text_family)
-    if recorded is not None:
-        say(f"audio encoder: {recorded} (the default for {stack.text_family})")
-        return str(recorded), None
-    if stack.random_weights:
-        return "random", None
-    return CLAP, f"no TPoS encoder is set for {stack.text_family} ({_HOW_TO_SET_ONE})"
+    encoder, origin = default_tpos_encoder(stack)
+    if encoder is None:
+        return CLAP, f"{origin} ({_HOW_TO_SET_ONE})"
+    if encoder != "random":  # the random encoder announces itself with a warning
+        say(f"audio encoder: {encoder} ({origin})")
+    return encoder, None
 
 
 def _read_defaults() -> dict[str, str]:

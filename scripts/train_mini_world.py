@@ -40,7 +40,7 @@ MINI_STEPS, MINI_GUIDANCE = 20, 4.0  # the mini UNet is not distilled: 20 PLMS s
 # Fast mode's settings measured on the story (docs/evaluation.md, "The mini world"): its own size; every step
 # guided by the audio (one guided step of 20 does not show the object); no loudness envelope (it lowers
 # g_s where a sound is quiet, and the bell's decay and the birds' pauses then lose their object); frames
-# composed from keyframes (one per condition: 4x faster than per frame here, and as accurate).
+# composed from keyframes (one per condition: 5x faster than per frame here, and as accurate).
 MINI_FAST_SETTINGS = {"width": 64, "height": 64, "delta_step": 0, "envelope_depth": 0.0, "frames": "keyframes"}
 ABOUT = "mini: a model trained on a synthetic world ({} concepts), for trying the method offline; not Stable Diffusion"
 

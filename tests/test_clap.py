@@ -381,7 +381,7 @@ def test_a_recorded_tpos_encoder_becomes_the_default(tmp_path, tiny_stack, text_
         load_provider(None, tiny_stack, text_space, say=messages.append)
 
 
-def test_the_apps_tpos_choice_is_the_encoder_a_render_would_take(tmp_path, tiny_stack, settings_dir):
+def test_the_apps_tpos_choice_follows_the_default_encoder_order(tmp_path, tiny_stack, settings_dir):
     from tpos_live.app.conditioning import conditioning_choices
 
     trained_stack = dataclasses.replace(tiny_stack, random_weights=False)

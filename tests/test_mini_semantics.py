@@ -6,7 +6,7 @@ each. object-accuracy counts a frame from OBJECT_LAG_SECONDS after each change (
 conditions follow the sound through encoder segments that reach back, see docs/evaluation.md).
 
 The shipped model gets the object in 0.85 of the counted frames at the default seed (rain, fire and birds
-throughout, the bell from the third counted frame of its turn on); over two seeds and four scenes it ranges
+throughout, the bell from the fourth counted frame of its turn on); over two seeds and four scenes it ranges
 from 0.35 to 0.85 (docs/evaluation.md), so the bar of 0.8 holds for this render, not for every scene. The
 same render without the audio shows a constant object, right during one turn of four at most. Both renders
 (about a minute in all) stay in the default run: they are the one end-to-end check that the sound steers

@@ -329,7 +329,7 @@ def test_shipping_converts_the_weights_to_float16_and_replaces_the_folder_whole(
 def test_the_object_mask_covers_the_object_s_colours_and_leaves_the_scene():
     from tpos_live.mini.detect import _OBJECT_PIXELS, HSV
 
-    for index in range(0, 48, 5):  # every concept, over every scene
+    for index in range(0, 48, 5):  # each concept and each scene
         shown = world.picture(3, index)
         mask = world.object_mask(3, index, shown)
         assert 0.05 < mask.mean() < 0.5, (shown.concept, mask.mean())

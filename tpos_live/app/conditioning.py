@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tpos_live.conditioning.base import ConditionProvider, TextSpace
 from tpos_live.conditioning.clap import DEFAULT_CLAP_MODEL
-from tpos_live.conditioning.providers import CLAP, default_tpos_encoder, load_provider
+from tpos_live.conditioning.providers import CLAP, HOW_TO_SET_ONE, default_tpos_encoder, load_provider
 from tpos_live.diffusion.stack import ModelStack
 from tpos_live.errors import UserError
 from tpos_live.reporting import Reporter
@@ -54,8 +54,7 @@ def conditioning_choices(encoder: str | None, stack: ModelStack,
         return ConditioningChoice(TPOS, "TPoS encoder (unavailable)", None, str(error)), clap_choice
     if default is not None:
         return _tpos_choice(default), clap_choice
-    why = (f"{origin}: `tpos-live import-tpos` or `tpos-live train-encoder` sets one, or start the app with "
-           f"--encoder CHECKPOINT")
+    why = f"{origin}: {HOW_TO_SET_ONE}, or start the app with --encoder CHECKPOINT"
     return ConditioningChoice(TPOS, "TPoS encoder (none set)", None, why), clap_choice
 
 

@@ -87,8 +87,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
                      help=f"the encoder's ResNet-18 width, {low}..{high}: narrower for a small world "
                           f"(default %(default)s, the official encoder's)")
     run.add_argument("--map-output", choices=MAP_OUTPUTS, default=_default(TrainSpec, "map_output"),
-                     help="MAP's last activation: gelu (default, the official: no token value below -0.17) or "
-                          "linear (for a text encoder whose tokens go lower, as the mini world's)")
+                     help="MAP's output: gelu (default, the official: dropout, then GELU, so no token value below "
+                          "-0.17) or linear (neither: for a text encoder whose tokens go lower, as the mini world's)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in OUTPUT")
     run.add_argument("--keep-epochs", action="store_true", help="keep every epoch's checkpoint")
     options.add_compute_device_option(run)

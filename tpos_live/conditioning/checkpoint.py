@@ -10,7 +10,7 @@ The JSON file::
      "text_family": "clip-vit-l-14", "hop_seconds": null, "backbone_width": 64, "map_output": "gelu",
      "random_weights": false}
 
-``backbone_width`` (the ResNet-18's) and ``map_output`` (MAP's last activation; see
+``backbone_width`` (the ResNet-18's) and ``map_output`` (MAP's output: activation and dropout; see
 :class:`~tpos_live.conditioning.tpos_encoder.TPoSConfig`) may be absent: files written before them hold
 the official width, 64, and the official GELU.
 

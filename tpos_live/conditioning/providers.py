@@ -44,7 +44,7 @@ RANDOM_ENCODER_SEED = 0
 CLAP = CLAP_ENCODER
 DEFAULTS_FILE = "default_encoders.json"
 DEFAULTS_FORMAT = "tpos-live-default-encoders"
-_HOW_TO_SET_ONE = "`tpos-live import-tpos` or `tpos-live train-encoder` sets one"
+HOW_TO_SET_ONE = "`tpos-live import-tpos` or `tpos-live train-encoder` sets one"
 
 PromptEncoder = Callable[[str], torch.Tensor]
 
@@ -132,13 +132,13 @@ def default_encoder(text_family: str) -> Path | None:
     if not (weights_path.is_file() and config_path.is_file()):
         raise UserError(f"the default audio encoder for {text_family}, '{recorded}' (recorded in "
                         f"{settings_folder() / DEFAULTS_FILE}), no longer exists: pass --encoder, or "
-                        f"{_HOW_TO_SET_ONE} again")
+                        f"{HOW_TO_SET_ONE} again")
     return weights_path
 
 
 def default_tpos_encoder(stack: ModelStack) -> tuple[str | None, str]:
-    """The TPoS encoder ``stack`` gets when none is named (steps 2-4 of the module docstring): its
-    ``load_provider`` name and where it comes from; None and why when it has none (then CLAP serves).
+    """The TPoS encoder ``stack`` gets when none is named (steps 2-4 of the module docstring), as
+    ``(its load_provider name, where it comes from)``, or ``(None, why there is none)`` (then CLAP serves).
 
     Raises UserError when a recorded default has gone (see ``default_encoder``).
     """
@@ -159,7 +159,7 @@ def _default_encoder(stack: ModelStack, concepts: str | os.PathLike[str] | None,
         return CLAP, None
     encoder, origin = default_tpos_encoder(stack)
     if encoder is None:
-        return CLAP, f"{origin} ({_HOW_TO_SET_ONE})"
+        return CLAP, f"{origin} ({HOW_TO_SET_ONE})"
     if encoder != "random":  # the random encoder announces itself with a warning
         say(f"audio encoder: {encoder} ({origin})")
     return encoder, None
@@ -173,11 +173,11 @@ def _read_defaults() -> dict[str, str]:
         document = json.loads(path.read_text())
         encoders = document["encoders"] if document.get("format") == DEFAULTS_FORMAT else None
     except (OSError, ValueError, KeyError, AttributeError) as error:
-        raise UserError(f"'{path}' is not readable ({error}): delete it, then {_HOW_TO_SET_ONE} "
+        raise UserError(f"'{path}' is not readable ({error}): delete it, then {HOW_TO_SET_ONE} "
                         f"again") from error
     if not isinstance(encoders, dict) or not all(isinstance(v, str) for v in encoders.values()):
         raise UserError(f"'{path}' is not a tpos-live default encoder file: delete it, then "
-                        f"{_HOW_TO_SET_ONE} again")
+                        f"{HOW_TO_SET_ONE} again")
     return encoders
 
 

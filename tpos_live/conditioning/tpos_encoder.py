@@ -67,8 +67,9 @@ class TPoSConfig:
             samples must divide the segment length, so that windows share their segments.
         backbone_width: the per-segment ResNet-18's first-stage channels (the official 64; narrower,
             down to 8, for a small world: the same layers with fewer channels).
-        map_output: MAP's last activation, one of ``MAP_OUTPUTS``: ``"gelu"`` (the official) or
-            ``"linear"`` (none, so that MAP can reach tokens below GELU's minimum of -0.17).
+        map_output: MAP's output, one of ``MAP_OUTPUTS``: ``"gelu"`` (the official: dropout, then GELU) or
+            ``"linear"`` (neither, so that MAP can reach tokens below GELU's minimum of -0.17, and a
+            regression trained under dropout does not shrink to 0.8 of its targets).
     """
 
     embed_dim: int = 768

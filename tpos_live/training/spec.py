@@ -118,7 +118,7 @@ class TrainSpec:
         model: the diffusion model whose text encoder gives the targets (an alias, a folder, a hub id).
         spectrogram: the front end the encoder is trained on.
         backbone_width: the encoder's ResNet-18 width (the official 64; narrower for a small world).
-        map_output: MAP's last activation (``TPoSConfig.map_output``: the official GELU, or linear).
+        map_output: MAP's output (``TPoSConfig.map_output``: the official dropout and GELU, or linear).
         recipe: the optimisation settings.
         text_target: the InfoNCE target, one of ``TEXT_TARGETS`` (see :mod:`tpos_live.training.targets`).
         init: start from this TPoS checkpoint instead of random weights.

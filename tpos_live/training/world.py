@@ -19,8 +19,9 @@ in steps (:func:`train_mini_stack`):
    larger); and an exponential moving average of the weights (Song & Ermon 2020), which is what is
    kept.
 
-Every loss weighs the pixels (or latent cells) the sound object covers ``object_weight`` times more
-than the scene's (``world.object_mask``, normalised per batch): the object is what the sound asks for,
+The reconstruction losses (steps 2 and 3's decoder) and the noise loss (step 4) weigh the pixels (or
+latent cells) the sound object covers 1 + ``object_weight`` times the scene's (``world.object_mask``,
+normalised per batch; TAESD's latent loss stays plain): the object is what the sound asks for,
 yet it covers a seventh to a third of a picture, so an unweighted loss spends most of a short run on
 backgrounds, which a text's scene word already gets right.
 """

@@ -48,7 +48,7 @@ def probe_media(path: str | Path) -> MediaInfo:
         ) from error
 
 
-def _media_info(video, audio, decoded: _Decoded) -> MediaInfo:
+def _media_info(video: av.VideoStream | None, audio: av.AudioStream | None, decoded: _Decoded) -> MediaInfo:
     video_duration, audio_duration = 0.0, 0.0
     if video is not None:
         ticks = video.duration if video.duration is not None else decoded.video_ticks

@@ -226,10 +226,15 @@ def siren(rng: np.random.Generator, draw: ImageDraw.ImageDraw) -> None:
     draw.rectangle(_scaled([(left - 3.0, base), (right + 3.0, base + 5.0)]), fill=(grey, grey, grey))
 
 
+def background_pixels(background: np.ndarray) -> np.ndarray:
+    """A scene's float drawing as the uint8 pixels a picture starts from."""
+    return np.clip(np.rint(background), 0, 255).astype(np.uint8)
+
+
 def compose(background: np.ndarray, layer) -> np.ndarray:
     """The final uint8 picture: ``layer(draw)`` drawn over ``background`` enlarged :data:`SUPERSAMPLE`
     times (each pixel repeated, so that the reduction gives the background's pixels back), then reduced."""
-    pixels = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+    pixels = background_pixels(background)
     image = Image.fromarray(pixels.repeat(SUPERSAMPLE, axis=0).repeat(SUPERSAMPLE, axis=1), "RGB")
     layer(ImageDraw.Draw(image))
     return np.asarray(image.reduce(SUPERSAMPLE), dtype=np.uint8)

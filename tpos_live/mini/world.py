@@ -186,8 +186,8 @@ def object_mask(seed: int, index: int, shown: Picture) -> np.ndarray:
     """Where ``shown``, item ``index`` of ``seed``, shows its sound object: (64, 64) bool. Its bare scene
     is drawn again from the item's generator, which gives the same background (the object is drawn from
     the generator after it), and compared with the picture."""
-    background = np.clip(np.rint(scene_named(shown.scene).draw(item_rng(seed, index))), 0, 255)
-    return np.abs(shown.pixels.astype(np.float64) - background).max(axis=2) > OBJECT_EDGE
+    background = pictures.background_pixels(scene_named(shown.scene).draw(item_rng(seed, index)))
+    return np.abs(shown.pixels.astype(np.int16) - background).max(axis=2) > OBJECT_EDGE
 
 
 # --- sounds -------------------------------------------------------------------------------------------

@@ -109,6 +109,11 @@ def object_weights(objects: torch.Tensor, weight: float, size: int) -> torch.Ten
     return weights / weights.mean()
 
 
+def _object_weighted_mean(errors: torch.Tensor, objects: torch.Tensor, recipe: WorldRecipe) -> torch.Tensor:
+    """The mean of per-element ``errors`` (B, C, S, S), each weighted by :func:`object_weights` at S."""
+    return (object_weights(objects, recipe.object_weight, errors.shape[-1]) * errors).mean()
+
+
 def train_mini_stack(stack: ModelStack, recipe: WorldRecipe, say: Say) -> dict[str, float]:
     """Train ``stack`` (an :func:`~tpos_live.mini.models.untrained_mini_stack`) in place; returns the
     last losses. In steps: see the module's docs."""
@@ -159,10 +164,10 @@ def _train_autoencoder(stack: ModelStack, data: WorldData, batches: _Batches, re
     def step() -> torch.Tensor:
         index = batches.next()
         images = data.images[index]
-        weights = object_weights(data.objects[index], recipe.object_weight, images.shape[-1])
         posterior = vae.encode(images).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
-        loss = (weights * (reconstruction - images).abs()).mean() + recipe.kl_weight * posterior.kl().mean()
+        loss = (_object_weighted_mean((reconstruction - images).abs(), data.objects[index], recipe)
+                + recipe.kl_weight * posterior.kl().mean())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -190,8 +195,8 @@ def _distill_taesd(stack: ModelStack, data: WorldData, latents: torch.Tensor, ba
         images = data.images[index]
         encoded = taesd.encode(images).latents
         decoded = taesd.decode(latents[index]).sample
-        weights = object_weights(data.objects[index], recipe.object_weight, images.shape[-1])
-        loss = F.mse_loss(encoded, latents[index]) + (weights * (decoded - images).abs()).mean()
+        loss = (F.mse_loss(encoded, latents[index])
+                + _object_weighted_mean((decoded - images).abs(), data.objects[index], recipe))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -225,8 +230,7 @@ def _train_denoiser(stack: ModelStack, latents: torch.Tensor, data: WorldData, b
         tokens = torch.where(dropped[:, None], empty, ids[index])
         conditions = text_encoder(tokens)[0]
         predicted = unet(noise_schedule.add_noise(clean, noise, steps), steps, conditions).sample
-        weights = object_weights(data.objects[index], recipe.object_weight, clean.shape[-1])
-        loss = (weights * (predicted - noise).square()).mean()
+        loss = _object_weighted_mean((predicted - noise).square(), data.objects[index], recipe)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
